@@ -1,0 +1,46 @@
+"""allm-proxy: the OpenAI Images API in front of OpenAI, Gemini or a deterministic fake."""
+
+from __future__ import annotations
+
+from .adapters import AdapterInfo, CallContext, register_adapter
+from .config import CassetteSettings, ModelAlias, ProxyConfig, load_config
+from .engine import (
+    CallOptions,
+    Engine,
+    aedit_image,
+    agenerate_image,
+    aimage_variations,
+    edit_image,
+    generate_image,
+    image_variations,
+)
+from .errors import ProxyError
+from .types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterInfo",
+    "CallContext",
+    "CallOptions",
+    "CassetteSettings",
+    "Engine",
+    "Image",
+    "ImageEvent",
+    "ImageRequest",
+    "ImageResponse",
+    "InputFile",
+    "ModelAlias",
+    "ProxyConfig",
+    "ProxyError",
+    "Usage",
+    "__version__",
+    "aedit_image",
+    "agenerate_image",
+    "aimage_variations",
+    "edit_image",
+    "generate_image",
+    "image_variations",
+    "load_config",
+    "register_adapter",
+]

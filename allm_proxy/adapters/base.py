@@ -1,0 +1,79 @@
+"""The adapter seam: one async method per operation, core types in and out.
+
+Adapters know their provider's wire format and nothing of the server. Each is
+built by a factory from an `AdapterSetup` (an `httpx.AsyncClient` the engine
+owns, so the cassette layer and tests sit under every adapter alike; the
+provider's options; the model catalog; the hosted-file store) and is called
+with an `ImageRequest` and a `CallContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from ..capabilities import ModelCatalog, ModelFamily
+from ..types import ImageRequest, ImageResponse, ImageStream
+
+
+@dataclass
+class CallContext:
+    """Everything about one call that is not the request itself.
+
+    `model` is the provider model id to send (aliases already resolved);
+    `requested_model` the name the client used, which responses echo.
+    `api_key` is the key chosen by the engine's resolution order, or None.
+    `forward_headers` are client headers the provider should see
+    (`OpenAI-Organization`, `OpenAI-Project`).
+    """
+
+    model: str
+    requested_model: str
+    family: ModelFamily
+    api_key: str | None = None
+    forward_headers: dict[str, str] = field(default_factory=dict)
+    session: str = "default"
+    cassette: str | None = None
+    request_id: str = ""
+    timeout: float | None = None
+
+
+@dataclass
+class AdapterSetup:
+    """What a factory gets to build an adapter."""
+
+    http: httpx.AsyncClient
+    options: Mapping[str, Any]
+    catalog: ModelCatalog
+
+
+class ImageAdapter(Protocol):
+    """One provider. Streaming calls (`request.stream`) return an `ImageStream`."""
+
+    name: str
+
+    async def generate(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream: ...
+
+    async def edit(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream: ...
+
+    async def variation(self, request: ImageRequest, ctx: CallContext) -> ImageResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+AdapterFactory = Callable[[AdapterSetup], ImageAdapter]
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """How the engine builds a provider's adapter and finds its key."""
+
+    name: str
+    factory: AdapterFactory
+    # Environment variables holding the provider's key, first set wins.
+    key_env: tuple[str, ...] = ()
+    needs_key: bool = True
+    default_model: str = ""

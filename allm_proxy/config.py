@@ -1,0 +1,180 @@
+"""Configuration: a TOML file, environment variables and flags, resolved once at the edge.
+
+Precedence, first that is set wins: command-line flag, `ALLM_PROXY_*`
+environment variable, the config file, the default. Nothing below the CLI
+reads the environment except for provider keys (`OPENAI_API_KEY`, ...),
+and those are read through the `env` mapping handed to the engine.
+
+Example `allm.toml`:
+
+    provider = "openai"              # default provider: fake | openai | gemini
+    default_model = "gpt-image-1.5"
+
+    [server]
+    host = "127.0.0.1"
+    port = 8400
+    max_body_mb = 50
+
+    [providers.openai]
+    base_url = "https://api.openai.com/v1"
+    api_key_env = "OPENAI_API_KEY"     # or api_key = "..." (keep real keys out of files you commit)
+
+    [providers.gemini]
+    base_url = "https://generativelanguage.googleapis.com"
+    api_version = "v1beta"
+    variations = "emulate"
+
+    [models."dall-e-3"]               # an alias: existing code keeps its model name
+    provider = "gemini"
+    model = "gemini-3-pro-image"
+
+    [families."gpt-image-3"]          # teach the validator a new model family
+    like = "gpt-image-2"
+    match = ["gpt-image-3"]
+
+    [cassettes]
+    path = "cassettes/demo.yaml"
+    record_mode = "once"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD_MODES = ("off", "none", "once", "new_episodes", "all")
+DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """`[models."NAME"]`: the model name a client uses, routed to a provider's model."""
+
+    name: str
+    provider: str
+    model: str
+
+
+@dataclass
+class CassetteSettings:
+    """Where and how upstream traffic is recorded and replayed."""
+
+    path: str | None = None
+    directory: str | None = None
+    record_mode: str = "once"
+    match_on: tuple[str, ...] = ("method", "scheme", "host", "port", "path", "query", "body")
+    allow_playback_repeats: bool = False
+    replay_timing: str = "instant"  # or "recorded"
+    filter_headers: tuple[str, ...] = ()
+    filter_query: tuple[str, ...] = ()
+    filter_body_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.record_mode not in RECORD_MODES:
+            raise ValueError(f"record mode {self.record_mode!r} is not one of {', '.join(RECORD_MODES)}")
+        if self.replay_timing not in ("instant", "recorded"):
+            raise ValueError(f"replay timing {self.replay_timing!r} is not 'instant' or 'recorded'")
+
+    @property
+    def enabled(self) -> bool:
+        return self.record_mode != "off" and (self.path is not None or self.directory is not None)
+
+
+@dataclass
+class ProxyConfig:
+    """Everything the server and engine need, already resolved."""
+
+    host: str = "127.0.0.1"
+    port: int = 8400
+    provider: str = "fake"
+    default_model: str | None = None
+    access_token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    log_level: str = "info"
+    timeout: float = 600.0
+    connect_timeout: float = 5.0
+    file_ttl: float = 3600.0
+    # Per-provider options (`[providers.NAME]`), e.g. base_url, api_key_env, variations.
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aliases: dict[str, ModelAlias] = field(default_factory=dict)
+    families: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cassettes: CassetteSettings = field(default_factory=CassetteSettings)
+
+    def provider_options(self, name: str) -> dict[str, Any]:
+        return dict(self.providers.get(name, {}))
+
+
+_TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
+             "connect_timeout"}
+_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"}
+
+
+def load_config(path: str | Path | None) -> ProxyConfig:
+    """Read a TOML config file (None gives the defaults). Unknown keys are errors."""
+    if path is None:
+        return ProxyConfig()
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_mapping(raw, source=str(path))
+
+
+def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> ProxyConfig:
+    _reject_unknown(raw, _TOP_KEYS, source)
+    server = raw.get("server", {})
+    _reject_unknown(server, _SERVER_KEYS, f"{source} [server]")
+    config = ProxyConfig()
+    if "provider" in raw:
+        config.provider = str(raw["provider"])
+    if "default_model" in raw:
+        config.default_model = str(raw["default_model"])
+    for key in ("timeout", "connect_timeout"):
+        if key in raw:
+            setattr(config, key, float(raw[key]))
+    if "host" in server:
+        config.host = str(server["host"])
+    if "port" in server:
+        config.port = int(server["port"])
+    if "access_token" in server:
+        config.access_token = str(server["access_token"])
+    if "max_body_mb" in server:
+        config.max_body_bytes = int(float(server["max_body_mb"]) * 1024 * 1024)
+    if "log_level" in server:
+        config.log_level = str(server["log_level"])
+    if "file_ttl" in server:
+        config.file_ttl = float(server["file_ttl"])
+    config.providers = {str(k): dict(v) for k, v in raw.get("providers", {}).items()}
+    for name, alias in raw.get("models", {}).items():
+        if "provider" not in alias or "model" not in alias:
+            raise ValueError(f'{source} [models."{name}"] needs both provider and model')
+        config.aliases[name] = ModelAlias(name=name, provider=str(alias["provider"]), model=str(alias["model"]))
+    config.families = {str(k): dict(v) for k, v in raw.get("families", {}).items()}
+    cassettes = dict(raw.get("cassettes", {}))
+    if cassettes:
+        config.cassettes = cassette_settings_from_mapping(cassettes, source=f"{source} [cassettes]")
+    return config
+
+
+def cassette_settings_from_mapping(raw: Mapping[str, Any], *, source: str = "cassettes") -> CassetteSettings:
+    names = {"path", "dir", "directory", "record_mode", "match_on", "allow_playback_repeats", "replay_timing",
+             "filter_headers", "filter_query", "filter_body_fields"}
+    _reject_unknown(raw, names, source)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = "directory" if key == "dir" else key
+        if key in ("match_on", "filter_headers", "filter_query", "filter_body_fields"):
+            value = tuple(value)
+        values[key] = value
+    return CassetteSettings(**values)
+
+
+def _reject_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
