@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import os
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -257,13 +256,18 @@ class Engine:
     ) -> None:
         materialize = bool(provider_opts.get("materialize_urls"))
         delivered: list[Image] = []
+        changed = False
         for image in response.images:
             if not image.has_bytes and image.url and (wanted == "b64_json" or materialize):
                 await self._fetch(image)
+                changed = True
             if wanted == "url" and image.has_bytes:
                 image = self._host(image, options.public_base_url)
+                changed = True
             delivered.append(image)
         response.images = delivered
+        if changed:
+            response.raw_json = None
 
     async def _fetch(self, image: Image) -> None:
         runtime = await self._runtime()
@@ -491,6 +495,3 @@ def image_variations(engine: Engine, image: ImageInput, **opts: Any) -> ImageRes
     """Sync twin of `aimage_variations`."""
     return engine.run_sync(aimage_variations(engine, image, **opts))
 
-
-def now() -> int:
-    return int(time.time())

@@ -315,6 +315,10 @@ class ImageResponse:
     extra: dict[str, Any] = field(default_factory=dict)
     # Response headers worth relaying (x-request-id of the upstream, ...).
     headers: dict[str, str] = field(default_factory=dict)
+    # The provider's body when it already is this OpenAI answer (openai pass-through):
+    # the server sends it unchanged, so big base64 bodies are never re-encoded.
+    # Whoever changes `images` after the adapter must set it to None.
+    raw_json: bytes | None = None
 
 
 EventKind = Literal["partial_image", "completed", "error"]
