@@ -358,7 +358,9 @@ class Engine:
             pass
         else:
             coro.close()
-            raise RuntimeError("the sync API cannot run inside an event loop; use the async twins (agenerate_image ...)")
+            raise RuntimeError(
+                "the sync API cannot run inside an event loop; use the async twins (agenerate_image ...)"
+            )
         if self._portal is None:
             self._portal = _LoopThread()
         return self._portal.run(coro)

@@ -1,0 +1,257 @@
+"""The `allm-proxy` command. Thin: options are resolved here, the work lives in the package."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import ProxyConfig, cassette_settings_from_mapping, load_config
+
+# (click parameter name, environment variable) for every serve option that a
+# config file can also set. Flags beat the environment, which beats the file.
+_ENV = {
+    "host": "ALLM_PROXY_HOST",
+    "port": "ALLM_PROXY_PORT",
+    "provider": "ALLM_PROXY_PROVIDER",
+    "default_model": "ALLM_PROXY_DEFAULT_MODEL",
+    "fake_script": "ALLM_PROXY_FAKE_SCRIPT",
+    "cassette": "ALLM_PROXY_CASSETTE",
+    "cassette_dir": "ALLM_PROXY_CASSETTE_DIR",
+    "record_mode": "ALLM_PROXY_RECORD_MODE",
+    "replay_timing": "ALLM_PROXY_REPLAY_TIMING",
+    "openai_base_url": "ALLM_PROXY_OPENAI_BASE_URL",
+    "gemini_base_url": "ALLM_PROXY_GEMINI_BASE_URL",
+    "timeout": "ALLM_PROXY_TIMEOUT",
+    "access_token": "ALLM_PROXY_ACCESS_TOKEN",
+    "max_body_mb": "ALLM_PROXY_MAX_BODY_MB",
+    "log_level": "ALLM_PROXY_LOG_LEVEL",
+    "materialize_urls": "ALLM_PROXY_MATERIALIZE_URLS",
+}
+
+SERVE_EXAMPLES = """
+\b
+Examples:
+  allm-proxy serve                                   # fake provider, no key, http://127.0.0.1:8400/v1
+  OPENAI_API_KEY=sk-... allm-proxy serve --provider openai
+  GEMINI_API_KEY=... allm-proxy serve --provider gemini --default-model gemini-3-pro-image
+  allm-proxy serve --provider openai --cassette cassettes/demo.yaml --record-mode once
+  allm-proxy serve --config allm.toml --port 9000
+"""
+
+
+def _option(*names: str, key: str, **kwargs: Any) -> Any:
+    return click.option(*names, envvar=_ENV[key], show_envvar=True, **kwargs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="allm-proxy")
+def main() -> None:
+    """A local proxy that speaks the OpenAI Images API in front of OpenAI, Gemini or a fake.
+
+    \b
+    Point any OpenAI SDK at it:
+      OpenAI(base_url="http://127.0.0.1:8400/v1", api_key="sk-test-anything")
+    """
+
+
+@main.command(epilog=SERVE_EXAMPLES)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="ALLM_PROXY_CONFIG", show_envvar=True, help="TOML config file (flags override it).")
+@_option("--host", key="host", help="Address to bind. [default: 127.0.0.1]")
+@_option("--port", key="port", type=int, help="Port to listen on. [default: 8400]")
+@_option("--provider", key="provider", help="Default provider: fake, openai or gemini. [default: fake]")
+@_option("--default-model", key="default_model", help="Model used when a request names none.")
+@_option("--fake-script", key="fake_script", type=click.Path(exists=True, dir_okay=False),
+         help="YAML/JSON list of scripted replies for the fake provider.")
+@_option("--cassette", key="cassette", help="Record/replay upstream traffic to this cassette file.")
+@_option("--cassette-dir", key="cassette_dir", help="Directory of cassettes chosen per request (X-ALLM-Cassette).")
+@_option("--record-mode", key="record_mode", type=click.Choice(["off", "none", "once", "new_episodes", "all"]),
+         help="Cassette record mode (vcrpy's meanings). [default: once]")
+@_option("--replay-timing", key="replay_timing", type=click.Choice(["instant", "recorded"]),
+         help="Replay streams instantly or with their recorded pacing. [default: instant]")
+@_option("--openai-base-url", key="openai_base_url", help="OpenAI API base. [default: https://api.openai.com/v1]")
+@_option("--gemini-base-url", key="gemini_base_url",
+         help="Gemini API base. [default: https://generativelanguage.googleapis.com]")
+@_option("--materialize-urls/--no-materialize-urls", key="materialize_urls", default=None,
+         help="Fetch provider image URLs so answers (and recordings) keep the bytes.")
+@_option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
+@_option("--access-token", key="access_token", help="Require this token from clients (never sent upstream).")
+@_option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
+@_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
+         help="Log level. [default: info]")
+@click.pass_context
+def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+    """Serve the OpenAI Images API on HOST:PORT (default http://127.0.0.1:8400/v1)."""
+    config = _resolve_config(ctx, config_path, flags)
+    _setup_logging(config.log_level)
+    import uvicorn
+
+    from .engine import Engine
+    from .server import create_app
+
+    try:
+        engine = Engine.from_config(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not _is_loopback(config.host) and config.access_token is None:
+        click.echo(
+            f"WARNING: binding {config.host} without --access-token: anyone who can reach this port can spend "
+            "your provider keys.",
+            err=True,
+        )
+    base = f"http://{_url_host(config.host)}:{config.port}/v1"
+    click.echo(f"allm-proxy: provider={config.provider} default_model={engine.default_model}")
+    if config.cassettes.enabled:
+        where = config.cassettes.path or f"{config.cassettes.directory}/"
+        click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
+    click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
+    click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
+    uvicorn.run(
+        create_app(engine, config),
+        host=config.host,
+        port=config.port,
+        log_level="warning" if config.log_level != "debug" else "debug",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[str, Any]) -> ProxyConfig:
+    try:
+        config = load_config(config_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return flags.get(name) is not None and source is not click.core.ParameterSource.DEFAULT
+
+    for name in ("host", "provider", "default_model", "access_token", "log_level"):
+        if given(name):
+            setattr(config, name, flags[name])
+    if given("port"):
+        config.port = flags["port"]
+    if given("timeout"):
+        config.timeout = flags["timeout"]
+    if given("max_body_mb"):
+        config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
+    providers = config.providers
+    if given("fake_script"):
+        providers.setdefault("fake", {})["script_path"] = flags["fake_script"]
+    if given("openai_base_url"):
+        providers.setdefault("openai", {})["base_url"] = flags["openai_base_url"]
+    if given("gemini_base_url"):
+        providers.setdefault("gemini", {})["base_url"] = flags["gemini_base_url"]
+    if given("materialize_urls"):
+        for name in ("openai", "gemini"):
+            providers.setdefault(name, {})["materialize_urls"] = flags["materialize_urls"]
+    cassette_flags = {key: flags[flag] for flag, key in (("cassette", "path"), ("cassette_dir", "directory"),
+                                                         ("record_mode", "record_mode"),
+                                                         ("replay_timing", "replay_timing")) if given(flag)}
+    if cassette_flags:
+        current = config.cassettes
+        merged = {
+            "path": current.path, "directory": current.directory, "record_mode": current.record_mode,
+            "match_on": current.match_on, "allow_playback_repeats": current.allow_playback_repeats,
+            "replay_timing": current.replay_timing, "filter_headers": current.filter_headers,
+            "filter_query": current.filter_query, "filter_body_fields": current.filter_body_fields,
+        }
+        if "path" in cassette_flags:
+            merged["directory"] = None
+        if "directory" in cassette_flags:
+            merged["path"] = None
+        merged.update(cassette_flags)
+        try:
+            config.cassettes = cassette_settings_from_mapping(merged, source="flags")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    return config
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+GENERATE_EXAMPLES = """
+\b
+Examples:
+  allm-proxy generate "a watercolor kestrel" -o kestrel.png
+  allm-proxy generate "a lighthouse at dusk" --size 1536x1024 --n 2 -o dusk.png   # dusk-1.png, dusk-2.png
+  allm-proxy generate "a fox" --provider gemini --model gemini-3-pro-image -o fox.png
+"""
+
+
+@main.command(epilog=GENERATE_EXAMPLES)
+@click.argument("prompt")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("image.png"),
+              show_default=True, help="Where to write the image (numbered when --n > 1).")
+@click.option("--model", help="Model (default: the provider's default).")
+@click.option("--size", help="WIDTHxHEIGHT, e.g. 1024x1024.")
+@click.option("--n", "n", type=int, default=1, show_default=True, help="How many images.")
+@click.option("--quality", help="low, medium, high, auto (GPT image); standard, hd (dall-e-3).")
+@click.option("--output-format", type=click.Choice(["png", "jpeg", "webp"]), help="Image format.")
+@click.option("--provider", envvar="ALLM_PROXY_PROVIDER", default=None, help="fake, openai or gemini.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="ALLM_PROXY_CONFIG", help="TOML config file.")
+def generate(prompt: str, output: Path, model: str | None, size: str | None, n: int, quality: str | None,
+             output_format: str | None, provider: str | None, config_path: Path | None) -> None:
+    """Generate images in-process (no server) and write them to files."""
+    from .engine import Engine, generate_image
+    from .errors import ProxyError
+
+    try:
+        config = load_config(config_path)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if provider:
+        config.provider = provider
+    try:
+        engine = Engine.from_config(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    opts: dict[str, Any] = {"n": n, "response_format": "b64_json"}
+    for key, value in (("model", model), ("size", size), ("quality", quality), ("output_format", output_format)):
+        if value is not None:
+            opts[key] = value
+    try:
+        with engine:
+            response = generate_image(engine, prompt, **opts)
+    except ProxyError as err:
+        raise click.ClickException(f"{err.status} {err.code or err.type}: {err.message}") from None
+    paths = [output] if len(response.images) == 1 else [
+        output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(1, len(response.images) + 1)
+    ]
+    for path, image in zip(paths, response.images, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image.to_binary())
+        click.echo(f"wrote {path} ({image.mime_type}, {len(image.data)} bytes)")
+
+
+def _add_cassette_commands() -> None:
+    from .cli_cassettes import cassettes
+
+    main.add_command(cassettes)
+
+
+_add_cassette_commands()

@@ -1,0 +1,1 @@
+"""Wire codecs: pure functions between HTTP bodies and core types."""

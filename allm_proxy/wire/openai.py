@@ -1,0 +1,235 @@
+"""The OpenAI Images wire <-> core types. Pure functions: parse, render.
+
+Parsing accepts exactly what the official SDKs send (spec section 10): JSON
+generations, multipart edits and variations with `image` or `image[]`,
+values as strings in multipart, `null` meaning "not given", file parts with
+a wrong Content-Type, and any extra field (kept, in order, for providers
+that pass requests through). Everything else becomes an `InvalidRequestError`
+or `UnsupportedMediaTypeError` naming what to change.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import InvalidRequestError, ProxyError, UnsupportedMediaTypeError
+from ..types import KNOWN_FIELDS, ImageEvent, ImageRequest, ImageResponse, InputFile, Operation, b64decode_lenient
+from .multipart import MultipartError, Part, parse_multipart
+
+_STRING_FIELDS = frozenset({"model", "prompt", "size", "response_format", "quality", "style", "background",
+                            "output_format", "moderation", "input_fidelity", "user"})
+_INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
+_BOOL_FIELDS = frozenset({"stream"})
+_IMAGE_FIELDS = ("image", "image[]")
+
+JSON_PARSE_ERROR = (
+    "We could not parse the JSON body of your request. The Images API expects a JSON object such as "
+    '{"prompt": "a cat"} with Content-Type: application/json.'
+)
+
+
+def parse_request(operation: Operation, content_type: str | None, body: bytes) -> ImageRequest:
+    """An `ImageRequest` from an HTTP body, or a 4xx error saying what is wrong."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
+        return _parse_multipart(operation, content_type or "", body)
+    if media in ("application/json", "") or media.endswith("+json"):
+        if operation == "variation":
+            raise UnsupportedMediaTypeError(
+                "Variations take multipart/form-data with the image as a file part named 'image'.",
+            )
+        return _parse_json(operation, body)
+    expected = "application/json" if operation == "generate" else "multipart/form-data"
+    raise UnsupportedMediaTypeError(
+        f"Unsupported Content-Type {media!r}: image {operation} requests take {expected}.",
+    )
+
+
+def _parse_json(operation: Operation, body: bytes) -> ImageRequest:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(JSON_PARSE_ERROR + " (The body is not valid UTF-8.)") from None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise InvalidRequestError(JSON_PARSE_ERROR) from None
+    if not isinstance(raw, dict):
+        raise InvalidRequestError(
+            f"The request body must be a JSON object, got a JSON {type(raw).__name__}. " + JSON_PARSE_ERROR
+        )
+    request = ImageRequest(operation=operation, encoding="json")
+    for name, value in raw.items():
+        if name in ("images", "mask") and operation == "edit":
+            _set_json_edit_files(request, name, value)
+        elif name in KNOWN_FIELDS:
+            setattr(request, name, _coerce_json(name, value))
+        else:
+            request.extra.append((name, value))
+    return request
+
+
+def _coerce_json(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in _STRING_FIELDS:
+        if not isinstance(value, str):
+            raise _type_error(name, "a string", value)
+        return value
+    if name in _INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise _type_error(name, "an integer", value)
+        return int(value)
+    if name in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise _type_error(name, "a boolean", value)
+        return value
+    return value
+
+
+def _type_error(name: str, expected: str, value: Any) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Invalid type for '{name}': expected {expected}, but got {json.dumps(value)[:60]} instead.",
+        param=name, code="invalid_type",
+    )
+
+
+def _set_json_edit_files(request: ImageRequest, name: str, value: Any) -> None:
+    """The JSON edit form: images as `{"image_url": "data:..."}` references."""
+    refs = value if name == "images" else [value]
+    if value is None:
+        return
+    if not isinstance(refs, list):
+        raise _type_error(name, "a list of {\"image_url\": ...} objects", value)
+    files = []
+    for ref in refs:
+        url = ref.get("image_url") if isinstance(ref, dict) else None
+        if not isinstance(url, str) or not url.startswith("data:"):
+            raise InvalidRequestError(
+                f"Invalid '{name}': this proxy takes JSON edit images as data: URLs "
+                '({"image_url": "data:image/png;base64,..."}); send files as multipart/form-data instead.',
+                param=name, code="invalid_value",
+            )
+        header, _, payload = url.partition(",")
+        try:
+            data = b64decode_lenient(payload)
+        except ValueError:
+            raise InvalidRequestError(f"Invalid '{name}': the data: URL is not valid base64.", param=name) from None
+        files.append(InputFile(data, filename=None, content_type=header[5:].split(";")[0] or None,
+                               field="mask" if name == "mask" else "image[]"))
+    if name == "mask":
+        request.mask = files[0] if files else None
+    else:
+        request.images = files
+
+
+def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> ImageRequest:
+    try:
+        parts = parse_multipart(content_type, body)
+    except MultipartError as exc:
+        raise InvalidRequestError(f"Could not read the multipart/form-data body: {exc}.") from None
+    request = ImageRequest(operation=operation, encoding="multipart")
+    for part in parts:
+        if part.name in _IMAGE_FIELDS or part.name == "mask":
+            if not part.is_file:
+                raise InvalidRequestError(
+                    f"'{part.name}' must be a file part (with a filename), not a text field.",
+                    param="image" if part.name != "mask" else "mask", code="invalid_type",
+                )
+            upload = InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
+            if part.name == "mask":
+                if request.mask is not None:
+                    raise InvalidRequestError("Only one 'mask' file may be sent.", param="mask")
+                request.mask = upload
+            else:
+                request.images.append(upload)
+        elif part.is_file:
+            request.extra_files.append(
+                InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
+            )
+        elif part.name in KNOWN_FIELDS:
+            setattr(request, part.name, _coerce_text(part))
+        else:
+            request.extra.append((part.name, part.text()))
+    return request
+
+
+def _coerce_text(part: Part) -> Any:
+    text = part.text()
+    name = part.name
+    if name in _INT_FIELDS:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise _type_error(name, "an integer", text) from None
+    if name in _BOOL_FIELDS:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+        raise _type_error(name, "'true' or 'false'", text)
+    return text
+
+
+# -- rendering ------------------------------------------------------------------
+
+
+def render_response(response: ImageResponse, *, gpt_style: bool) -> bytes:
+    """The `ImagesResponse` JSON. The echo fields and usage appear where the family has them."""
+    if response.raw_json is not None:
+        return response.raw_json
+    body: dict[str, Any] = {"created": response.created}
+    if gpt_style and response.background is not None:
+        body["background"] = response.background
+    body["data"] = [_image_json(image) for image in response.images]
+    if gpt_style:
+        for key in ("output_format", "quality", "size"):
+            value = getattr(response, key)
+            if value is not None:
+                body[key] = value
+        if response.usage is not None:
+            body["usage"] = response.usage.to_dict()
+    for key, value in response.extra.items():
+        body.setdefault(key, value)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _image_json(image: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {}
+    if image.has_bytes:
+        item["b64_json"] = image.b64_json()
+    elif image.url is not None:
+        item["url"] = image.url
+    if image.revised_prompt is not None:
+        item["revised_prompt"] = image.revised_prompt
+    item.update({k: v for k, v in image.extra.items() if k not in item})
+    return item
+
+
+def render_event(event: ImageEvent) -> bytes:
+    """One SSE event, `event: <type>\\ndata: <json>\\n\\n` (spec section 7)."""
+    if event.kind == "error":
+        payload: dict[str, Any] = {"type": "error", "error": event.error or {}}
+    else:
+        payload = {"type": event.type}
+        if event.image is not None:
+            payload["b64_json"] = event.image.b64_json()
+        for key, value in event.fields.items():
+            payload.setdefault(key, value)
+        if event.kind == "partial_image":
+            payload["partial_image_index"] = event.partial_image_index or 0
+        if event.usage is not None:
+            payload["usage"] = event.usage.to_dict()
+    data = json.dumps(payload, separators=(",", ":")).encode()
+    return b"event: " + payload["type"].encode() + b"\ndata: " + data + b"\n\n"
+
+
+def render_error_event(error: ProxyError) -> bytes:
+    return render_event(ImageEvent(kind="error", error=error.envelope()["error"]))
+
+
+def render_models(models: Iterable[Mapping[str, Any]]) -> bytes:
+    return json.dumps({"object": "list", "data": list(models)}).encode()

@@ -1,0 +1,51 @@
+"""Shared fixtures: a running proxy around any Engine, tiny test images."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import pytest
+from PIL import Image as PILImage
+
+from allm_proxy import Engine, ProxyConfig
+from allm_proxy.server import create_app
+from tests.support.asgi_server import serve_asgi
+
+
+@contextmanager
+def running_proxy(engine: Engine, config: ProxyConfig | None = None) -> Iterator[str]:
+    """Serve `engine` on a free loopback port; yields the base URL without /v1."""
+    with serve_asgi(create_app(engine, config)) as url:
+        yield url
+
+
+@pytest.fixture
+def proxy() -> Callable[..., AbstractContextManager[str]]:
+    """`with proxy(engine) as url:` starts the proxy for one test."""
+    return running_proxy
+
+
+@pytest.fixture(scope="session")
+def fake_proxy_url() -> Iterator[str]:
+    """One proxy on the fake provider for the whole session (tests must not depend on its state)."""
+    with running_proxy(Engine()) as url:
+        yield url
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (40, 120, 200, 255),
+              mode: str = "RGBA") -> bytes:
+    buf = io.BytesIO()
+    PILImage.new(mode, size, color[: len(mode)] if mode != "L" else color[0]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def half_transparent_mask(size: tuple[int, int]) -> bytes:
+    """Opaque left half (kept), fully transparent right half (edited)."""
+    mask = PILImage.new("RGBA", size, (0, 0, 0, 255))
+    w, h = size
+    mask.paste((0, 0, 0, 0), (w // 2, 0, w, h))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,25 @@
+"""The curated public surface: __all__ matches what the package exports."""
+
+from __future__ import annotations
+
+import allm_proxy
+
+
+def test_all_names_exist_and_are_public() -> None:
+    for name in allm_proxy.__all__:
+        assert hasattr(allm_proxy, name), name
+    exported = {n for n in dir(allm_proxy) if not n.startswith("_")}
+    modules = {"adapters", "capabilities", "config", "context", "engine", "errors", "files", "types", "validation",
+               "wire", "imaging", "cassettes"}
+    assert exported - modules - set(allm_proxy.__all__) == set()
+
+
+def test_importing_the_package_does_no_io_and_loads_no_adapter() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, allm_proxy; "
+            "print(any(m.startswith('allm_proxy.adapters.') and m != 'allm_proxy.adapters.base' "
+            "for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,117 @@
+"""The HTTP server: routes, limits, access token, hosted files and the error envelope."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from allm_proxy import Engine, ProxyConfig
+from allm_proxy.config import ModelAlias
+from allm_proxy.files import HostedFiles
+from tests.conftest import running_proxy
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-request-id"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+def test_unknown_route_is_404_envelope(fake_proxy_url: str) -> None:
+    assert_envelope(httpx.get(f"{fake_proxy_url}/v1/nope"), 404, "unknown_url")
+
+
+def test_wrong_method_is_405_envelope(fake_proxy_url: str) -> None:
+    assert_envelope(httpx.get(f"{fake_proxy_url}/v1/images/generations"), 405, "method_not_allowed")
+
+
+def test_malformed_json_is_400_and_server_keeps_serving(fake_proxy_url: str) -> None:
+    error = assert_envelope(httpx.post(f"{fake_proxy_url}/v1/images/generations", content=b"{nope",
+                                       headers={"content-type": "application/json"}), 400)
+    assert "JSON" in error["message"]
+    assert httpx.get(f"{fake_proxy_url}/healthz").json()["status"] == "ok"
+
+
+def test_wrong_content_type_is_415(fake_proxy_url: str) -> None:
+    assert_envelope(httpx.post(f"{fake_proxy_url}/v1/images/generations", content=b"prompt=x",
+                               headers={"content-type": "text/plain"}), 415, "unsupported_media_type")
+
+
+def test_body_over_the_limit_is_413_before_it_is_read() -> None:
+    config = ProxyConfig(max_body_bytes=1024)
+    with running_proxy(Engine(), config) as url:
+        error = assert_envelope(httpx.post(f"{url}/v1/images/edits", content=b"x" * 5000,
+                                           headers={"content-type": "multipart/form-data; boundary=x"}), 413)
+        assert "--max-body-mb" in error["message"]
+
+
+def test_chunked_body_over_the_limit_is_413() -> None:
+    config = ProxyConfig(max_body_bytes=1024)
+
+    def chunks():  # no Content-Length: the limit must hold while streaming
+        for _ in range(10):
+            yield b"y" * 512
+
+    with running_proxy(Engine(), config) as url:
+        assert_envelope(httpx.post(f"{url}/v1/images/generations", content=chunks(),
+                                   headers={"content-type": "application/json"}), 413, "payload_too_large")
+
+
+def test_paths_without_v1_prefix_work(fake_proxy_url: str) -> None:
+    client = openai.OpenAI(base_url=fake_proxy_url, api_key="sk-test-x", max_retries=0)
+    assert client.images.generate(prompt="no prefix", size="1024x1024").data[0].b64_json
+
+
+def test_models_list_shows_default_and_aliases() -> None:
+    engine = Engine(aliases={"dall-e-3": ModelAlias("dall-e-3", "fake", "gpt-image-1.5")})
+    with running_proxy(engine) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test-x", max_retries=0)
+        ids = [m.id for m in client.models.list().data]
+        assert ids == ["gpt-image-1.5", "dall-e-3"]
+        assert client.models.retrieve("dall-e-3").owned_by == "allm-proxy:fake"
+        with pytest.raises(openai.NotFoundError) as info:
+            client.models.retrieve("no-such-model")
+        assert info.value.code == "model_not_found"
+
+
+def test_access_token_is_required_and_compared() -> None:
+    config = ProxyConfig(access_token="proxy-token-123")
+    with running_proxy(Engine(), config) as url:
+        wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as info:
+            wrong.images.generate(prompt="x")
+        assert info.value.code == "invalid_api_key" and "access token" in info.value.message
+        right = openai.OpenAI(base_url=f"{url}/v1", api_key="proxy-token-123", max_retries=0)
+        assert right.images.generate(prompt="x").data
+
+
+def test_hosted_file_urls_serve_the_bytes_and_unknown_ids_are_404(fake_proxy_url: str) -> None:
+    client = openai.OpenAI(base_url=f"{fake_proxy_url}/v1", api_key="sk-test-x", max_retries=0)
+    result = client.images.generate(prompt="url please", model="dall-e-2", size="256x256")
+    url = result.data[0].url
+    assert url is not None and url.startswith(f"{fake_proxy_url}/v1/images/files/img_")
+    fetched = httpx.get(url)
+    assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
+    assert_envelope(httpx.get(f"{fake_proxy_url}/v1/images/files/img_doesnotexist000000000000"), 404)
+    assert_envelope(httpx.get(f"{fake_proxy_url}/v1/images/files/..%2F..%2Fetc%2Fpasswd"), 404)
+
+
+def test_hosted_files_expire() -> None:
+    files = HostedFiles(ttl=0.0)
+    file_id = files.put(b"data", "image/png")
+    assert files.get(file_id) is None
+
+
+def test_every_response_has_a_request_id(fake_proxy_url: str) -> None:
+    ok = httpx.get(f"{fake_proxy_url}/v1/models")
+    assert ok.headers["x-request-id"].startswith("req_")
+    assert json.loads(ok.content)["object"] == "list"
