@@ -45,12 +45,16 @@ class FlexibleSizes:
             return f"the largest size is {self.max_long_edge}x{self.max_short_edge} (either orientation)"
         ratio = w / h
         if ratio < self.min_ratio - 1e-9 or ratio > self.max_ratio + 1e-9:
-            return "the aspect ratio must be between 1:3 and 3:1"
+            return f"the aspect ratio must be between {self._ratio_text()}"
         return None
 
+    def _ratio_text(self) -> str:
+        return f"1:{round(1 / self.min_ratio):g} and {self.max_ratio:g}:1"
+
     def describe(self) -> str:
+        multiple = f" with both multiples of {self.multiple_of}" if self.multiple_of > 1 else ""
         return (
-            f"any WIDTHxHEIGHT with both multiples of {self.multiple_of}, aspect ratio 1:3 to 3:1, "
+            f"any WIDTHxHEIGHT{multiple}, aspect ratio between {self._ratio_text()}, "
             f"at most {self.max_long_edge}x{self.max_short_edge}"
         )
 
@@ -177,6 +181,8 @@ _OPENAI_GENERIC = ModelFamily(
 _GEMINI_COMMON: dict[str, Any] = {
     "provider": "gemini",
     "operations": frozenset({"generate", "edit", "variation"}),
+    # "auto" leaves the ratio and tier to the model (the gemini adapter then omits imageConfig).
+    "sizes": ("auto",),
     "flexible_sizes": FlexibleSizes(multiple_of=1, min_ratio=1 / 8, max_ratio=8.0, max_long_edge=8192,
                                     max_short_edge=8192, min_edge=1),
     "qualities": ("low", "medium", "high", "auto", "standard", "hd"),

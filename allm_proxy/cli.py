@@ -31,7 +31,24 @@ _ENV = {
     "max_body_mb": "ALLM_PROXY_MAX_BODY_MB",
     "log_level": "ALLM_PROXY_LOG_LEVEL",
     "materialize_urls": "ALLM_PROXY_MATERIALIZE_URLS",
+    "gemini_api_version": "ALLM_PROXY_GEMINI_API_VERSION",
+    "gemini_variations": "ALLM_PROXY_GEMINI_VARIATIONS",
+    "gemini_mask_hint": "ALLM_PROXY_GEMINI_MASK_HINT",
+    "gemini_max_concurrency": "ALLM_PROXY_GEMINI_MAX_CONCURRENCY",
+    "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
 }
+
+# Flags that become one option of one provider: (flag name, provider, option key).
+_PROVIDER_FLAGS = (
+    ("openai_base_url", "openai", "base_url"),
+    ("gemini_base_url", "gemini", "base_url"),
+    ("gemini_api_version", "gemini", "api_version"),
+    ("gemini_variations", "gemini", "variations"),
+    ("gemini_mask_hint", "gemini", "mask_hint"),
+    ("gemini_max_concurrency", "gemini", "max_concurrency"),
+    ("gemini_safety_code", "gemini", "safety_code"),
+    ("fake_script", "fake", "script_path"),
+)
 
 SERVE_EXAMPLES = """
 \b
@@ -77,6 +94,16 @@ def main() -> None:
 @_option("--openai-base-url", key="openai_base_url", help="OpenAI API base. [default: https://api.openai.com/v1]")
 @_option("--gemini-base-url", key="gemini_base_url",
          help="Gemini API base. [default: https://generativelanguage.googleapis.com]")
+@_option("--gemini-api-version", key="gemini_api_version", help="Gemini API version. [default: v1beta]")
+@_option("--gemini-variations", key="gemini_variations", type=click.Choice(["reject", "emulate"]),
+         help="Gemini has no variations: answer 400, or emulate them with an edit. [default: reject]")
+@_option("--gemini-mask-hint/--no-gemini-mask-hint", key="gemini_mask_hint", default=None,
+         help="Also send an edit's mask to Gemini as a hint image (the proxy composites either way).")
+@_option("--gemini-max-concurrency", key="gemini_max_concurrency", type=int,
+         help="Parallel generateContent calls for n > 1. [default: 4]")
+@_option("--gemini-safety-code", key="gemini_safety_code",
+         type=click.Choice(["content_policy_violation", "moderation_blocked"]),
+         help="Error code for Gemini safety blocks. [default: content_policy_violation]")
 @_option("--materialize-urls/--no-materialize-urls", key="materialize_urls", default=None,
          help="Fetch provider image URLs so answers (and recordings) keep the bytes.")
 @_option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
@@ -141,12 +168,9 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
     if given("max_body_mb"):
         config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
     providers = config.providers
-    if given("fake_script"):
-        providers.setdefault("fake", {})["script_path"] = flags["fake_script"]
-    if given("openai_base_url"):
-        providers.setdefault("openai", {})["base_url"] = flags["openai_base_url"]
-    if given("gemini_base_url"):
-        providers.setdefault("gemini", {})["base_url"] = flags["gemini_base_url"]
+    for flag, provider, key in _PROVIDER_FLAGS:
+        if given(flag):
+            providers.setdefault(provider, {})[key] = flags[flag]
     if given("materialize_urls"):
         for name in ("openai", "gemini"):
             providers.setdefault(name, {})["materialize_urls"] = flags["materialize_urls"]

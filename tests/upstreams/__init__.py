@@ -1,0 +1,1 @@
+"""Fake upstream providers (Google, OpenAI) that tests run the proxy against."""
