@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .adapters import AdapterInfo, CallContext, register_adapter
+from .adapters.fake_script import FakeScript
 from .config import CassetteSettings, ModelAlias, ProxyConfig, load_config
 from .engine import (
     CallOptions,
@@ -25,6 +26,7 @@ __all__ = [
     "CallOptions",
     "CassetteSettings",
     "Engine",
+    "FakeScript",
     "Image",
     "ImageEvent",
     "ImageRequest",

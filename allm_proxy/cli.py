@@ -123,6 +123,11 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
 
     try:
         engine = Engine.from_config(config)
+        script_path = config.provider_options("fake").get("script_path")
+        if script_path:
+            from .adapters.fake_script import FakeScript
+
+            FakeScript.from_file(script_path)  # a bad script fails now, not on the first request
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if not _is_loopback(config.host) and config.access_token is None:

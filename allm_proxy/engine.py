@@ -229,7 +229,23 @@ class Engine:
         if isinstance(result, ImageResponse):
             await self._deliver(result, wanted, options, provider_opts)
             return result
-        return EventStream(_with_call(result, ctx), headers=dict(result.headers))
+        return EventStream(self._stream_events(result, ctx), headers=dict(result.headers))
+
+    async def _stream_events(self, stream: ImageStream, ctx: CallContext) -> AsyncIterator[ImageEvent]:
+        """A provider stream with the call context set, so layers below still see it.
+
+        SSE events carry base64 only, so an image that is a URL (a scripted
+        reply, a provider URL) is fetched here.
+        """
+        token = current_call.set(ctx)
+        try:
+            async for event in stream:
+                if event.image is not None and not event.image.has_bytes and event.image.url:
+                    await self._fetch(event.image)
+                yield event
+        finally:
+            await stream.aclose()
+            current_call.reset(token)
 
     def _resolve_key(self, info: AdapterInfo, opts: Mapping[str, Any], options: CallOptions) -> str | None:
         if options.api_key:
@@ -364,17 +380,6 @@ class Engine:
         if self._portal is None:
             self._portal = _LoopThread()
         return self._portal.run(coro)
-
-
-async def _with_call(stream: ImageStream, ctx: CallContext) -> AsyncIterator[ImageEvent]:
-    """Iterate a provider stream with the call context set, so layers below still see it."""
-    token = current_call.set(ctx)
-    try:
-        async for event in stream:
-            yield event
-    finally:
-        await stream.aclose()
-        current_call.reset(token)
 
 
 class _LoopThread:
