@@ -229,7 +229,7 @@ class Engine:
         if isinstance(result, ImageResponse):
             await self._deliver(result, wanted, options, provider_opts)
             return result
-        return EventStream(self._stream_events(result, ctx), headers=dict(result.headers))
+        return _EngineStream(self._stream_events(result, ctx), headers=dict(result.headers), source=result)
 
     async def _stream_events(self, stream: ImageStream, ctx: CallContext) -> AsyncIterator[ImageEvent]:
         """A provider stream with the call context set, so layers below still see it.
@@ -380,6 +380,19 @@ class Engine:
         if self._portal is None:
             self._portal = _LoopThread()
         return self._portal.run(coro)
+
+
+@dataclass
+class _EngineStream(EventStream):
+    """The engine's view of a provider stream; closing it closes the provider's stream too,
+    even when nobody iterated it (the generator's `finally` would then never run)."""
+
+    source: ImageStream | None = None
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.source is not None:
+            await self.source.aclose()
 
 
 class _LoopThread:

@@ -1,0 +1,71 @@
+"""The official openai Node SDK through the proxy (provider openai) to the fake OpenAI upstream.
+
+Needs `node` and `npm`; the SDK is installed once into tests/node/node_modules
+(pinned in tests/node/package.json). Skips, saying why, when either is missing
+or npm cannot install (no network).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from allm_proxy import Engine
+from tests.conftest import half_transparent_mask, png_bytes, running_proxy
+from tests.upstreams.openai_upstream import FakeOpenAI
+
+HERE = Path(__file__).parent
+INSTALL_TIMEOUT = 180
+RUN_TIMEOUT = 60
+
+
+def node_sdk_ready() -> None:
+    """Install the pinned SDK if it is not there yet, or skip the test."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed for the Node SDK test")
+    if (HERE / "node_modules" / "openai" / "package.json").is_file():
+        return
+    try:
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"], cwd=HERE,
+                              capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"npm install of the openai SDK took over {INSTALL_TIMEOUT} s")
+    if done.returncode != 0:
+        pytest.skip(f"npm could not install the openai SDK: {done.stderr.strip()[-300:]}")
+
+
+def test_node_sdk_generates_edits_and_streams_through_the_proxy(tmp_path: Path) -> None:
+    node_sdk_ready()
+    image, mask = tmp_path / "a.png", tmp_path / "mask.png"
+    image.write_bytes(png_bytes((64, 64)))
+    mask.write_bytes(half_transparent_mask((64, 64)))
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url:
+        engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1"}, env={})
+        with running_proxy(engine) as proxy:
+            env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image),
+                   "ALLM_MASK": str(mask)}
+            done = subprocess.run(["node", str(HERE / "sdk_calls.mjs")], env=env, capture_output=True,
+                                  text=True, timeout=RUN_TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["generate"]["count"] == 2 and out["generate"]["size"] == "1024x1536"
+    assert base64.b64decode(out["generate"]["b64"]) == upstream.served_images[0]
+    assert out["edit"]["count"] == 1 and out["edit_list"]["count"] == 1
+    assert out["stream"] == ["image_generation.partial_image", "image_generation.completed"]
+    assert out["error"] == {"status": 404, "code": "model_not_found", "param": "model",
+                            "request_id": "req_up_5"}
+    edit, edit_list = upstream.requests[1], upstream.requests[2]
+    # Node labels a file stream application/octet-stream (spec section 11): passed on as sent.
+    assert [(p.name, p.filename, p.content_type, p.data) for p in edit.files()] == [
+        ("image", "a.png", "application/octet-stream", image.read_bytes()),
+        ("mask", "mask.png", "image/png", mask.read_bytes()),
+    ]
+    assert [(p.name, p.filename) for p in edit_list.files()] == [("image[]", "a.png"), ("image[]", "b.png")]
+    assert all(r.bearer == "sk-test-node" for r in upstream.requests)
