@@ -1,25 +1,18 @@
-"""Record-then-replay of upstream traffic as vcrpy cassettes (being written)."""
+"""Record-then-replay of upstream traffic as vcrpy cassettes.
+
+`CassetteLibrary` is the engine-level entry point: `transport(inner)` wraps
+the real upstream transport, `activate(name)` switches cassettes in-process,
+`control_routes()` does it over HTTP, `flush()` writes what is pending.
+Files are ordinary vcrpy cassettes (format version 1): `.json` (fast, one
+interaction per line) or `.yaml` (vcrpy's default serializer).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from .filters import SecretFilter
+from .library import CassetteLibrary
+from .persister import AtomicPersister, write_atomic
+from .tape import Tape
+from .transport import CassetteTransport
 
-import httpx
-
-from ..config import CassetteSettings
-
-
-class CassetteLibrary:
-    """Engine-level cassette state: loaded cassettes, replay cursors, the active cassette."""
-
-    def __init__(self, settings: CassetteSettings) -> None:
-        self.settings = settings
-
-    def transport(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        raise NotImplementedError
-
-    def flush(self) -> None:
-        pass
-
-    def control_routes(self) -> list[Any]:
-        return []
+__all__ = ["AtomicPersister", "CassetteLibrary", "CassetteTransport", "SecretFilter", "Tape", "write_atomic"]

@@ -1,0 +1,64 @@
+"""``allm-proxy cassettes list|show|verify``: look into cassettes. The work lives in `cassettes.report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cassettes import report
+
+_PATH = click.Path(exists=True, path_type=Path)
+
+
+@click.group(name="cassettes")
+def cassettes() -> None:
+    """Inspect and check recorded cassettes (.json or .yaml)."""
+
+
+@cassettes.command(name="list")
+@click.argument("path", type=_PATH)
+def list_(path: Path) -> None:
+    """One line per interaction: method, path, model, prompt, status, images and their sizes."""
+    for cassette in report.cassette_files(path):
+        if path.is_dir():
+            click.echo(f"{cassette}:")
+        for entry in _read(cassette):
+            click.echo(report.line(entry))
+
+
+@cassettes.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("number", type=int)
+@click.option("--extract", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the input files and returned images of the interaction to this directory.")
+def show(path: Path, number: int, directory: Path | None) -> None:
+    """Interaction NUMBER (as `list` numbers them) in full, base64 shortened."""
+    entries = _read(path)
+    if not 0 <= number < len(entries):
+        raise click.BadParameter(f"the cassette has interactions 0 to {len(entries) - 1}",
+                                 param_hint="NUMBER")
+    click.echo(report.show(entries[number]))
+    if directory is not None:
+        for written in report.extract(entries[number], directory):
+            click.echo(f"wrote {written}")
+
+
+@cassettes.command()
+@click.argument("paths", nargs=-1, required=True, type=_PATH)
+def verify(paths: tuple[Path, ...]) -> None:
+    """Check cassettes: they parse, hold no secrets, bodies decode, images open. Exit 1 on problems."""
+    files = [f for p in paths for f in report.cassette_files(p)]
+    problems = [problem for f in files for problem in report.verify(f)]
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"ok: {len(files)} cassette{'s' if len(files) != 1 else ''}")
+
+
+def _read(path: Path) -> list[report.Entry]:
+    try:
+        return report.read(path)
+    except Exception as exc:  # shown to the user as the reason
+        raise click.ClickException(f"{path} cannot be read: {exc}") from None

@@ -1,0 +1,53 @@
+"""End to end: the openai SDK -> the proxy (provider openai) -> a fake OpenAI; then replay with it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from allm_proxy import Engine
+from allm_proxy.config import CassetteSettings
+from tests.conftest import running_proxy
+from tests.test_cassette_support import OPENAI_KEY, png
+from tests.upstreams.openai_upstream import FakeOpenAI
+
+
+def proxy_engine(upstream_url: str, cassette: Path, record_mode: str) -> Engine:
+    return Engine(image_adapter="openai",
+                  image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+                  cassettes=CassetteSettings(path=str(cassette), record_mode=record_mode))
+
+
+def calls(client: openai.OpenAI) -> dict[str, Any]:
+    generated = client.images.generate(model="gpt-image-1", prompt="a kestrel at dawn", size="1024x1024", n=2)
+    edited = client.images.edit(model="gpt-image-1", image=("in.png", png((16, 16)), "image/png"),
+                                prompt="add a tiny hat")
+    events = [e.type for e in client.images.generate(model="gpt-image-1", prompt="a heron", stream=True,
+                                                      partial_images=2)]
+    return {
+        "generated": [d.b64_json for d in generated.data or []],
+        "edited": [d.b64_json for d in edited.data or []],
+        "events": events,
+    }
+
+
+def test_sdk_calls_recorded_through_the_proxy_replay_alike_with_the_upstream_down(tmp_path: Path) -> None:
+    cassette = tmp_path / "e2e.json"
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url, \
+            running_proxy(proxy_engine(upstream_url, cassette, "once")) as url:
+        recorded = calls(openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0))
+    assert len(upstream.requests) == 3
+    assert OPENAI_KEY not in cassette.read_text()
+
+    with running_proxy(proxy_engine(upstream_url, cassette, "none")) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0)
+        assert calls(client) == recorded
+        with pytest.raises(openai.BadRequestError) as miss:
+            client.images.generate(model="gpt-image-1", prompt="something never recorded")
+    assert miss.value.code == "cassette_miss"
+    assert "prompt='a kestrel at dawn'" in miss.value.message
+    assert len(upstream.requests) == 3

@@ -1,0 +1,159 @@
+"""Choosing cassettes: the X-ALLM-Cassette header (confined to the directory), activate(), control routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from allm_proxy import errors
+from allm_proxy.cassettes import CassetteLibrary
+from allm_proxy.config import CassetteSettings
+from tests.test_cassette_support import DeadUpstream, Upstream, send
+
+
+def directory_library(root: Path, record_mode: str = "once") -> CassetteLibrary:
+    return CassetteLibrary(CassetteSettings(directory=str(root), record_mode=record_mode))
+
+
+async def generate(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, prompt: str = "p",
+                   cassette: str | None = None) -> httpx.Response:
+    return await send(library, inner, "POST", "/images/generations", cassette=cassette,
+                      json={"model": "gpt-image-1", "prompt": prompt})
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", ".hidden", "a\\b", "", "a//b",
+                                  "x" * 300, "nul\x00byte", "c:/windows"])
+async def test_a_cassette_name_that_could_leave_the_directory_is_a_400(tmp_path: Path, name: str) -> None:
+    library = directory_library(tmp_path / "cassettes")
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        await generate(library, Upstream().transport(), cassette=name)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_cassette_name")
+    assert list(tmp_path.rglob("*.json")) == []
+
+
+async def test_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "cassettes").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "cassettes" / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(errors.InvalidRequestError, match="leads outside"):
+        await generate(directory_library(tmp_path / "cassettes"), Upstream().transport(), cassette="link/x")
+
+
+async def test_the_header_picks_a_cassette_inside_the_directory(tmp_path: Path) -> None:
+    root = tmp_path / "cassettes"
+    library, upstream = directory_library(root), Upstream()
+    await generate(library, upstream.transport(), "a", cassette="suite/test-a")
+    await generate(library, upstream.transport(), "b", cassette="suite/test-b.yaml")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*")) == [
+        "suite/test-a.json", "suite/test-b.yaml"]
+    replaying = directory_library(root, "none")
+    answer = await generate(replaying, DeadUpstream(), "b", cassette="suite/test-b.yaml")
+    assert answer.json()["prompt"] == "b"
+    with pytest.raises(errors.CassetteMissError):
+        await generate(replaying, DeadUpstream(), "b", cassette="suite/test-a")
+
+
+async def test_without_header_or_active_cassette_the_error_says_how_to_choose_one(tmp_path: Path) -> None:
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        await generate(directory_library(tmp_path), DeadUpstream())
+    assert caught.value.code == "cassette_not_selected"
+    assert "X-ALLM-Cassette" in caught.value.message and "POST /allm/cassette" in caught.value.message
+
+
+async def test_activate_switches_the_cassette_for_clients_that_cannot_send_headers(tmp_path: Path) -> None:
+    library, upstream = directory_library(tmp_path), Upstream()
+    library.activate("first")
+    await generate(library, upstream.transport(), "one")
+    library.activate("second")
+    await generate(library, upstream.transport(), "two")
+    assert library.status()["name"] == "second.json"
+    assert {p.name for p in tmp_path.glob("*.json")} == {"first.json", "second.json"}
+
+
+async def test_activating_again_rewinds_the_replay_cursors(tmp_path: Path) -> None:
+    library = directory_library(tmp_path, "none")
+    recording = directory_library(tmp_path)
+    recording.activate("rewind")
+    await generate(recording, Upstream().transport())
+    library.activate("rewind")
+    assert (await generate(library, DeadUpstream())).json()["created"] == 1
+    with pytest.raises(errors.CassetteMissError):
+        await generate(library, DeadUpstream())
+    library.activate("rewind")
+    assert (await generate(library, DeadUpstream())).json()["created"] == 1
+
+
+async def test_a_cassette_deleted_between_activations_is_recorded_again_in_once_mode(tmp_path: Path) -> None:
+    library, upstream = directory_library(tmp_path), Upstream()
+    library.activate("redo")
+    await generate(library, upstream.transport())
+    (tmp_path / "redo.json").unlink()
+    library.activate("redo")
+    assert (await generate(library, upstream.transport())).json()["created"] == 2
+    assert (tmp_path / "redo.json").exists()
+
+
+async def test_an_unreadable_cassette_is_a_clear_400(tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text('{"version": 1, "interactions": [{"request": ')
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        await generate(directory_library(tmp_path), DeadUpstream(), cassette="broken")
+    assert caught.value.code == "cassette_unreadable" and "broken.json cannot be read" in caught.value.message
+
+
+def control_client(library: CassetteLibrary) -> TestClient:
+    return TestClient(Starlette(routes=library.control_routes()))
+
+
+def test_control_endpoint_activates_a_cassette_and_reports_it(tmp_path: Path) -> None:
+    library = directory_library(tmp_path)
+    with control_client(library) as client:
+        assert client.get("/allm/cassette").json()["active"] is None
+        answer = client.post("/allm/cassette", json={"name": "suite/one", "record_mode": "new_episodes"})
+        assert answer.status_code == 200
+        assert answer.json()["name"] == "suite/one.json"
+        assert answer.json()["record_mode"] == "new_episodes"
+        assert client.get("/allm/cassette").json()["active"] == str((tmp_path / "suite/one.json").resolve())
+        assert library.active == (tmp_path / "suite/one.json").resolve()
+        assert client.post("/allm/cassette", json={"name": None}).json()["active"] is None
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"name": "../../etc/passwd"}, "invalid_cassette_name"),
+    ({"name": "ok", "record_mode": "sometimes"}, "invalid_record_mode"),
+    ({"name": 3}, None),
+    ({"nme": "typo"}, "unknown_parameter"),
+    (["not", "an", "object"], "invalid_json"),
+])
+def test_control_endpoint_errors_are_non_retried_openai_envelopes(tmp_path: Path, body: object,
+                                                                   code: str | None) -> None:
+    with control_client(directory_library(tmp_path)) as client:
+        answer = client.post("/allm/cassette", json=body)
+    assert answer.status_code == 400
+    assert answer.headers["x-should-retry"] == "false"
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == code and error["message"]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"path": "demo.txt"}, "needs one of the extensions .json, .yaml, .yml"),
+    ({"path": "demo.json", "match_on": ("method", "bodyy")}, "unknown cassette matcher(s) ['bodyy']"),
+])
+def test_bad_cassette_settings_fail_when_the_library_is_built(settings: dict[str, object],
+                                                              message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        CassetteLibrary(CassetteSettings(**settings))  # type: ignore[arg-type]
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize("content", ['{"version": 1, "interactions": [{"req": 1}]}',
+                                     '{"version": 7, "interactions": []}',
+                                     '[1, 2]'])
+async def test_a_file_that_is_json_but_not_a_cassette_is_a_clear_400(tmp_path: Path, content: str) -> None:
+    (tmp_path / "odd.json").write_text(content)
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        await generate(directory_library(tmp_path), DeadUpstream(), cassette="odd")
+    assert caught.value.code == "cassette_unreadable"
