@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -116,10 +115,8 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     """Serve the OpenAI Images API on HOST:PORT (default http://127.0.0.1:8400/v1)."""
     config = _resolve_config(ctx, config_path, flags)
     _setup_logging(config.log_level)
-    import uvicorn
-
     from .engine import Engine
-    from .server import create_app
+    from .server import bind_warning, run_server
 
     try:
         engine = Engine.from_config(config)
@@ -130,12 +127,9 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
             FakeScript.from_file(script_path)  # a bad script fails now, not on the first request
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if not _is_loopback(config.host) and config.access_token is None:
-        click.echo(
-            f"WARNING: binding {config.host} without --access-token: anyone who can reach this port can spend "
-            "your provider keys.",
-            err=True,
-        )
+    warning = bind_warning(config.host, config.access_token)
+    if warning:
+        click.echo(warning, err=True)
     base = f"http://{_url_host(config.host)}:{config.port}/v1"
     click.echo(f"allm-proxy: provider={config.provider} default_model={engine.default_model}")
     if config.cassettes.enabled:
@@ -143,14 +137,7 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
         click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
-    uvicorn.run(
-        create_app(engine, config),
-        host=config.host,
-        port=config.port,
-        log_level="warning" if config.log_level != "debug" else "debug",
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    run_server(engine, config, log_level="warning" if config.log_level != "debug" else "debug")
 
 
 def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[str, Any]) -> ProxyConfig:
@@ -205,15 +192,6 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url_host(host: str) -> str:

@@ -119,7 +119,7 @@ class Engine:
             self.aliases[name] = alias
         self.catalog = ModelCatalog.from_config(families)
         self.cassettes = cassettes if cassettes is not None and cassettes.enabled else None
-        self.files = files or HostedFiles()
+        self.files = files if files is not None else HostedFiles()  # an empty store is falsy (__len__)
         self._transport = transport
         self._env = os.environ if env is None else env
         self._runtimes: dict[asyncio.AbstractEventLoop, _Runtime] = {}
@@ -200,7 +200,11 @@ class Engine:
         options = options or CallOptions()
         route = self.route(request.model)
         options.route = route
-        validate_request(request, route.family, requested_model=route.requested_model)
+        if request.images or request.mask is not None:
+            # Checking uploads decodes images: keep that CPU work off the event loop.
+            await asyncio.to_thread(validate_request, request, route.family, requested_model=route.requested_model)
+        else:
+            validate_request(request, route.family, requested_model=route.requested_model)
         info = get_adapter_info(route.provider)
         provider_opts = self.provider_options(route.provider)
         ctx = CallContext(

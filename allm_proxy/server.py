@@ -1,32 +1,44 @@
 """The HTTP server: routes, limits, error mapping, logging. The work happens in the Engine.
 
     app = create_app(Engine(), ProxyConfig())
-    uvicorn.run(app, host="127.0.0.1", port=8400)
+    uvicorn.run(app, host="127.0.0.1", port=8400, **uvicorn_options())
+    # or, with the limits, signal handling and exit status of `allm-proxy serve`:
+    run_server(Engine(), ProxyConfig())
 
 Every answer carries `x-request-id`; every error, the proxy's own and the
 provider's, is an OpenAI error envelope with the status OpenAI would use.
+The limits (body size, timeouts, concurrency) are listed in docs/limits.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
+import json
 import logging
 import re
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import h11
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import errors
 from .config import ProxyConfig
 from .engine import CallOptions, Engine
+from .openapi import openapi_document
 from .types import ImageResponse, ImageStream, Operation
 from .wire.openai import parse_request, render_error_event, render_event, render_models, render_response
 
@@ -34,7 +46,28 @@ log = logging.getLogger("allm_proxy")
 access_log = logging.getLogger("allm_proxy.access")
 
 _FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
-BODY_READ_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Timeouts and limits of the HTTP layer (the body size limit is `ProxyConfig.max_body_bytes`).
+
+    `header_timeout`: the request line and headers must arrive within this many
+    seconds of the connection opening (or of the previous response on a
+    keep-alive connection), else the connection gets a 408 and is closed; this
+    is what stops slow-loris clients, which uvicorn alone lets linger.
+    `body_timeout`: the whole body must arrive within this many seconds.
+    `max_inflight`: image requests handled at once; more get a 503 with
+    `retry-after`, which the SDKs retry. `max_connections`: uvicorn's own
+    backstop (`limit_concurrency`), counted over open connections.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive: int = 5
+    graceful_shutdown: int = 30
+    max_inflight: int = 256
+    max_connections: int | None = 1024
 
 
 class _Call:
@@ -48,14 +81,15 @@ class _Call:
             cassette=request.headers.get("x-allm-cassette") or None,
         )
         self.bytes_out = 0
+        self.body_read = request.method in ("GET", "HEAD")
 
     def log(self, status: int) -> None:
         route = self.options.route
         access_log.info(
             "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
-            self.request.method,
-            self.request.url.path,
-            route.requested_model if route else "-",
+            _printable(self.request.method),
+            _printable(self.request.url.path),
+            _printable(route.requested_model) if route else "-",
             route.provider if route else "-",
             status,
             (time.perf_counter() - self.started) * 1000,
@@ -63,15 +97,21 @@ class _Call:
         )
 
 
-def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
+def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: ServerLimits | None = None) -> Starlette:
     """The ASGI app serving `engine` with the limits and access token of `config`."""
     config = config or ProxyConfig()
+    limits = limits or ServerLimits()
     access_token = config.access_token
     max_body = config.max_body_bytes
+    openapi_body = json.dumps(openapi_document()).encode()
+    inflight = 0
 
     def error_response(err: errors.ProxyError, call: _Call | None) -> Response:
         headers = err.response_headers()
         headers.setdefault("x-request-id", call.options.request_id if call else "req_none")
+        if call is not None and not call.body_read:
+            # We answer before reading the body: close, so the client cannot keep us busy draining it.
+            headers["connection"] = "close"
         content_type = getattr(err, "content_type", "application/json")
         body = err.body()
         if call is not None:
@@ -87,7 +127,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
             except errors.ProxyError as err:
                 return error_response(err, call)
             except Exception:
-                log.exception("unexpected error handling %s %s", request.method, request.url.path)
+                log.exception("unexpected error handling %s %s", _printable(request.method),
+                              _printable(request.url.path))
                 return error_response(
                     errors.InternalProxyError(
                         "The proxy failed unexpectedly while handling this request; see the proxy's log "
@@ -120,7 +161,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
             if name in request.headers:
                 call.options.forward_headers[name] = request.headers[name]
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request, call: _Call) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
             raise _too_large(int(declared), max_body)
@@ -136,21 +177,34 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
                 chunks.append(chunk)
 
         try:
-            await asyncio.wait_for(collect(), BODY_READ_TIMEOUT)
+            await asyncio.wait_for(collect(), limits.body_timeout)
         except TimeoutError:
             raise errors.ProxyError(
-                f"The request body did not arrive within {BODY_READ_TIMEOUT:.0f} s.",
+                f"The request body did not arrive within {limits.body_timeout:g} s. Send it faster, or send "
+                "smaller images.",
                 status=408, error_type="invalid_request_error", code="request_timeout",
             ) from None
+        call.body_read = True
         return b"".join(chunks)
 
     def images_endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request, call: _Call) -> Response:
+            nonlocal inflight
             authorize(request, call)
-            body = await read_body(request)
-            image_request = parse_request(operation, request.headers.get("content-type"), body)
-            call.options.public_base_url = _public_base(request)
-            result = await engine.run(image_request, call.options)
+            if inflight >= limits.max_inflight:
+                raise errors.ProxyError(
+                    f"The proxy is handling {limits.max_inflight} image requests already; retry in a moment.",
+                    status=503, error_type="server_error", code="server_overloaded", headers={"retry-after": "1"},
+                )
+            inflight += 1
+            try:
+                body = await read_body(request, call)
+                image_request = parse_request(operation, request.headers.get("content-type"), body)
+                del body  # the parsed request holds what is needed; let a big upload go early
+                call.options.public_base_url = _public_base(request)
+                result = await engine.run(image_request, call.options)
+            finally:
+                inflight -= 1
             if isinstance(result, ImageResponse):
                 route = call.options.route
                 payload = render_response(result, gpt_style=bool(route and route.family.gpt_style_response))
@@ -201,10 +255,15 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
                 "and do not survive a proxy restart. Ask for response_format='b64_json' to keep the bytes.",
                 code="file_not_found",
             )
-        return Response(hosted.data, media_type=hosted.mime_type, headers={"cache-control": "private, max-age=3600"})
+        max_age = max(0, int(hosted.expires_at - time.monotonic()))
+        return Response(hosted.data, media_type=hosted.mime_type,
+                        headers={"cache-control": f"private, max-age={max_age}"})
 
     async def healthz(request: Request, call: _Call) -> Response:
         return JSONResponse({"status": "ok", "provider": engine.provider, "default_model": engine.default_model})
+
+    async def openapi(request: Request, call: _Call) -> Response:
+        return Response(openapi_body, media_type="application/json")
 
     routes: list[BaseRoute] = []
     for prefix in ("/v1", ""):
@@ -217,6 +276,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
             Route(f"{prefix}/models/{{model_id:path}}", handler(get_model), methods=["GET"]),
         ]
     routes.append(Route("/healthz", handler(healthz), methods=["GET"]))
+    routes.append(Route("/openapi.json", handler(openapi), methods=["GET"]))
     if engine.cassette_library is not None:
         routes += engine.cassette_library.control_routes()
 
@@ -226,12 +286,13 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
         err: errors.ProxyError
         if exc.status_code == 405:
             err = errors.MethodNotAllowedError(
-                f"Method {request.method} is not allowed on {request.url.path}.", headers=dict(exc.headers or {})
+                f"Method {_printable(request.method)} is not allowed on {_printable(request.url.path)}.",
+                headers=dict(exc.headers or {}),
             )
         elif exc.status_code == 404:
             err = errors.NotFoundError(
-                f"Unknown route: {request.method} {request.url.path}. This proxy serves /v1/images/generations, "
-                "/v1/images/edits, /v1/images/variations and /v1/models.",
+                f"Unknown route: {_printable(request.method)} {_printable(request.url.path)}. This proxy serves "
+                "/v1/images/generations, /v1/images/edits, /v1/images/variations and /v1/models.",
                 code="unknown_url",
             )
         else:
@@ -248,6 +309,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception}, lifespan=lifespan)
     app.state.engine = engine
     app.state.config = config
+    app.state.limits = limits
     return app
 
 
@@ -268,6 +330,159 @@ def _too_large(size: int, limit: int) -> errors.PayloadTooLargeError:
         f"The request body ({size / 1e6:.1f} MB or more) exceeds this proxy's limit of {limit / 1e6:.1f} MB. "
         "Send smaller images, or raise the limit with --max-body-mb."
     )
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Client-controlled text made safe for a log line: no newlines or control characters to forge lines."""
+    return text[:limit].encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+# -- the HTTP/1.1 connection layer ------------------------------------------------
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on what the application never sees.
+
+    uvicorn bounds idle keep-alive connections but not a request head that
+    trickles in (slow loris), nor the rest of a body nobody reads any more.
+    Here the client gets `header_timeout` seconds, from the connection
+    opening or the previous response, to deliver a complete request line and
+    headers; then it gets a 408 envelope and the connection is closed. A
+    request that is not HTTP/1.1 gets a 400 envelope instead of plain text.
+    """
+
+    header_timeout: float = ServerLimits.header_timeout
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_client()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_client()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_client()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _waiting_on_client(self) -> bool:
+        """True while nothing in the application bounds the wait: a request head, or a body after the answer."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        their, ours = self.conn.their_state, self.conn.our_state
+        return their is h11.IDLE or (their is h11.SEND_BODY and ours in (h11.DONE, h11.MUST_CLOSE))
+
+    def _watch_client(self) -> None:
+        if not self._waiting_on_client():
+            self._cancel_deadline()
+        elif self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout, self._deadline_passed)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if not self._waiting_on_client():
+            return
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self._send_envelope(408, errors.ProxyError(
+                f"The request line and headers did not arrive within {self.header_timeout:g} s.",
+                status=408, error_type="invalid_request_error", code="request_timeout",
+            ))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        self._send_envelope(400, errors.InvalidRequestError(
+            "The request is not valid HTTP/1.1 (a malformed request line or header, or headers over 16 KB).",
+            code="invalid_http",
+        ))
+        self.transport.close()
+
+    def _send_envelope(self, status: int, err: errors.ProxyError) -> None:
+        body = err.body()
+        headers = [("content-type", "application/json"), ("content-length", str(len(body))),
+                   ("connection", "close"), ("x-request-id", "req_none")]
+        try:
+            self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+            self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
+            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            pass  # a response is already under way; closing is all that is left
+
+
+def guarded_protocol(header_timeout: float) -> type[GuardedH11Protocol]:
+    """The protocol class to give uvicorn (`http=`), with this header deadline."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout": header_timeout})
+
+
+def uvicorn_options(limits: ServerLimits | None = None) -> dict[str, Any]:
+    """Keyword arguments for `uvicorn.Config` / `uvicorn.run` that apply `limits` at the connection level."""
+    limits = limits or ServerLimits()
+    return {
+        "http": guarded_protocol(limits.header_timeout),
+        "timeout_keep_alive": limits.keep_alive,
+        "timeout_graceful_shutdown": limits.graceful_shutdown,
+        "limit_concurrency": limits.max_connections,
+    }
+
+
+def bind_warning(host: str, access_token: str | None) -> str | None:
+    """The warning to print when `host` lets other machines in and no access token guards the keys."""
+    if access_token or _is_loopback(host):
+        return None
+    return (f"WARNING: binding {host} without --access-token: anyone who can reach this port can spend "
+            "your provider keys.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(engine: Engine, config: ProxyConfig, *, limits: ServerLimits | None = None,
+               log_level: str = "warning") -> None:
+    """Serve until SIGINT or SIGTERM; both finish in-flight requests first (up to `graceful_shutdown` s).
+
+    SIGTERM, how service managers and `docker stop` ask a server to stop,
+    then returns normally (exit status 0), where uvicorn alone would re-raise
+    it and die with status -15. Recordings are flushed by the app's lifespan.
+    """
+    limits = limits or ServerLimits()
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(engine, config, limits=limits), host=config.host, port=config.port, log_level=log_level,
+        access_log=False, lifespan="on", **uvicorn_options(limits),
+    ))
+    if threading.current_thread() is not threading.main_thread():
+        server.run()
+        return
+    # uvicorn restores this handler after its graceful shutdown and raises SIGTERM again: end here, cleanly.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        server.run()
+    except _Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def app_from_env() -> Any:

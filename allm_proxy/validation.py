@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 from PIL import Image as PILImage
 
@@ -21,6 +23,9 @@ from .types import ImageRequest, InputFile, parse_size
 # (a tiny PNG that inflates to gigabytes) before they are decoded.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# The largest image any family may ask for (Gemini's flexible sizes reach 8192x8192).
+MAX_OUTPUT_EDGE = 16384
+MAX_OUTPUT_PIXELS = 8192 * 8192
 
 _ALWAYS_ACCEPTED = {"model", "prompt", "n", "size", "response_format", "user"}
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -30,6 +35,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "moderation": ("low", "auto"),
     "input_fidelity": ("high", "low"),
 }
+_TEXT_FIELDS = ("model", "prompt", "size", "response_format", "quality", "style", "background", "output_format",
+                "moderation", "input_fidelity", "user")
 _OPTIONAL_FIELDS = ("quality", "style", "background", "output_format", "output_compression", "moderation",
                     "input_fidelity", "stream", "partial_images")
 
@@ -43,6 +50,7 @@ def validate_request(request: ImageRequest, family: ModelFamily, *, requested_mo
             f"it supports: {allowed}.",
             param="model",
         )
+    _check_text(request)
     _check_prompt(request, family)
     _check_fields(request, family, requested_model)
     _check_n(request, family, requested_model)
@@ -54,6 +62,35 @@ def validate_request(request: ImageRequest, family: ModelFamily, *, requested_mo
 
 def _op_name(operation: str) -> str:
     return {"generate": "generation", "edit": "edits", "variation": "variations"}[operation]
+
+
+def _check_text(request: ImageRequest) -> None:
+    """Every string must be real Unicode: a lone surrogate (JSON `"\\ud800"`) cannot be sent on as UTF-8."""
+    named = [(name, getattr(request, name)) for name in _TEXT_FIELDS]
+    for name, value in [*named, *request.extra]:
+        for text in _strings([name, value]):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequestError(
+                    f"Invalid '{name}': it contains a lone UTF-16 surrogate, which is not valid Unicode text. "
+                    "Send well-formed UTF-8 text.",
+                    param=name, code="invalid_value",
+                ) from None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The strings in a JSON value (keys included), without recursion: nesting depth is the client's choice."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def _check_prompt(request: ImageRequest, family: ModelFamily) -> None:
@@ -130,7 +167,10 @@ def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
                 f"Supported for `{model}`: {family.describe_sizes() or 'any WIDTHxHEIGHT'}.",
                 param="size", code="invalid_size",
             ) from None
-    if family.permissive or family.size_allowed(size):
+    if family.permissive:
+        _check_size_bounds(size, model)
+        return
+    if family.size_allowed(size):
         return
     if size == "auto" and family.default_size:
         raise InvalidRequestError(
@@ -150,6 +190,21 @@ def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
         f"'{size}' is not one of [{_quoted(family.sizes)}] - 'size' (model `{model}`)",
         param="size", code="invalid_size",
     )
+
+
+def _check_size_bounds(size: str, model: str) -> None:
+    """What a permissive family still checks: no provider makes bigger images (the known families' own
+    limits are tighter), and the fake must never be asked to allocate gigapixels."""
+    wh = parse_size(size)
+    if wh is None:
+        return
+    width, height = wh
+    if min(wh) < 1 or max(wh) > MAX_OUTPUT_EDGE or width * height > MAX_OUTPUT_PIXELS:
+        raise InvalidRequestError(
+            f"Invalid 'size' {size!r} for `{model}`: width and height must be 1 to {MAX_OUTPUT_EDGE} pixels "
+            f"and the image at most {MAX_OUTPUT_PIXELS // 1_000_000} megapixels (8192x8192).",
+            param="size", code="invalid_size",
+        )
 
 
 def _quoted(values: tuple[str, ...]) -> str:
@@ -234,10 +289,13 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             with PILImage.open(io.BytesIO(upload.data)) as img:
                 width, height = img.size
-                img.verify()
+                if img.format == "JPEG":
+                    img.load()  # JPEG's verify() checks nothing: only decoding finds a truncated file
+                else:
+                    img.verify()  # PNG: every chunk's CRC, up to IEND, without decoding pixels
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidRequestError(
-            f"Invalid '{param}': the image is larger than {MAX_IMAGE_PIXELS} pixels.",
+            f"Invalid '{param}': the image is larger than {MAX_IMAGE_PIXELS} pixels; downscale it before sending.",
             param=param, code="image_too_large",
         ) from None
     except Exception as exc:  # Pillow raises many types for corrupt files

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError, ProxyError, UnsupportedMediaTypeError
 from ..types import KNOWN_FIELDS, ImageEvent, ImageRequest, ImageResponse, InputFile, Operation, b64decode_lenient
-from .multipart import MultipartError, Part, parse_multipart
+from .multipart import MultipartError, parse_multipart
 
 _STRING_FIELDS = frozenset({"model", "prompt", "size", "response_format", "quality", "style", "background",
                             "output_format", "moderation", "input_fidelity", "user"})
@@ -54,7 +54,7 @@ def _parse_json(operation: Operation, body: bytes) -> ImageRequest:
         raise InvalidRequestError(JSON_PARSE_ERROR + " (The body is not valid UTF-8.)") from None
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise InvalidRequestError(JSON_PARSE_ERROR) from None
     if not isinstance(raw, dict):
         raise InvalidRequestError(
@@ -79,7 +79,8 @@ def _coerce_json(name: str, value: Any) -> Any:
             raise _type_error(name, "a string", value)
         return value
     if name in _INT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                isinstance(value, float) and not value.is_integer()):  # 1.5, inf and NaN alike
             raise _type_error(name, "an integer", value)
         return int(value)
     if name in _BOOL_FIELDS:
@@ -149,16 +150,20 @@ def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> Im
             request.extra_files.append(
                 InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
             )
-        elif part.name in KNOWN_FIELDS:
-            setattr(request, part.name, _coerce_text(part))
         else:
-            request.extra.append((part.name, part.text()))
+            try:
+                text = part.text()
+            except MultipartError as exc:
+                raise InvalidRequestError(f"Invalid '{part.name}': {exc}; send form fields as UTF-8 text.",
+                                          param=part.name, code="invalid_value") from None
+            if part.name in KNOWN_FIELDS:
+                setattr(request, part.name, _coerce_text(part.name, text))
+            else:
+                request.extra.append((part.name, text))
     return request
 
 
-def _coerce_text(part: Part) -> Any:
-    text = part.text()
-    name = part.name
+def _coerce_text(name: str, text: str) -> Any:
     if name in _INT_FIELDS:
         try:
             return int(text.strip())
