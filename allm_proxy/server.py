@@ -259,6 +259,13 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         return Response(hosted.data, media_type=hosted.mime_type,
                         headers={"cache-control": f"private, max-age={max_age}"})
 
+    def guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request, _Call], Awaitable[Response]]:
+        async def run(request: Request, call: _Call) -> Response:
+            authorize(request, call)
+            return await endpoint(request)
+
+        return run
+
     async def healthz(request: Request, call: _Call) -> Response:
         return JSONResponse({"status": "ok", "provider": engine.provider, "default_model": engine.default_model})
 
@@ -278,7 +285,10 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     routes.append(Route("/healthz", handler(healthz), methods=["GET"]))
     routes.append(Route("/openapi.json", handler(openapi), methods=["GET"]))
     if engine.cassette_library is not None:
-        routes += engine.cassette_library.control_routes()
+        # Switching cassettes changes what every client gets: it takes the access token too.
+        for control in engine.cassette_library.control_routes():
+            assert isinstance(control, Route)
+            routes.append(Route(control.path, handler(guarded(control.endpoint)), methods=list(control.methods or ())))
 
     async def http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -157,3 +157,16 @@ async def test_a_file_that_is_json_but_not_a_cassette_is_a_clear_400(tmp_path: P
     with pytest.raises(errors.InvalidRequestError) as caught:
         await generate(directory_library(tmp_path), DeadUpstream(), cassette="odd")
     assert caught.value.code == "cassette_unreadable"
+
+
+def test_control_endpoint_requires_the_access_token(tmp_path: Path) -> None:
+    from allm_proxy import Engine, ProxyConfig
+    from tests.conftest import running_proxy
+
+    engine = Engine(cassettes=CassetteSettings(directory=str(tmp_path), record_mode="none"))
+    with running_proxy(engine, ProxyConfig(access_token="proxy-token-1")) as url:
+        refused = httpx.post(f"{url}/allm/cassette", json={"name": "a"})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        allowed = httpx.post(f"{url}/allm/cassette", json={"name": "a"},
+                             headers={"authorization": "Bearer proxy-token-1"})
+        assert allowed.status_code == 200, allowed.text
