@@ -20,6 +20,9 @@ from vcr.persisters.filesystem import FilesystemPersister
 from vcr.serialize import serialize
 
 TEMP_SUFFIX = ".allm-tmp"
+# mkstemp makes files 0600; a cassette is a shared fixture. (Reading the umask means
+# changing it, which races with other threads, so the common default is used.)
+_DEFAULT_MODE = 0o644
 
 
 def write_atomic(path: str | Path, chunks: Iterable[str]) -> None:
@@ -28,6 +31,7 @@ def write_atomic(path: str | Path, chunks: Iterable[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.chmod(tmp, _DEFAULT_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             for chunk in chunks:
                 f.write(chunk)
