@@ -1,0 +1,222 @@
+"""The printed table and the checks against the figures of issue 7.
+
+Records are the dicts written as JSON lines; ``kind`` says which
+(``throughput``, ``startup``, ``first_generation``, ``cpu_per_mb``,
+``replay_lookup``, ``cassette_load``, ``load``, ``check``, ``skipped``, ``env``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+Record = dict[str, Any]
+
+COLUMNS = (
+    ("target", "target", "{}"),
+    ("workload", "load", "{}"),
+    ("concurrency", "C", "{}"),
+    ("response_kb", "resp KB", "{:,.0f}"),
+    ("rps", "req/s", "{:,.0f}"),
+    ("p50_ms", "p50 ms", "{:.2f}"),
+    ("p99_ms", "p99 ms", "{:.2f}"),
+    ("errors", "errors", "{}"),
+    ("ratio_to_direct", "vs direct", "{:.2f}"),
+    ("added_p50_ms", "+p50 ms", "{:.2f}"),
+    ("server_cpu_ms_per_req", "CPU ms/req", "{:.2f}"),
+    ("server_peak_rss_mb", "peak RSS MB", "{:.0f}"),
+)
+
+
+def _cell(record: Record, key: str, fmt: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """Aligned columns: the first two left-aligned (names), the rest right-aligned (numbers)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+        return "  ".join(padded)
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def throughput_table(records: Iterable[Record]) -> str:
+    rows = [[_cell(r, key, fmt) for key, _, fmt in COLUMNS] for r in records if r.get("kind") == "throughput"]
+    return table(rows, [title for _, title, _ in COLUMNS])
+
+
+def throughput_line(record: Record) -> str:
+    return "  ".join(f"{title}={_cell(record, key, fmt)}" for key, title, fmt in COLUMNS)
+
+
+def other_figures(records: Iterable[Record]) -> str:
+    lines = []
+    for r in records:
+        kind = r.get("kind")
+        if kind == "startup":
+            state = f"{r['startup_ms']:.0f} ms" if r.get("startup_ms") is not None else "-"
+            if r.get("starts", 1) > 1:
+                state += f" (median of {r['starts']} starts; first {r['first_ms']:.0f}, slowest {r['max_ms']:.0f})"
+            lines.append(f"startup to first answered request, {r['target']}: {state}"
+                         + (f"  ({r['error']})" if r.get("error") else ""))
+        elif kind == "first_generation":
+            lines.append(f"fake provider, first {r['workload']} generation: {r['first_ms']:.1f} ms "
+                         f"(repeat: {_fmt(r.get('repeat_ms'), '{:.1f}')} ms)")
+        elif kind == "cpu_per_mb":
+            lines.append(f"{r['target']}: CPU {r['slope_ms_per_mb']:.2f} ms per MB of response "
+                         f"(+{r['intercept_ms']:.2f} ms per request; from {r['basis']})")
+        elif kind == "replay_lookup":
+            lines.append(f"replay lookup, {r['interactions']:>5} interactions: p50 {r['p50_ms']:.2f} ms, "
+                         f"{r['rps']:,.0f} req/s at C=1, CPU {_fmt(r.get('server_cpu_ms_per_req'), '{:.2f}')} "
+                         f"ms/req, errors {r['errors']}")
+        elif kind == "cassette_load":
+            lines.append(
+                f"cassette load, {r['interactions']} large interactions ({r['images_mb']:.0f} MB of images, "
+                f"file {r['file_mb']:.0f} MB): {_fmt(r.get('load_s'), '{:.2f}')} s, peak "
+                f"{_fmt(r.get('peak_mb'), '{:.0f}')} MB = {_fmt(r.get('peak_ratio'), '{:.2f}')}x the images; "
+                f"replay proxy start to first answer {_fmt(r.get('replay_first_answer_ms'), '{:.0f}')} ms"
+                + (f"  ({r['error']})" if r.get("error") else ""))
+        elif kind == "load":
+            lines.append(
+                f"load test, {r['target']}: {r['rounds']} x {r['requests']:,} requests at C={r['concurrency']}: "
+                f"errors {r['errors']}, p99 {_fmt(r.get('p99_ms'), '{:.1f}')} ms, {r['rps']:,.0f} req/s, "
+                f"peak RSS {_fmt(r.get('peak_rss_mb'), '{:.0f}')} MB, "
+                f"RSS start {_fmt(r.get('rss_start_mb'), '{:.0f}')}"
+                f" -> after {' -> '.join(_fmt(x, '{:.0f}') for x in r.get('rss_after_mb', []))} MB")
+        elif kind == "skipped":
+            lines.append(f"skipped {r['what']}: {r['why']}")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+# -- checks against the issue's figures -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    goal: str
+    measure: Callable[[list[Record]], float | None]
+    passes: Callable[[float], bool]
+    fmt: str = "{:.2f}"
+
+
+def _find(records: list[Record], **match: Any) -> list[Record]:
+    return [r for r in records if all(r.get(k) == v for k, v in match.items())]
+
+
+Measure = Callable[[list[Record]], float | None]
+
+
+def _value(key: str, pick: Callable[[list[float]], float] = min, **match: Any) -> Measure:
+    def measure(records: list[Record]) -> float | None:
+        values = [r[key] for r in _find(records, **match) if r.get(key) is not None]
+        return pick(values) if values else None
+
+    return measure
+
+
+def _ratio_fake_to_replay(records: list[Record]) -> float | None:
+    ratios = []
+    for fake in _find(records, kind="throughput", target="fake"):
+        replay = _find(records, kind="throughput", target="replay", workload=fake["workload"],
+                       concurrency=fake["concurrency"])
+        if replay and replay[0].get("server_cpu_ms_per_req") and fake.get("server_cpu_ms_per_req") is not None:
+            ratios.append(fake["server_cpu_ms_per_req"] / replay[0]["server_cpu_ms_per_req"])
+    return max(ratios) if ratios else None
+
+
+def _gzip_answers(records: list[Record]) -> float | None:
+    rows = [r for r in _find(records, kind="throughput") if r.get("target") != "direct"]
+    return float(sum(r.get("gzip_responses", 0) for r in rows)) if rows else None
+
+
+def _replay_upstream_hits(records: list[Record]) -> float | None:
+    rows = [r for r in _find(records, kind="throughput", target="replay") if r.get("upstream_requests") is not None]
+    return float(sum(r["upstream_requests"] for r in rows)) if rows else None
+
+
+def _lookup_ratio(records: list[Record]) -> float | None:
+    rows = sorted(_find(records, kind="replay_lookup"), key=lambda r: r["interactions"])
+    if len(rows) < 2 or not rows[0].get("server_cpu_ms_per_req") or rows[-1].get("server_cpu_ms_per_req") is None:
+        return None
+    return float(rows[-1]["server_cpu_ms_per_req"] / rows[0]["server_cpu_ms_per_req"])
+
+
+def _load_errors(records: list[Record]) -> float | None:
+    rows = _find(records, kind="load")
+    return float(sum(r["errors"] for r in rows)) if rows else None
+
+
+CHECKS = (
+    Check("pass-through small C=1", ">= 600 req/s",
+          _value("rps", kind="throughput", target="passthrough", workload="small", concurrency=1),
+          lambda v: v >= 600, "{:,.0f}"),
+    Check("pass-through small C=16", ">= 600 req/s",
+          _value("rps", kind="throughput", target="passthrough", workload="small", concurrency=16),
+          lambda v: v >= 600, "{:,.0f}"),
+    Check("pass-through large C=16", ">= 150 req/s",
+          _value("rps", kind="throughput", target="passthrough", workload="large", concurrency=16),
+          lambda v: v >= 150, "{:,.0f}"),
+    Check("pass-through added p50, small C=1", "<= 1.2 ms",
+          _value("added_p50_ms", kind="throughput", target="passthrough", workload="small", concurrency=1),
+          lambda v: v <= 1.2),
+    Check("pass-through peak RSS, large C=64", "<= 100 MB",
+          _value("server_peak_rss_mb", max, kind="throughput", target="passthrough", workload="large",
+                 concurrency=64),
+          lambda v: v <= 100, "{:.0f}"),
+    Check("proxy answers gzip-recompressed (any target)", "0", _gzip_answers, lambda v: v == 0, "{:.0f}"),
+    Check("pass-through CPU per MB of response", "<= 2 ms/MB",
+          _value("slope_ms_per_mb", kind="cpu_per_mb", target="passthrough"), lambda v: v <= 2.0),
+    Check("replay large C=16", ">= 250 req/s",
+          _value("rps", kind="throughput", target="replay", workload="large", concurrency=16),
+          lambda v: v >= 250, "{:,.0f}"),
+    Check("replay small (best C)", ">= 1,000 req/s",
+          _value("rps", max, kind="throughput", target="replay", workload="small"),
+          lambda v: v >= 1000, "{:,.0f}"),
+    Check("upstream requests while replaying", "0", _replay_upstream_hits, lambda v: v == 0, "{:.0f}"),
+    Check("replay CPU/req, most vs fewest interactions", "~1 (O(1))", _lookup_ratio, lambda v: v <= 1.5),
+    Check("cassette load (50 large in a full run)", "<= 0.3 s", _value("load_s", kind="cassette_load"),
+          lambda v: v <= 0.3),
+    Check("cassette load peak / images", "<= 1.5x", _value("peak_ratio", kind="cassette_load"),
+          lambda v: v <= 1.5),
+    Check("fake CPU/req vs replay (worst cell)", "~1 (<= 1.25)", _ratio_fake_to_replay, lambda v: v <= 1.25),
+    Check("fake first 1024x1024 generation", "<= 150 ms",
+          _value("first_ms", kind="first_generation", target="fake", workload="large"),
+          lambda v: v <= 150, "{:.0f}"),
+    Check("startup to first answer (median, slowest target)", "<= 1,000 ms",
+          _value("startup_ms", max, kind="startup"), lambda v: v <= 1000, "{:.0f}"),
+    Check("load test errors (fake + replay)", "0", _load_errors, lambda v: v == 0, "{:.0f}"),
+)
+
+
+def evaluate(records: list[Record]) -> list[Record]:
+    out = []
+    for check in CHECKS:
+        value = check.measure(records)
+        out.append({"kind": "check", "name": check.name, "goal": check.goal, "value": value,
+                    "ok": None if value is None else bool(check.passes(value)),
+                    "shown": "-" if value is None else check.fmt.format(value)})
+    return out
+
+
+def checks_table(checks: list[Record]) -> str:
+    rows = [[c["name"], c["goal"], c["shown"], {True: "ok", False: "MISS", None: "n/a"}[c["ok"]]] for c in checks]
+    widths = [max(len(r[i]) for r in [["figure", "goal", "measured", ""], *rows]) for i in range(4)]
+    lines = [f"{'figure'.ljust(widths[0])}  {'goal'.ljust(widths[1])}  {'measured'.rjust(widths[2])}  result"]
+    for row in rows:
+        lines.append(f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2].rjust(widths[2])}  {row[3]}")
+    return "\n".join(lines)

@@ -1,0 +1,495 @@
+"""The benchmark command: ``scripts/bench`` (or ``python -m bench.run``). See docs/benchmarks.md.
+
+Measures, side by side in one run: the fake upstream itself (``direct``, the
+limit), allm-proxy passing through to it (``passthrough``), replaying a
+cassette recorded from it in the same run (``replay``), and its fake provider
+(``fake``); then the cassette figures (``cassette``) and, with ``--load``,
+the bounded load test of issue 6. Prints a table and writes JSON lines to
+``bench-results/bench-<time>.jsonl``. Every step is bounded in time and
+count, and every process it starts is ended on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import bodies as B
+from . import profile, report
+from .procs import Processes, cpu_layout, cpu_seconds, memory_kb, reset_peak, run_json, set_cpus
+from .targets import (
+    TARGETS,
+    Server,
+    fake_args,
+    http_call,
+    passthrough_args,
+    record_args,
+    replay_config,
+    start_proxy,
+    start_upstream,
+    stop_proxy,
+    upstream_served,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ("cassette", "load")
+DEFAULT_TARGETS = ("direct", "passthrough", "replay", "fake", "cassette")
+DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
+
+
+@dataclass
+class Plan:
+    """What one run measures, and for how long."""
+
+    targets: list[str]
+    cells: list[tuple[str, int]]
+    warmup: float
+    duration: float
+    load_requests: int
+    load_concurrency: int
+    lookup_sizes: tuple[int, int]
+    cassette_interactions: int
+    time_limit: float
+    log_level: str
+    pin: bool
+    upstream_gzip: bool
+    profile: bool = False
+    cassette_suffix: str = ".json"
+    reuse_proxy: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Plan:
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else list(DEFAULT_TARGETS)
+        if args.load and "load" not in targets:
+            targets.append("load")
+        unknown = set(targets) - set(TARGETS) - set(GROUPS)
+        if unknown:
+            raise SystemExit(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS + GROUPS)}")
+        workloads = [w.strip() for w in args.workloads.split(",")] if args.workloads else list(B.WORKLOADS)
+        if set(workloads) - set(B.WORKLOADS):
+            raise SystemExit(f"unknown workloads {sorted(set(workloads) - set(B.WORKLOADS))}; "
+                             f"choose from {', '.join(B.WORKLOADS)}")
+        levels = [int(c) for c in args.concurrency.split(",")] if args.concurrency else None
+        if levels and (min(levels) < 1 or max(levels) > 256):
+            raise SystemExit("--concurrency takes values from 1 to 256")
+        cells = [(w, c) for w in workloads for c in (levels or DEFAULT_CELLS[w])]
+        quick = args.quick
+        return cls(
+            targets=targets,
+            cells=cells,
+            warmup=args.warmup if args.warmup is not None else (0.3 if quick else 1.0),
+            duration=args.duration if args.duration is not None else (1.5 if quick else 4.0),
+            load_requests=args.load_requests or (1000 if quick else 10_000),
+            load_concurrency=64,
+            lookup_sizes=(10, 200) if quick else (10, 1000),
+            cassette_interactions=10 if quick else 50,
+            time_limit=args.time_limit,
+            log_level=args.proxy_log_level,
+            pin=not args.no_pin,
+            upstream_gzip=args.upstream_gzip,
+            profile=args.profile,
+            cassette_suffix="." + args.cassette_format,
+            reuse_proxy=args.reuse_proxy,
+        )
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    out_dir: Path
+    keep_work: bool = False
+    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S"))
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.out_dir / f"bench-{self.stamp}.jsonl"
+        self.work = Path(tempfile.mkdtemp(prefix=f"work-{self.stamp}-", dir=self.out_dir))
+        self.procs = Processes(self.out_dir / f"bench-{self.stamp}.logs")
+        self.server_cpus, self.client_cpus = cpu_layout(self.plan.pin)
+        self.deadline = time.monotonic() + self.plan.time_limit
+        self.direct: dict[tuple[str, int], dict[str, Any]] = {}
+        self.upstream: Server | None = None
+        self.bodies: B.BodySet | None = None
+        self.replay_cassette: Path | None = None
+        self._specs = 0
+
+    # -- output -------------------------------------------------------------------
+
+    def emit(self, record: dict[str, Any], *, show: bool = True) -> dict[str, Any]:
+        record = {"run": self.stamp, **record}
+        self.records.append(record)
+        with self.jsonl.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        if show:
+            if record["kind"] == "throughput":
+                print("  " + report.throughput_line(record), flush=True)
+            elif record["kind"] not in ("env", "check"):
+                text = report.other_figures([record])
+                if text:
+                    print("  " + text, flush=True)
+        return record
+
+    def skip(self, what: str, why: str) -> None:
+        self.emit({"kind": "skipped", "what": what, "why": why})
+
+    def time_left(self, what: str) -> bool:
+        if time.monotonic() < self.deadline:
+            return True
+        self.skip(what, f"--time-limit of {self.plan.time_limit:.0f} s reached")
+        return False
+
+    # -- the load generator ---------------------------------------------------------
+
+    def request(self, spec: B.RequestSpec, expect: Path | None = None) -> dict[str, Any]:
+        """A loadgen request entry for `spec` (big bodies go to a file)."""
+        entry: dict[str, Any] = {"method": spec.method, "path": spec.path, "content_type": spec.content_type}
+        if len(spec.body) > 4096:
+            self._specs += 1
+            path = self.work / f"body-{self._specs}.bin"
+            path.write_bytes(spec.body)
+            entry["body_file"] = str(path)
+        else:
+            entry["body"] = spec.body.decode()
+        if expect is not None:
+            entry["expect_file"] = str(expect)
+        return entry
+
+    def workload_request(self, workload: str) -> dict[str, Any]:
+        assert self.bodies is not None
+        spec = self.bodies.request_spec(workload)
+        return {"method": spec.method, "path": spec.path, "content_type": spec.content_type,
+                "body_file": str(self.bodies.request(workload)),
+                "expect_file": str(self.bodies.response(B.WORKLOAD_RESPONSE[workload]))}
+
+    def loadgen(self, name: str, port: int, requests: list[dict[str, Any]], *, concurrency: int,
+                warmup: float = 0.0, duration: float = 5.0, max_requests: int = 0, verify: str = "auto",
+                order: str = "cycle") -> dict[str, Any]:
+        self._specs += 1
+        spec_path = self.work / f"loadgen-{self._specs}.json"
+        spec_path.write_text(json.dumps({
+            "port": port, "requests": requests, "concurrency": concurrency, "warmup": warmup,
+            "duration": duration, "max_requests": max_requests, "verify": verify, "order": order, "timeout": 30.0,
+        }))
+        return run_json(self.procs, f"loadgen-{self._specs}-{name}", [sys.executable, "-m", "bench.loadgen",
+                                                                    str(spec_path)],
+                        cpus=self.client_cpus, timeout=warmup + duration + 90, cwd=ROOT)
+
+    # -- measuring one cell ---------------------------------------------------------
+
+    def measure(self, server: Server, target: str, workload: str, concurrency: int) -> dict[str, Any]:
+        pid = server.pid
+        upstream_before = upstream_served(self.upstream) if target == "replay" and self.upstream else None
+        spy, spy_out = None, self.out_dir / f"bench-{self.stamp}.profiles" / f"{target}-{workload}-c{concurrency}.txt"
+        if self.plan.profile:
+            spy = profile.start(self.procs, pid, spy_out, self.plan.warmup + self.plan.duration + 0.5,
+                                self.client_cpus)
+        reset_peak(pid)
+        cpu_before = cpu_seconds(pid)
+        result = self.loadgen(f"{target}-{workload}-c{concurrency}", server.port, [self.workload_request(workload)],
+                              concurrency=concurrency, warmup=self.plan.warmup, duration=self.plan.duration)
+        record: dict[str, Any] = {"kind": "throughput", "target": target, "workload": workload,
+                                  "concurrency": concurrency, **result}
+        if spy is not None:
+            record["profile"] = profile.finish(self.procs, spy, spy_out)
+        if server.proc.poll() is None:
+            cpu_used = cpu_seconds(pid) - cpu_before
+            memory = memory_kb(pid)
+            record["server_cpu_ms_per_req"] = cpu_used * 1000 / max(result.get("completed", 0), 1)
+            record["server_peak_rss_mb"] = memory["VmHWM"] / 1024
+            record["server_rss_mb"] = memory["VmRSS"] / 1024
+        else:
+            record["fatal"] = record.get("fatal") or f"the {target} server exited with {server.proc.returncode}"
+        assert self.bodies is not None
+        # What this target answered (the fake provider's images are not the upstream's).
+        record["response_bytes"] = result.get("mean_body_bytes") or self.bodies.sizes()[B.WORKLOAD_RESPONSE[workload]]
+        record["response_kb"] = record["response_bytes"] / 1024
+        if upstream_before is not None and self.upstream is not None:
+            after = upstream_served(self.upstream)
+            record["upstream_requests"] = None if after is None else after - upstream_before
+        direct = self.direct.get((workload, concurrency))
+        if direct and direct.get("rps") and result.get("rps") is not None and target != "direct":
+            record["ratio_to_direct"] = result["rps"] / direct["rps"]
+            if result.get("p50_ms") is not None and direct.get("p50_ms") is not None:
+                record["added_p50_ms"] = result["p50_ms"] - direct["p50_ms"]
+        if target == "direct":
+            self.direct[(workload, concurrency)] = record
+        return self.emit(record)
+
+    def measure_all(self, server: Server, target: str) -> None:
+        """Every cell against one running server (the direct target: the upstream never restarts)."""
+        for workload, concurrency in self.plan.cells:
+            if not self.time_left(f"{target} {workload} C={concurrency}"):
+                return
+            self.measure(server, target, workload, concurrency)
+
+    # -- proxies ----------------------------------------------------------------------
+
+    def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None) -> Server:
+        server = start_proxy(self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level,
+                             probe=probe)
+        return server
+
+    def record_cassette(self, cassette: Path, requests: list[dict[str, Any]], *, concurrency: int,
+                        name: str) -> str | None:
+        """Record `requests` through a recording proxy into `cassette`; None when it worked, else why not."""
+        assert self.upstream is not None
+        server = self.proxy(f"record-{name}", record_args(self.upstream, cassette), probe=None)
+        try:
+            if not server.ok:
+                return f"recording proxy did not start: {server.probe_error}"
+            result = self.loadgen(f"record-{name}", server.port, requests, concurrency=concurrency,
+                                  duration=120.0, max_requests=len(requests), verify="status")
+            if result.get("errors"):
+                return (f"recording answered errors {result.get('error_kinds')} "
+                        f"{result.get('error_samples') or result.get('fatal', '')}")
+        finally:
+            code = stop_proxy(self.procs, server, timeout=180)
+        if not cassette.exists():
+            return f"no cassette at {cassette} after the recording proxy stopped (exit {code})"
+        return None
+
+    def ensure_replay_cassette(self) -> Path | None:
+        if self.replay_cassette is not None:
+            return self.replay_cassette
+        cassette = self.work / f"replay{self.plan.cassette_suffix}"
+        workloads = sorted({w for w, _ in self.plan.cells} | {"small"}, key=B.WORKLOADS.index)
+        error = self.record_cassette(cassette, [self.workload_request(w) for w in workloads], concurrency=1,
+                                     name="replay")
+        if error:
+            self.skip("replay", error)
+            return None
+        self.replay_cassette = cassette
+        return cassette
+
+    def replay_args(self, cassette: Path, name: str) -> list[str]:
+        assert self.upstream is not None
+        return replay_config(self.upstream, cassette, self.work / f"{name}.toml")
+
+    # -- targets ------------------------------------------------------------------------
+
+    def target_direct(self) -> None:
+        assert self.upstream is not None
+        set_cpus(self.upstream.pid, self.server_cpus)
+        try:
+            self.measure_all(self.upstream, "direct")
+        finally:
+            set_cpus(self.upstream.pid, self.client_cpus)
+
+    def target_passthrough(self) -> None:
+        assert self.upstream is not None
+        self.proxied("passthrough", passthrough_args(self.upstream))
+
+    def target_replay(self) -> None:
+        cassette = self.ensure_replay_cassette()
+        if cassette is not None:
+            self.proxied("replay", self.replay_args(cassette, "replay"))
+
+    def target_fake(self) -> None:
+        self.proxied("fake", fake_args(), first_generation=True)
+
+    def proxied(self, target: str, args: list[str], *, first_generation: bool = False) -> None:
+        """Measure every cell of `target`, on a fresh proxy per cell (unless --reuse-proxy).
+
+        A fresh process per cell keeps each cell's peak RSS its own: CPython
+        and glibc keep freed memory, so a cell after a heavy one would report
+        the heavy one's peak. Every start is timed to its first answer.
+        """
+        assert self.bodies is not None
+        probe = self.bodies.request_spec("small")
+        startups: list[float] = []
+        server: Server | None = None
+        idle_rss = None
+        try:
+            for index, (workload, concurrency) in enumerate(self.plan.cells):
+                if not self.time_left(f"{target} {workload} C={concurrency}"):
+                    break
+                if server is None or not self.plan.reuse_proxy:
+                    if server is not None:
+                        stop_proxy(self.procs, server, timeout=30)
+                    server = self.proxy(target, args, probe=probe)
+                    if not server.ok:
+                        self.emit({"kind": "startup", "target": target, "startup_ms": server.startup_ms,
+                                   "error": server.probe_error})
+                        self.skip(target, server.probe_error or "did not start")
+                        return
+                    startups.append(server.startup_ms or 0.0)
+                    idle_rss = idle_rss or memory_kb(server.pid)["VmRSS"] / 1024
+                if first_generation and index == 0:
+                    self.first_generation(server)
+                self.measure(server, target, workload, concurrency)
+        finally:
+            if server is not None:
+                stop_proxy(self.procs, server, timeout=30)
+        if startups:
+            ordered = sorted(startups)
+            self.emit({"kind": "startup", "target": target, "startup_ms": ordered[len(ordered) // 2],
+                       "first_ms": startups[0], "max_ms": ordered[-1], "starts": len(startups),
+                       "idle_rss_mb": idle_rss, "error": None})
+
+    def first_generation(self, server: Server) -> None:
+        assert self.bodies is not None
+        spec = self.bodies.request_spec("large")
+        timings = []
+        for _ in range(2):
+            started = time.perf_counter()
+            status, body = http_call(server.port, spec)
+            timings.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                self.skip("fake first generation", f"answered {status}: {body[:200]!r}")
+                return
+        self.emit({"kind": "first_generation", "target": "fake", "workload": "large", "size": "1024x1024",
+                   "first_ms": timings[0], "repeat_ms": timings[1]})
+
+    # -- derived figures ------------------------------------------------------------------
+
+    def cpu_per_mb(self) -> None:
+        """CPU per MB of response: the slope between the small and large cells at the same concurrency.
+
+        Only where both cells carry the upstream's bodies (the fake provider's images are its own, and small).
+        """
+        for target in ("passthrough", "replay"):
+            rows = {(r["workload"], r["concurrency"]): r for r in self.records
+                    if r.get("kind") == "throughput" and r["target"] == target
+                    and r.get("server_cpu_ms_per_req") is not None}
+            levels = sorted({c for (w, c) in rows if w == "small"} & {c for (w, c) in rows if w == "large"},
+                            key=lambda c: (c != 16, c))
+            if not levels:
+                continue
+            small, large = rows[("small", levels[0])], rows[("large", levels[0])]
+            mb_small, mb_large = small["response_bytes"] / 1e6, large["response_bytes"] / 1e6
+            slope = (large["server_cpu_ms_per_req"] - small["server_cpu_ms_per_req"]) / (mb_large - mb_small)
+            self.emit({"kind": "cpu_per_mb", "target": target, "slope_ms_per_mb": slope,
+                       "intercept_ms": small["server_cpu_ms_per_req"] - slope * mb_small,
+                       "basis": f"small and large at C={levels[0]}"})
+
+    # -- the whole run ---------------------------------------------------------------------
+
+    def environment(self) -> None:
+        try:
+            rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            rev = ""
+        self.emit({
+            "kind": "env", "python": platform.python_version(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "server_cpus": sorted(self.server_cpus or []),
+            "client_cpus": sorted(self.client_cpus or []), "loadavg": os.getloadavg(), "git": rev,
+            "plan": {"targets": self.plan.targets, "cells": self.plan.cells, "warmup": self.plan.warmup,
+                     "duration": self.plan.duration, "proxy_log_level": self.plan.log_level},
+        }, show=False)
+
+    def run(self) -> int:
+        started = time.monotonic()
+        self.environment()
+        print(f"allm-proxy bench: {', '.join(self.plan.targets)}; cells "
+              f"{' '.join(f'{w}@{c}' for w, c in self.plan.cells)}; {self.plan.warmup:g}+{self.plan.duration:g} s "
+              f"each; server CPUs {sorted(self.server_cpus or [])}, client CPUs {sorted(self.client_cpus or [])}; "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        self.bodies = B.build(self.work / "bodies")
+        self.upstream = start_upstream(self.procs, self.bodies, cpus=self.client_cpus,
+                                       use_gzip=self.plan.upstream_gzip)
+        for target in TARGETS:
+            if target in self.plan.targets and self.time_left(target):
+                print(f"== {target}", flush=True)
+                getattr(self, f"target_{target}")()
+        from . import figures
+
+        if "cassette" in self.plan.targets and self.time_left("cassette"):
+            print("== cassette", flush=True)
+            figures.cassette_figures(self)
+        if "load" in self.plan.targets and self.time_left("load"):
+            print("== load", flush=True)
+            figures.load_test(self)
+        self.cpu_per_mb()
+        checks = [self.emit(c, show=False) for c in report.evaluate(self.records)]
+        print()
+        print(report.throughput_table(self.records))
+        print()
+        others = report.other_figures(self.records)
+        if others:
+            print(others)
+            print()
+        print(report.checks_table(checks))
+        print(f"\n{len(self.records)} records in {self.jsonl} ({time.monotonic() - started:.0f} s; "
+              f"load average now {os.getloadavg()[0]:.2f})")
+        failed = [r for r in self.records if (r.get("kind") == "throughput" and (r.get("errors") or r.get("fatal")))
+                  or (r.get("kind") == "skipped" and "--time-limit" not in r["why"])]
+        if failed:
+            print(f"{len(failed)} cells failed or were skipped (see above and {self.procs.log_dir})")
+        return 1 if failed else 0
+
+    def close(self) -> None:
+        self.procs.close()
+        if not self.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  scripts/bench --quick\n  scripts/bench --targets direct,passthrough --concurrency 1,16\n"
+               "  scripts/bench --load --targets fake,replay",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: short cells, smaller cassette figures")
+    parser.add_argument("--targets", help=f"comma-separated, from {', '.join(TARGETS + GROUPS)} "
+                                          f"[default: {','.join(DEFAULT_TARGETS)}]")
+    parser.add_argument("--load", action="store_true", help="add the load test of issue 6 (10,000 requests at C=64)")
+    parser.add_argument("--workloads", help=f"comma-separated, from {', '.join(B.WORKLOADS)} [default: all]")
+    parser.add_argument("--concurrency", help="comma-separated levels for every workload "
+                                              "[default: small 1,16; large 1,16,64; edit 16]")
+    parser.add_argument("--duration", type=float, help="measured seconds per cell [default: 4; --quick 1.5]")
+    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each cell [default: 1; --quick 0.3]")
+    parser.add_argument("--load-requests", type=int, help="requests per load-test round [default: 10000]")
+    parser.add_argument("--time-limit", type=float, default=600.0, help="skip what is left after this many seconds")
+    parser.add_argument("--proxy-log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="the proxies' --log-level [default: info, as `allm-proxy serve` runs]")
+    parser.add_argument("--upstream-gzip", action="store_true",
+                        help="the fake upstream answers gzip bodies when asked (as OpenAI's edge does)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the measured server with py-spy in every cell (needs py-spy in .venv)")
+    parser.add_argument("--cassette-format", choices=["json", "yaml"], default="json",
+                        help="the cassettes the run records and replays [default: json, the proxy's default]")
+    parser.add_argument("--reuse-proxy", action="store_true",
+                        help="one proxy per target for all its cells (default: a fresh proxy per cell, so that "
+                             "each cell's peak RSS is its own)")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="[default: bench-results/]")
+    parser.add_argument("--keep-work", action="store_true", help="keep the bodies, cassettes and specs of the run")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile and profile.py_spy() is None:
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    bench = Bench(Plan.from_args(args), args.out, keep_work=args.keep_work)
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+    try:
+        return bench.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: ending every process the benchmark started", file=sys.stderr)
+        return 130
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Starting what a run measures: the fake upstream and allm-proxy in its modes.
+
+- ``direct``:      the load generator talks to the fake upstream itself (the limit)
+- ``passthrough``: allm-proxy ``--provider openai`` in front of the fake upstream
+- ``replay``:      allm-proxy replaying a cassette recorded from the fake upstream in this run
+- ``fake``:        allm-proxy ``--provider fake`` (generated images, no upstream)
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bodies import BodySet, RequestSpec
+from .procs import Processes, free_port, python, wait_line
+
+TARGETS = ("direct", "passthrough", "replay", "fake")
+BENCH_KEY = "sk-bench-not-a-real-key"
+
+
+@dataclass
+class Server:
+    """A running server: its port and the process whose CPU and memory are measured."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    startup_ms: float | None = None
+    probe_status: int | None = None
+    probe_error: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def ok(self) -> bool:
+        return self.probe_error is None
+
+
+def http_call(port: int, spec: RequestSpec | None = None, *, path: str = "/healthz",
+              timeout: float = 30.0) -> tuple[int, bytes]:
+    """One request on a fresh connection (for probes and one-offs, not for load)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if spec is None:
+            conn.request("GET", path)
+        else:
+            conn.request(spec.method, spec.path, body=spec.body, headers={
+                "Content-Type": spec.content_type, "Authorization": "Bearer sk-bench-client",
+                "Accept-Encoding": "gzip, deflate"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def start_upstream(procs: Processes, bodies: BodySet, *, cpus: set[int] | None, use_gzip: bool = False) -> Server:
+    argv = [python(), "-m", "bench.upstream", "--bodies", str(bodies.root)]
+    if use_gzip:
+        argv.append("--gzip")
+    proc = procs.spawn("upstream", argv, cpus=cpus, stdout=subprocess.PIPE, cwd=_repo_root())
+    line = wait_line(proc, "LISTENING", timeout=30)
+    return Server("direct", int(line.split()[1]), proc)
+
+
+def upstream_served(upstream: Server) -> int | None:
+    """How many image requests the upstream has answered so far."""
+    import json
+
+    try:
+        status, body = http_call(upstream.port, path="/_bench/stats", timeout=5)
+    except OSError:
+        return None
+    return int(json.loads(body)["requests"]) if status == 200 else None
+
+
+def proxy_command() -> list[str]:
+    """How to run `allm-proxy`: ALLM_BENCH_PROXY (a command, split like a shell) or the venv's script."""
+    override = os.environ.get("ALLM_BENCH_PROXY")
+    if override:
+        return shlex.split(override)
+    script = Path(python()).parent / "allm-proxy"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("allm-proxy")
+    return [found] if found else [python(), "-c", "from allm_proxy.cli import main; main()"]
+
+
+def proxy_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLM_PROXY_")}
+    env["OPENAI_API_KEY"] = BENCH_KEY
+    env.pop("OPENAI_BASE_URL", None)
+    return env
+
+
+def start_proxy(procs: Processes, name: str, args: list[str], *, cpus: set[int] | None, log_level: str,
+                probe: RequestSpec | None, timeout: float = 30.0) -> Server:
+    """Start `allm-proxy serve ARGS` and time it to its first answered request.
+
+    With a `probe`, that request is sent (retried while the port refuses) and
+    startup ends at its answer; without, at the first answer of ``/healthz``.
+    A probe answered with anything but 200 marks the server not ok (it stays
+    up, so its log and later steps can say why).
+    """
+    port = free_port()
+    argv = [*proxy_command(), "serve", "--port", str(port), "--log-level", log_level, *args]
+    started = time.perf_counter()
+    proc = procs.spawn(name, argv, cpus=cpus, env=proxy_env(), cwd=_repo_root())
+    server = Server(name, port, proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            server.probe_error = f"allm-proxy exited with {proc.returncode}; see {procs.log_dir / (name + '.log')}"
+            return server
+        try:
+            status, body = http_call(port, probe, timeout=timeout)
+        except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
+            if time.monotonic() > deadline:
+                server.probe_error = f"no answer within {timeout} s"
+                return server
+            time.sleep(0.005)
+            continue
+        except OSError as exc:
+            server.probe_error = f"probe failed: {exc!r}"
+            return server
+        server.startup_ms = (time.perf_counter() - started) * 1000
+        server.probe_status = status
+        if status != 200:
+            server.probe_error = f"probe answered {status}: {body[:300].decode(errors='replace')}"
+        return server
+
+
+def stop_proxy(procs: Processes, server: Server, timeout: float = 60.0) -> int | None:
+    """Graceful stop (SIGINT, as Ctrl-C: uvicorn shuts down and the engine flushes cassettes)."""
+    return procs.stop(server.proc, sig=signal.SIGINT, timeout=timeout)
+
+
+def passthrough_args(upstream: Server) -> list[str]:
+    return ["--provider", "openai", "--openai-base-url", f"http://127.0.0.1:{upstream.port}/v1"]
+
+
+def record_args(upstream: Server, cassette: Path) -> list[str]:
+    return [*passthrough_args(upstream), "--cassette", str(cassette), "--record-mode", "once"]
+
+
+def replay_config(upstream: Server, cassette: Path, config_path: Path) -> list[str]:
+    """A config replaying `cassette` (repeats allowed: the load sends the same request again and again)."""
+    config_path.write_text(
+        "provider = \"openai\"\n\n"
+        "[providers.openai]\n"
+        f"base_url = \"http://127.0.0.1:{upstream.port}/v1\"\n\n"
+        "[cassettes]\n"
+        f"path = \"{cassette}\"\n"
+        "record_mode = \"none\"\n"
+        "allow_playback_repeats = true\n"
+    )
+    return ["--config", str(config_path)]
+
+
+def fake_args() -> list[str]:
+    return ["--provider", "fake"]
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

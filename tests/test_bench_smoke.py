@@ -1,0 +1,84 @@
+"""The benchmark harness itself (scripts/bench): a tiny run writes complete JSON lines and leaves no process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+THROUGHPUT_FIELDS = {
+    "run", "kind", "target", "workload", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "requests",
+    "verify", "identical", "server_cpu_ms_per_req", "server_peak_rss_mb", "response_bytes", "gzip_responses",
+}
+
+
+def _bench(out: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), *args],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line mentions `text` (the run's output directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")),
+                         "")
+        except OSError:
+            continue
+        if text in cmdline and "zombie" not in state:
+            found.append(int(entry.name))
+    return found
+
+
+def _records(out: Path) -> list[dict]:
+    (jsonl,) = out.glob("bench-*.jsonl")
+    return [json.loads(line) for line in jsonl.read_text().splitlines()]
+
+
+def test_tiny_run_writes_throughput_and_startup_records_for_direct_and_fake(tmp_path: Path) -> None:
+    proc = _bench(tmp_path, "--targets", "direct,fake", "--workloads", "small", "--concurrency", "2",
+                  "--duration", "1", "--warmup", "0.2")
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    records = _records(tmp_path)
+    rows = {r["target"]: r for r in records if r["kind"] == "throughput"}
+    assert set(rows) == {"direct", "fake"}, output
+    for row in rows.values():
+        assert row.keys() >= THROUGHPUT_FIELDS, sorted(THROUGHPUT_FIELDS - row.keys())
+        assert row["errors"] == 0 and row["requests"] > 0 and row["rps"] > 0
+        assert row["workload"] == "small" and row["concurrency"] == 2
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+    assert rows["direct"]["identical"] is True and rows["direct"]["verify"] == "exact"
+    assert rows["fake"]["ratio_to_direct"] > 0
+    (startup,) = [r for r in records if r["kind"] == "startup"]
+    assert startup["target"] == "fake" and startup["startup_ms"] > 0
+    assert any(r["kind"] == "check" for r in records)
+    assert "req/s" in output and "p99 ms" in output
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_interrupted_run_ends_every_process_it_started(tmp_path: Path) -> None:
+    proc = _bench(tmp_path, "--targets", "direct", "--workloads", "small", "--concurrency", "2",
+                  "--duration", "30", "--warmup", "0")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(_processes_mentioning(str(tmp_path))) < 2:
+        time.sleep(0.1)  # wait for the upstream and the load generator
+    assert len(_processes_mentioning(str(tmp_path))) >= 2
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    deadline = time.monotonic() + 5
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(tmp_path)) == []
