@@ -44,7 +44,8 @@ class CallOptions:
     `client_bearer` is the client's own `Authorization: Bearer` token, used
     last. `public_base_url` (e.g. ``http://127.0.0.1:8400/v1``) is where
     hosted images are served; without it (in-process use) URL answers are
-    `data:` URLs. `route` is filled in by the engine for logging.
+    `data:` URLs. `relay_body` lets big pass-through answers come back as a
+    `RawBody` stream (the server sets it). `route` is filled in by the engine for logging.
     """
 
     api_key: str | None = None
@@ -53,6 +54,7 @@ class CallOptions:
     session: str = "default"
     cassette: str | None = None
     public_base_url: str | None = None
+    relay_body: bool = False
     request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
     route: Route | None = None
 
@@ -219,6 +221,7 @@ class Engine:
             timeout=self.timeout,
         )
         wanted = request.response_format or ("b64_json" if route.family.b64_only or request.stream else "url")
+        ctx.relay = options.relay_body and _needs_no_conversion(request, route.family, wanted, provider_opts)
         upstream_request = dataclasses.replace(request, model=route.model)
         if route.family.b64_only and request.response_format is not None:
             # The provider only returns base64; the proxy serves URLs itself.
@@ -231,7 +234,8 @@ class Engine:
         finally:
             current_call.reset(token)
         if isinstance(result, ImageResponse):
-            await self._deliver(result, wanted, options, provider_opts)
+            if result.raw_body is None:
+                await self._deliver(result, wanted, options, provider_opts)
             return result
         return _EngineStream(self._stream_events(result, ctx), headers=dict(result.headers), source=result)
 
@@ -384,6 +388,18 @@ class Engine:
         if self._portal is None:
             self._portal = _LoopThread()
         return self._portal.run(coro)
+
+
+def _needs_no_conversion(
+    request: ImageRequest, family: ModelFamily, wanted: str, provider_opts: Mapping[str, Any]
+) -> bool:
+    """True when the provider's answer is already what the client asked for, as it stands."""
+    if provider_opts.get("materialize_urls"):
+        return False
+    if family.b64_only:
+        return wanted == "b64_json"  # base64 is all these models return
+    # DALL-E answers follow response_format; an unknown model is trusted only when told.
+    return not family.permissive or request.response_format is not None
 
 
 @dataclass

@@ -202,9 +202,12 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 image_request = parse_request(operation, request.headers.get("content-type"), body)
                 del body  # the parsed request holds what is needed; let a big upload go early
                 call.options.public_base_url = _public_base(request)
+                call.options.relay_body = True
                 result = await engine.run(image_request, call.options)
             finally:
                 inflight -= 1
+            if isinstance(result, ImageResponse) and result.raw_body is not None:
+                return relay_response(result, call)
             if isinstance(result, ImageResponse):
                 route = call.options.route
                 payload = render_response(result, gpt_style=bool(route and route.family.gpt_style_response))
@@ -213,6 +216,28 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
             return stream_response(result, call)
 
         return handler(run)
+
+    def relay_response(result: ImageResponse, call: _Call) -> StreamingResponse:
+        raw = result.raw_body
+        assert raw is not None
+
+        async def body() -> AsyncIterator[bytes]:
+            status = 200
+            try:
+                async for chunk in raw.chunks:
+                    call.bytes_out += len(chunk)
+                    yield chunk
+            except Exception:
+                status = 502  # the provider broke off; the client's connection ends short too
+                raise
+            finally:
+                await raw.close()
+                call.log(status)
+
+        headers = {k: v for k, v in result.headers.items() if k.lower() == "x-request-id"}
+        if raw.length is not None:
+            headers["content-length"] = str(raw.length)
+        return StreamingResponse(body(), media_type=raw.content_type, headers=headers)
 
     def stream_response(stream: ImageStream, call: _Call) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -294,6 +294,22 @@ def parse_size(size: str | None) -> tuple[int, int] | None:
 
 
 @dataclass
+class RawBody:
+    """A provider's answer relayed to the client as it arrives: never parsed, never held whole.
+
+    Used for big pass-through answers the proxy has nothing to change in, so
+    memory per request stays at one chunk. `length` is the Content-Length
+    the provider declared; a provider that sends less ends the client's
+    connection early, exactly as it would without the proxy.
+    """
+
+    chunks: AsyncIterator[bytes]
+    length: int | None
+    content_type: str
+    close: Callable[[], Awaitable[None]]
+
+
+@dataclass
 class ImageResponse:
     """What a provider answered, in the OpenAI `ImagesResponse` shape.
 
@@ -319,6 +335,8 @@ class ImageResponse:
     # the server sends it unchanged, so big base64 bodies are never re-encoded.
     # Whoever changes `images` after the adapter must set it to None.
     raw_json: bytes | None = None
+    # Set instead of `images` when the answer is relayed as it arrives (see RawBody).
+    raw_body: RawBody | None = None
 
 
 EventKind = Literal["partial_image", "completed", "error"]

@@ -39,6 +39,9 @@ class CallContext:
     cassette: str | None = None
     request_id: str = ""
     timeout: float | None = None
+    # True when the caller can take the provider's answer as it arrives (an ImageResponse
+    # with `raw_body` and no images): the server, when the proxy has nothing to convert.
+    relay: bool = False
 
 
 @dataclass

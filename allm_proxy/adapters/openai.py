@@ -24,6 +24,7 @@ from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
 from .openai_body import Body, render_body
 from .openai_errors import relayed_headers, status_error, transport_error
 from .openai_options import OpenAIOptions
+from .openai_relay import relay, relayable
 from .openai_response import parse_images_response
 from .openai_stream import UpstreamEventStream
 
@@ -69,8 +70,12 @@ class OpenAIImages:
         if request.wants_stream and request.operation in _STREAM_PREFIX:
             return UpstreamEventStream(response, prefix=_STREAM_PREFIX[request.operation], model=ctx.model,
                                        api_key=ctx.api_key, headers=headers)
-        content = await self._read(response, ctx)
-        answer = parse_images_response(response, content, model=ctx.model, api_key=ctx.api_key)
+        length = relayable(response) if ctx.relay else None
+        if length is not None:
+            answer = await relay(response, length, model=ctx.model, api_key=ctx.api_key)
+        else:
+            content = await self._read(response, ctx)
+            answer = parse_images_response(response, content, model=ctx.model, api_key=ctx.api_key)
         answer.headers.update(headers)
         return answer
 
