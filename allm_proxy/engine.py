@@ -30,6 +30,7 @@ from .config import CassetteSettings, ModelAlias, ProxyConfig
 from .context import current_call
 from .files import HostedFiles
 from .types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
+from .upstream import AiohttpTransport
 from .validation import validate_request
 
 T = TypeVar("T")
@@ -328,7 +329,7 @@ class Engine:
         with self._runtime_lock:
             runtime = self._runtimes.get(loop)
             if runtime is None:
-                transport: httpx.AsyncBaseTransport = self._transport or httpx.AsyncHTTPTransport(retries=0)
+                transport: httpx.AsyncBaseTransport = self._transport or AiohttpTransport()
                 if self._cassette_library is not None:
                     transport = self._cassette_library.transport(transport)
                 runtime = _Runtime(

@@ -1,0 +1,131 @@
+"""The default upstream transport: aiohttp's pool and C HTTP parser behind httpx's transport seam.
+
+Adapters and the cassette layer speak httpx (`httpx.AsyncClient`,
+`httpx.AsyncBaseTransport`); only the bytes on the wire go through aiohttp.
+Why not httpx's own transport: per request it scans its whole connection
+pool with a readiness syscall for each connection, and reads through anyio
+in 64 KB steps; at 16 concurrent requests that made the pass-through 4x
+slower than it is with aiohttp (see docs/benchmarks.md). The exceptions are
+mapped to httpx's, so callers tell a refused connection (ConnectError),
+a reset or cut-short answer (ReadError / RemoteProtocolError) and a timeout
+(ConnectTimeout / ReadTimeout / PoolTimeout) apart exactly as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import httpx
+
+# aiohttp would add these if absent; httpx already set the ones the request carries.
+_SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An `httpx.AsyncBaseTransport` that sends requests with aiohttp.
+
+    One `aiohttp.ClientSession` per transport, made on first use inside the
+    running event loop (the engine makes one transport per loop).
+    """
+
+    def __init__(self, *, max_connections: int = 256, keepalive_expiry: float = 30.0) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_expiry)
+            # trust_env: honour HTTPS_PROXY / NO_PROXY as httpx does.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False)
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        content = request.content if _is_read(request) else await request.aread()
+        with _mapped_exceptions(request):
+            response = await self._session_for_loop().request(
+                request.method,
+                str(request.url),
+                headers=list(request.headers.multi_items()),
+                data=content or None,
+                allow_redirects=False,
+                compress=None,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                timeout=timeout,
+            )
+        extensions = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+        return httpx.Response(
+            status_code=response.status,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
+            stream=_ResponseStream(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _ResponseStream(httpx.AsyncByteStream):
+    """The body as aiohttp receives it: each chunk as soon as it arrives (SSE events stay live)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped_exceptions(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # the connection goes back to the pool
+        else:
+            self._response.close()  # unread body: this connection cannot be reused
+
+
+def _is_read(request: httpx.Request) -> bool:
+    try:
+        request.content  # noqa: B018 - raises when the body is still a stream
+    except httpx.RequestNotRead:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _mapped_exceptions(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's exceptions as the httpx ones the adapters already handle."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "timed out connecting", request=request) from exc
+    except aiohttp.SocketTimeoutError as exc:
+        raise httpx.ReadTimeout(str(exc) or "timed out reading the answer", request=request) from exc
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise httpx.PoolTimeout(str(exc) or "timed out waiting for a connection", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise httpx.RemoteProtocolError(str(exc) or "the server closed the connection", request=request) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise httpx.RemoteProtocolError(f"the answer was cut short: {exc}", request=request) from exc
+    except aiohttp.ClientOSError as exc:
+        raise httpx.ReadError(str(exc) or "the connection was reset", request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc

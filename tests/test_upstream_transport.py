@@ -1,0 +1,99 @@
+"""The aiohttp-backed upstream transport behaves as httpx's own does for every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from allm_proxy.upstream import AiohttpTransport
+from tests.support.asgi_server import free_port, serve_asgi
+
+
+async def echo(request: Request) -> Response:
+    body = await request.body()
+    return Response(body, headers={"x-seen-content-type": request.headers.get("content-type", ""),
+                                   "x-seen-auth": request.headers.get("authorization", "")})
+
+
+async def gzipped(request: Request) -> Response:
+    return Response(gzip.compress(b'{"ok": true}'), media_type="application/json",
+                    headers={"content-encoding": "gzip"})
+
+
+async def slow(request: Request) -> Response:
+    await asyncio.sleep(2)
+    return Response(b"late")
+
+
+async def events(request: Request) -> StreamingResponse:
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield f"data: {i}\n\n".encode()
+            await asyncio.sleep(0.2)
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+APP = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/gzip", gzipped),
+                        Route("/slow", slow), Route("/events", events)])
+
+
+@pytest.fixture(scope="module")
+def upstream() -> str:  # type: ignore[misc]
+    with serve_asgi(APP) as url:
+        yield url
+
+
+async def test_request_body_and_headers_arrive_unchanged(upstream: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        response = await client.post(f"{upstream}/echo", content=b"\x00binary\xff",
+                                     headers={"content-type": "multipart/form-data; boundary=x",
+                                              "authorization": "Bearer sk-test-t"})
+    assert response.content == b"\x00binary\xff"
+    assert response.headers["x-seen-content-type"] == "multipart/form-data; boundary=x"
+    assert response.headers["x-seen-auth"] == "Bearer sk-test-t"
+
+
+async def test_gzip_answers_are_decoded_by_httpx_not_twice(upstream: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        response = await client.get(f"{upstream}/gzip")
+    assert response.json() == {"ok": True}
+
+
+async def test_stream_chunks_arrive_as_they_are_sent(upstream: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        started = time.monotonic()
+        async with client.stream("GET", f"{upstream}/events") as response:
+            arrivals = [time.monotonic() - started async for _ in response.aiter_raw()]
+    assert len(arrivals) >= 2 and arrivals[0] < 0.2 < arrivals[-1]
+
+
+async def test_refused_connection_is_a_connect_error() -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{free_port()}/")
+
+
+async def test_slow_answer_is_a_read_timeout(upstream: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=httpx.Timeout(0.3)) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(f"{upstream}/slow")
+
+
+async def test_connections_are_reused(upstream: str) -> None:
+    transport = AiohttpTransport()
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(5):
+            assert (await client.post(f"{upstream}/echo", content=b"x")).content == b"x"
+        session = transport._session
+        assert session is not None and session.connector is not None
+        assert len(session.connector._conns) == 1  # one idle keep-alive connection, not five
