@@ -64,6 +64,29 @@ def _option(*names: str, key: str, **kwargs: Any) -> Any:
     return click.option(*names, envvar=_ENV[key], show_envvar=True, **kwargs)
 
 
+class _LazyCommand(click.Group):
+    """A subcommand group whose module (and vcrpy) is imported only when it is used,
+    so `serve` starts without paying for it."""
+
+    def __init__(self, name: str, load: Any, short_help: str) -> None:
+        super().__init__(name, short_help=short_help, help=short_help)
+        self._load = load
+
+    def _group(self) -> click.Group:
+        group = self._load()
+        assert isinstance(group, click.Group)
+        return group
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._group().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._group().get_command(ctx, cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._group().format_help(ctx, formatter)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="allm-proxy")
 def main() -> None:
@@ -255,10 +278,10 @@ def generate(prompt: str, output: Path, model: str | None, size: str | None, n: 
         click.echo(f"wrote {path} ({image.mime_type}, {len(image.data)} bytes)")
 
 
-def _add_cassette_commands() -> None:
+def _cassettes_group() -> click.Command:
     from .cli_cassettes import cassettes
 
-    main.add_command(cassettes)
+    return cassettes
 
 
-_add_cassette_commands()
+main.add_command(_LazyCommand("cassettes", _cassettes_group, "List, show and verify cassettes."))
