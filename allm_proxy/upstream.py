@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import httpx
 
-# aiohttp would add these if absent; httpx already set the ones the request carries.
 # Chunks handed up at most this big: bigger ones cost memory per request in flight
 # (a relayed answer sits in up to two of them), smaller ones cost CPU per MB.
 _CHUNK = 128 * 1024
+# aiohttp would add these if absent; httpx already set the ones the request carries.
 _SKIP_AUTO_HEADERS = ("Accept-Encoding", "User-Agent", "Content-Type")
 
 
