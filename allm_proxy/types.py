@@ -135,6 +135,12 @@ class Image:
             self._b64 = base64.b64encode(self.data).decode("ascii")
         return self._b64
 
+    def b64_bytes(self) -> bytes:
+        """`b64_json()` as ASCII bytes, without making the text when it does not exist yet."""
+        if self._b64 is not None:
+            return self._b64.encode("ascii")
+        return base64.b64encode(self.data)
+
     def to_binary(self, *, timeout: float = 60.0) -> bytes:
         """The image bytes, fetching a URL source with httpx when needed."""
         if self.has_bytes or (self.url or "").startswith("data:"):

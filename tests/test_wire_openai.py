@@ -202,3 +202,13 @@ def test_any_bytes_parse_or_are_a_4xx(body: bytes, content_type: str) -> None:
         parse_request("edit", content_type, body)
     except ProxyError as err:
         assert 400 <= err.status < 500
+
+
+def test_spliced_images_render_the_same_json_as_plain_encoding() -> None:
+    images = [Image(bytes([i]) * (100 + i), revised_prompt=f'say "{i}"\n') for i in range(3)]
+    response = ImageResponse(images=images, created=9, extra={"note": "allm-b64-lookalike-0\""})
+    body = json.loads(render_response(response, gpt_style=False))
+    assert body["data"] == [{"b64_json": i.b64_json(), "revised_prompt": i.revised_prompt} for i in images]
+    assert body["note"] == "allm-b64-lookalike-0\""
+    event = json.loads(render_event(ImageEvent(kind="completed", image=images[1])).split(b"data: ", 1)[1])
+    assert event["b64_json"] == images[1].b64_json()
