@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import h11
 import uvicorn
@@ -42,6 +42,7 @@ from .openapi import openapi_document
 from .types import ImageResponse, ImageStream, Operation
 from .wire.openai import parse_request, render_error_event, render_event, render_models, render_response
 
+T = TypeVar("T")
 log = logging.getLogger("allm_proxy")
 access_log = logging.getLogger("allm_proxy.access")
 
@@ -203,9 +204,12 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 del body  # the parsed request holds what is needed; let a big upload go early
                 call.options.public_base_url = _public_base(request)
                 call.options.relay_body = True
-                result = await engine.run(image_request, call.options)
+                result = await _unless_client_leaves(request, engine.run(image_request, call.options))
             finally:
                 inflight -= 1
+            if result is None:
+                call.log(499)  # nginx's "client closed request": nobody is left to answer
+                return Response(status_code=499)
             if isinstance(result, ImageResponse) and result.raw_body is not None:
                 return relay_response(result, call)
             if isinstance(result, ImageResponse):
@@ -346,6 +350,31 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     app.state.config = config
     app.state.limits = limits
     return app
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """Await `work`, cancelling it (and the upstream call under it) if the client disconnects.
+
+    Once the body is read, the next ASGI message is the client's disconnect;
+    starlette itself would let an abandoned request run to its end.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        for _ in range(1000):  # after the body, only the disconnect is expected; stay bounded anyway
+            if (await request.receive())["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return None  # the client left
+        raise
+    finally:
+        watcher.cancel()
 
 
 def _bearer(request: Request) -> str | None:

@@ -115,3 +115,39 @@ def test_every_response_has_a_request_id(fake_proxy_url: str) -> None:
     ok = httpx.get(f"{fake_proxy_url}/v1/models")
     assert ok.headers["x-request-id"].startswith("req_")
     assert json.loads(ok.content)["object"] == "list"
+
+
+def test_client_that_leaves_cancels_the_provider_call() -> None:
+    import asyncio
+    import threading
+
+    from allm_proxy import AdapterInfo, register_adapter
+
+    cancelled = threading.Event()
+
+    class Hanging:
+        name = "hanging-test"
+
+        def __init__(self, setup: object) -> None:
+            pass
+
+        async def generate(self, request: object, ctx: object) -> object:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            raise AssertionError("not cancelled")
+
+        edit = variation = generate
+
+        async def aclose(self) -> None:
+            pass
+
+    register_adapter(AdapterInfo(name="hanging-test", factory=Hanging, needs_key=False,
+                                 default_model="gpt-image-1.5"))
+    with running_proxy(Engine("hanging-test")) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/images/generations", json={"prompt": "x"}, timeout=0.5)
+        assert cancelled.wait(5), "the provider call kept running after the client left"
+        assert httpx.get(f"{url}/healthz").status_code == 200
