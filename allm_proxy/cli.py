@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -143,11 +144,7 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
 
     try:
         engine = Engine.from_config(config)
-        script_path = config.provider_options("fake").get("script_path")
-        if script_path:
-            from .adapters.fake_script import FakeScript
-
-            FakeScript.from_file(script_path)  # a bad script fails now, not on the first request
+        asyncio.run(_check_adapters(engine))  # bad provider options or scripts fail now, as usage errors
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     warning = bind_warning(config.host, config.access_token)
@@ -161,6 +158,13 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
     run_server(engine, config, log_level="warning" if config.log_level != "debug" else "debug")
+
+
+async def _check_adapters(engine: Any) -> None:
+    try:
+        await engine.prepare()
+    finally:
+        await engine.aclose()
 
 
 def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[str, Any]) -> ProxyConfig:

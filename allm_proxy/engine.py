@@ -315,6 +315,15 @@ class Engine:
         hosted = Image(url, mime_type=mime, revised_prompt=image.revised_prompt, extra=image.extra)
         return hosted
 
+    async def prepare(self) -> None:
+        """Build, on this event loop, the adapters of the default provider and of every alias.
+
+        Raises ValueError for options an adapter does not accept, so a server can refuse to
+        start instead of failing its first request.
+        """
+        for provider in dict.fromkeys([self.provider, *(a.provider for a in self.aliases.values())]):
+            await self._adapter(provider)
+
     async def _adapter(self, provider: str) -> ImageAdapter:
         runtime = await self._runtime()
         adapter = runtime.adapters.get(provider)

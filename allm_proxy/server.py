@@ -340,6 +340,9 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Build the adapters now: a bad provider option stops start-up with its message
+        # instead of failing the first request, and the first request is not slower.
+        await engine.prepare()
         try:
             yield
         finally:

@@ -103,3 +103,9 @@ def test_sync_api_inside_a_running_loop_points_to_the_async_twin(engine: Engine)
             generate_image(engine, "x")
 
     asyncio.run(inside())
+
+
+async def test_prepare_rejects_bad_provider_options_before_any_request() -> None:
+    engine = Engine("openai", image_adapter_opts={"base_urll": "http://127.0.0.1:1/v1"}, env={})
+    with pytest.raises(ValueError, match="base_urll"):
+        await engine.prepare()
