@@ -219,6 +219,9 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # httpx logs every upstream request with its full URL at INFO: a second line per request,
+    # and signed provider image URLs in the log. The access log says what happened.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _url_host(host: str) -> str:

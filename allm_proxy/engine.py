@@ -109,6 +109,7 @@ class Engine:
         self._provider_options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (providers or {}).items()}
         self._provider_options.setdefault(image_adapter, {}).update(image_adapter_opts or {})
         self.default_model = image_default_model or self._info.default_model or DEFAULT_MODELS.get(image_adapter, "")
+        self._explicit_default = image_default_model is not None
         request_options = dict(request_options or {})
         self.timeout = float(request_options.pop("timeout", 600.0))
         self.connect_timeout = float(request_options.pop("connect_timeout", 5.0))
@@ -163,9 +164,9 @@ class Engine:
 
     # -- routing ---------------------------------------------------------------
 
-    def route(self, model: str | None) -> Route:
+    def route(self, model: str | None, operation: str = "generate") -> Route:
         """Resolve the model a client named to a provider, a provider model and its rules."""
-        requested = model or self.default_model
+        requested = model or self._default_for(operation)
         alias = self.aliases.get(requested)
         provider, target = (alias.provider, alias.model) if alias else (self.provider, requested)
         semantics = "openai" if provider == "fake" else provider
@@ -173,6 +174,12 @@ class Engine:
         # code written for dall-e-3 keeps dall-e-3's rules behind an alias.
         family = self.catalog.lookup(requested) or self.catalog.for_provider(target, semantics)
         return Route(provider=provider, model=target, requested_model=requested, family=family)
+
+    def _default_for(self, operation: str) -> str:
+        # Only dall-e-2 ever had variations, and OpenAI's variations default to it (spec section 4).
+        if operation == "variation" and not self._explicit_default and self.provider in ("openai", "fake"):
+            return "dall-e-2"
+        return self.default_model
 
     def provider_options(self, provider: str) -> dict[str, Any]:
         return dict(self._provider_options.get(provider, {}))
@@ -192,7 +199,8 @@ class Engine:
             return {"id": model_id, "object": "model", "created": 0, "owned_by": f"allm-proxy:{self.provider}"}
         raise errors.ModelNotFoundError(
             f"The model `{model_id}` does not exist or is not configured in this proxy. "
-            f"Configured models: {', '.join(e['id'] for e in self.list_models())}.",
+            f"Configured here: {', '.join(e['id'] for e in self.list_models())}, and any id of a known model "
+            "family (dall-e-*, gpt-image-*, gemini-*-image ...).",
             param="model",
         )
 
@@ -201,7 +209,7 @@ class Engine:
     async def run(self, request: ImageRequest, options: CallOptions | None = None) -> ImageResponse | ImageStream:
         """Validate, route and run one request; URL/b64 delivery as the client asked."""
         options = options or CallOptions()
-        route = self.route(request.model)
+        route = self.route(request.model, request.operation)
         options.route = route
         if request.images or request.mask is not None:
             # Checking uploads decodes images: keep that CPU work off the event loop.
@@ -223,7 +231,10 @@ class Engine:
         )
         wanted = request.response_format or ("b64_json" if route.family.b64_only or request.stream else "url")
         ctx.relay = options.relay_body and _needs_no_conversion(request, route.family, wanted, provider_opts)
-        upstream_request = dataclasses.replace(request, model=route.model)
+        # A model the client did not name is not invented upstream (the provider picks its own),
+        # unless the proxy was told one: an alias, or a configured default model.
+        named = request.model is not None or self._explicit_default
+        upstream_request = dataclasses.replace(request, model=route.model if named else None)
         if route.family.b64_only and request.response_format is not None:
             # The provider only returns base64; the proxy serves URLs itself.
             upstream_request.response_format = None

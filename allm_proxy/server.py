@@ -198,6 +198,15 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                     status=503, error_type="server_error", code="server_overloaded", headers={"retry-after": "1"},
                 )
             inflight += 1
+            held = True
+
+            def release() -> None:
+                nonlocal inflight, held
+                if held:
+                    held = False
+                    inflight -= 1
+
+            stream_holds_slot = False
             try:
                 body = await read_body(request, call)
                 image_request = parse_request(operation, request.headers.get("content-type"), body)
@@ -205,36 +214,42 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 call.options.public_base_url = _public_base(request)
                 call.options.relay_body = True
                 result = await _unless_client_leaves(request, engine.run(image_request, call.options))
+                if result is None:
+                    call.log(499)  # nginx's "client closed request": nobody is left to answer
+                    return Response(status_code=499)
+                if isinstance(result, ImageResponse) and result.raw_body is not None:
+                    streamed = relay_response(result, call, release)
+                elif isinstance(result, ImageResponse):
+                    route = call.options.route
+                    payload = render_response(result, gpt_style=bool(route and route.family.gpt_style_response))
+                    headers = {k: v for k, v in result.headers.items() if k.lower() == "x-request-id"}
+                    return Response(payload, media_type="application/json", headers=headers)
+                else:
+                    streamed = stream_response(result, call, release)
+                stream_holds_slot = True  # a stream keeps its max_inflight slot until it ends
+                return streamed
             finally:
-                inflight -= 1
-            if result is None:
-                call.log(499)  # nginx's "client closed request": nobody is left to answer
-                return Response(status_code=499)
-            if isinstance(result, ImageResponse) and result.raw_body is not None:
-                return relay_response(result, call)
-            if isinstance(result, ImageResponse):
-                route = call.options.route
-                payload = render_response(result, gpt_style=bool(route and route.family.gpt_style_response))
-                headers = {k: v for k, v in result.headers.items() if k.lower() == "x-request-id"}
-                return Response(payload, media_type="application/json", headers=headers)
-            return stream_response(result, call)
+                if not stream_holds_slot:
+                    release()
 
         return handler(run)
 
-    def relay_response(result: ImageResponse, call: _Call) -> StreamingResponse:
+    def relay_response(result: ImageResponse, call: _Call, release: Callable[[], None]) -> StreamingResponse:
         raw = result.raw_body
         assert raw is not None
 
         async def body() -> AsyncIterator[bytes]:
-            status = 200
+            status = 499  # unless the loop ends: the client left mid-answer
             try:
                 async for chunk in raw.chunks:
                     call.bytes_out += len(chunk)
                     yield chunk
+                status = 200
             except Exception:
                 status = 502  # the provider broke off; the client's connection ends short too
                 raise
             finally:
+                release()
                 await raw.close()
                 call.log(status)
 
@@ -243,14 +258,15 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
             headers["content-length"] = str(raw.length)
         return StreamingResponse(body(), media_type=raw.content_type, headers=headers)
 
-    def stream_response(stream: ImageStream, call: _Call) -> StreamingResponse:
+    def stream_response(stream: ImageStream, call: _Call, release: Callable[[], None]) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
-            status = 200
+            status = 499  # unless the loop ends: the client left mid-stream
             try:
                 async for event in stream:
                     chunk = render_event(event)
                     call.bytes_out += len(chunk)
                     yield chunk
+                status = 200
             except errors.ProxyError as err:
                 status = err.status
                 yield render_error_event(err)
@@ -260,6 +276,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 yield render_error_event(errors.InternalProxyError(
                     f"The stream failed inside the proxy; see its log for request {call.options.request_id}."))
             finally:
+                release()
                 await stream.aclose()
                 call.log(status)
 
@@ -394,7 +411,7 @@ def _public_base(request: Request) -> str:
 
 def _too_large(size: int, limit: int) -> errors.PayloadTooLargeError:
     return errors.PayloadTooLargeError(
-        f"The request body ({size / 1e6:.1f} MB or more) exceeds this proxy's limit of {limit / 1e6:.1f} MB. "
+        f"The request body ({size / 2**20:.1f} MB or more) exceeds this proxy's limit of {limit / 2**20:.1f} MB. "
         "Send smaller images, or raise the limit with --max-body-mb."
     )
 

@@ -286,9 +286,6 @@ class ImageRequest:
         """(width, height) for a `WxH` size, None for absent or `auto`."""
         return parse_size(self.size)
 
-    def extra_dict(self) -> dict[str, Any]:
-        return dict(self.extra)
-
 
 def parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None or size == "auto":

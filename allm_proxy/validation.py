@@ -9,7 +9,6 @@ provider decides the rest.
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,10 @@ from .types import ImageRequest, InputFile, parse_size
 # Pillow refuses images above this many pixels, which stops decompression bombs
 # (a tiny PNG that inflates to gigabytes) before they are decoded.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class _TooManyPixels(Exception):
+    pass
 # The largest image any family may ask for (Gemini's flexible sizes reach 8192x8192).
 MAX_OUTPUT_EDGE = 16384
 MAX_OUTPUT_PIXELS = 8192 * 8192
@@ -178,9 +180,7 @@ def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
             param="size", code="invalid_size",
         )
     if family.flexible_sizes is not None:
-        from .types import parse_size as _ps
-
-        wh = _ps(size)
+        wh = parse_size(size)
         reason = family.flexible_sizes.check(*wh) if wh else None
         raise InvalidRequestError(
             f"Invalid 'size' {size!r} for `{model}`: {reason}. Supported: {family.describe_sizes()}.",
@@ -285,15 +285,17 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
             param=param, code="invalid_image_format",
         )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(upload.data)) as img:
-                width, height = img.size
-                if img.format == "JPEG":
-                    img.load()  # JPEG's verify() checks nothing: only decoding finds a truncated file
-                else:
-                    img.verify()  # PNG: every chunk's CRC, up to IEND, without decoding pixels
-    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        with PILImage.open(io.BytesIO(upload.data)) as img:
+            width, height = img.size
+            # Checked from the header, before any decoding: a decompression bomb is a few kB of
+            # file declaring gigapixels. (Pillow's own global limit is left alone for host apps.)
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _TooManyPixels
+            if img.format == "JPEG":
+                img.load()  # JPEG's verify() checks nothing: only decoding finds a truncated file
+            else:
+                img.verify()  # PNG: every chunk's CRC, up to IEND, without decoding pixels
+    except (_TooManyPixels, PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidRequestError(
             f"Invalid '{param}': the image is larger than {MAX_IMAGE_PIXELS} pixels; downscale it before sending.",
             param=param, code="image_too_large",
@@ -301,7 +303,7 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise InvalidRequestError(
             f"Invalid '{param}': the file {upload.filename or '(unnamed)'} could not be read as an image "
-            f"({type(exc).__name__}: {exc}). Is it truncated?",
+            f"({type(exc).__name__}). Is it truncated or corrupt?",
             param=param, code="invalid_image",
         ) from None
     return width, height

@@ -427,3 +427,12 @@ def test_usage_input_image_tokens_use_openai_tiling() -> None:
     assert image_tokens((512, 512)) == 65 + 85
     assert image_tokens((1024, 1024)) == 4 * 65 + 85  # shortest side down to 768: 2x2 tiles
     assert image_tokens((4096, 1024)) == 4 * 65 + 85  # fit in 2048 first: 2048x512
+
+
+def test_fake_refuses_to_draw_absurd_pixel_counts() -> None:
+    from allm_proxy import Engine, generate_image
+    from allm_proxy.errors import InvalidRequestError
+
+    with Engine() as engine, pytest.raises(InvalidRequestError) as info:
+        generate_image(engine, "huge", model="some-new-model", size="8192x8192", n=3)
+    assert info.value.param == "size" and "megapixels" in info.value.message

@@ -167,7 +167,7 @@ CASES = [
     Case("unknown-path", "/v1/images/generate", b"{}", JSON, 404, None, "/v1/images/generations", "unknown_url"),
     Case("unknown-path-with-newline", "/v1/%0Aforged%20log%20line", b"", None, 404, None, "/v1/images/generations",
          method="GET"),
-    Case("unknown-model-retrieve", "/v1/models/no-such-model", b"", None, 404, "model", "Configured models",
+    Case("unknown-model-retrieve", "/v1/models/no-such-model", b"", None, 404, "model", "Configured here",
          "model_not_found", method="GET"),
 ]
 

@@ -158,9 +158,6 @@ def test_sdk_call_reaches_openai_as_if_sent_directly(upstream: FakeOpenAI, upstr
     SDK_CALLS[call](sdk(proxy))
     proxied = upstream.last.wire_summary()
     assert len(upstream.requests) == 2
-    if call == "generate_no_model":
-        # No model from the client: the proxy sends its default model, where OpenAI would pick its own.
-        direct["json"]["model"] = "gpt-image-1.5"
     if isinstance(direct["json"], dict):
         # JSON null means "not given" (spec rule 4); the proxy sends nothing for it, which OpenAI reads alike.
         direct["json"] = {k: v for k, v in direct["json"].items() if v is not None}
@@ -363,3 +360,21 @@ def test_alias_rewrites_the_model_sent_upstream(upstream: FakeOpenAI, upstream_u
         result = sdk(proxy).images.generate(model="my-model", prompt="a", size="1024x1536")
     assert upstream.last.fields["model"] == "gpt-image-1.5"
     assert result.size == "1024x1536"
+
+
+def test_a_redirect_from_upstream_is_a_502_not_relayed(upstream: FakeOpenAI, proxy: str,
+                                                        sdk: Callable[..., openai.OpenAI]) -> None:
+    from tests.upstreams.openai_upstream import raw
+
+    upstream.script(raw(b"", status=302, headers={"location": "https://login.example.invalid/"}))
+    with pytest.raises(openai.InternalServerError) as info:
+        sdk(proxy).images.generate(model="gpt-image-1.5", prompt="x")
+    assert info.value.status_code == 502 and "302" in info.value.message
+
+
+def test_variation_without_a_model_uses_dall_e_2_as_openai_does(fake_proxy_url: str) -> None:
+    from tests.conftest import png_bytes
+
+    client = openai.OpenAI(base_url=f"{fake_proxy_url}/v1", api_key="sk-test-x", max_retries=0)
+    result = client.images.create_variation(image=("a.png", png_bytes((64, 64))), response_format="b64_json")
+    assert result.data and result.data[0].b64_json

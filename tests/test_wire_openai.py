@@ -212,3 +212,10 @@ def test_spliced_images_render_the_same_json_as_plain_encoding() -> None:
     assert body["note"] == "allm-b64-lookalike-0\""
     event = json.loads(render_event(ImageEvent(kind="completed", image=images[1])).split(b"data: ", 1)[1])
     assert event["b64_json"] == images[1].b64_json()
+
+
+def test_provider_base64_with_line_breaks_cannot_break_sse_framing() -> None:
+    odd = Image(b64_json='iVBO\nRw0K"x')  # an OpenAI-compatible upstream's sloppy text
+    raw = render_event(ImageEvent(kind="completed", image=odd))
+    assert raw.count(b"\n") == 3  # "event:" line, "data:" line, blank line
+    assert json.loads(raw.split(b"data: ", 1)[1])["b64_json"] == 'iVBO\nRw0K"x'

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from PIL import Image as PILImage
 
 from ..capabilities import ModelFamily
+from ..errors import InvalidRequestError
 from ..imaging import decoded_size, encode
 from ..types import ImageRequest, Operation, parse_size
 from .fake_render import scene, seed_of
@@ -42,6 +43,11 @@ class Job:
         return f"{self.size[0]}x{self.size[1]}"
 
 
+# The fake draws every pixel in Python's process: bound the work one request can ask for
+# (model ids no family knows are otherwise only bounded at 8192x8192, n up to 10).
+MAX_DRAWN_PIXELS = 64 * 1024 * 1024
+
+
 def plan(request: ImageRequest, family: ModelFamily) -> list[Job]:
     """The jobs of a request, one per image of `n`."""
     fmt = (request.output_format or "png").lower()
@@ -56,6 +62,12 @@ def plan(request: ImageRequest, family: ModelFamily) -> list[Job]:
         size = request.size_tuple() or decoded_size(inputs[0])
         alpha = request.background == "transparent" or (request.background != "opaque" and has_alpha(inputs[0]))
         digest = _digest(inputs, mask)
+    if size[0] * size[1] * request.count > MAX_DRAWN_PIXELS:
+        raise InvalidRequestError(
+            f"The fake provider draws at most {MAX_DRAWN_PIXELS // 2**20} megapixels per request; "
+            f"{request.count} x {size[0]}x{size[1]} is more. Ask for a smaller size or fewer images.",
+            param="size", code="invalid_size",
+        )
     return [
         Job(
             operation=request.operation,

@@ -19,6 +19,7 @@ import time
 
 import httpx
 
+from ..errors import UpstreamError
 from ..types import ImageRequest, ImageResponse, ImageStream
 from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
 from .openai_body import Body, render_body
@@ -62,7 +63,7 @@ class OpenAIImages:
         """Nothing to close: the HTTP client belongs to the engine."""
 
     async def _call(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
-        body = render_body(request, ctx.model)
+        body = render_body(request, request.model)  # None: the client named none; OpenAI picks
         url = self.options.base_url + _PATHS[request.operation]
         response = await self._send(url, body, ctx)
         request_id = response.headers.get("x-request-id")
@@ -104,6 +105,15 @@ class OpenAIImages:
                       (time.perf_counter() - started) * 1000)
             if response.is_success:
                 return response
+            if response.is_redirect or response.status_code < 400:
+                await response.aclose()
+                # The API never redirects; a 3xx comes from something in between (a captive portal,
+                # a wrong base URL), and relaying it would hand the SDK a redirect to nowhere.
+                raise UpstreamError(
+                    f"OpenAI at {request.url.host}:{request.url.port or 443} answered HTTP {response.status_code} "
+                    f"(to {response.headers.get('location', 'nowhere')}) instead of an answer; "
+                    "check --openai-base-url."
+                )
             content = await self._read(response, ctx)
             if not last and _should_retry(response):
                 await asyncio.sleep(_retry_delay(response, attempt))

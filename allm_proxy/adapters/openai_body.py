@@ -32,14 +32,14 @@ class Body:
     content_type: str
 
 
-def render_body(request: ImageRequest, model: str) -> Body:
+def render_body(request: ImageRequest, model: str | None) -> Body:
     """The body for `request`, sending `model` (the provider model, aliases resolved)."""
     if request.encoding == "multipart":
         return render_multipart(request, model)
     return render_json(request, model)
 
 
-def typed_fields(request: ImageRequest, model: str) -> Iterator[tuple[str, Any]]:
+def typed_fields(request: ImageRequest, model: str | None) -> Iterator[tuple[str, Any]]:
     """(name, value) of every typed field the client gave; `None` means it did not."""
     if request.prompt is not None:
         yield "prompt", request.prompt
@@ -49,7 +49,7 @@ def typed_fields(request: ImageRequest, model: str) -> Iterator[tuple[str, Any]]
             yield name, value
 
 
-def render_json(request: ImageRequest, model: str) -> Body:
+def render_json(request: ImageRequest, model: str | None) -> Body:
     payload: dict[str, Any] = dict(typed_fields(request, model))
     if request.operation == "edit":
         # The JSON edit form (spec section 3): images travel as data: URLs.
@@ -66,7 +66,7 @@ def _data_url(upload: InputFile) -> str:
     return f"data:{upload.mime_type};base64,{base64.b64encode(upload.data).decode('ascii')}"
 
 
-def render_multipart(request: ImageRequest, model: str) -> Body:
+def render_multipart(request: ImageRequest, model: str | None) -> Body:
     boundary = secrets.token_hex(16)
     delimiter = b"--" + boundary.encode("ascii") + b"\r\n"
     chunks: list[bytes] = []

@@ -230,7 +230,11 @@ class _Splicer:
         self._token = "allm-b64-" + uuid.uuid4().hex
 
     def placeholder(self, image: Any) -> str:
-        self._images.append(image.b64_bytes())
+        data = image.b64_bytes()
+        if not _plain_json_text(data):
+            # A provider's text with quotes, backslashes or line breaks: let json escape it.
+            return str(image.b64_json())
+        self._images.append(data)
         return f"{self._token}-{len(self._images) - 1}"
 
     def dumps(self, document: Any) -> bytes:
@@ -243,6 +247,12 @@ class _Splicer:
             index, _, rest = piece.partition(b'"')
             out += [self._images[int(index)], b'"', rest]
         return b"".join(out)
+
+
+def _plain_json_text(data: bytes) -> bool:
+    """True when `data` can stand inside a JSON string (and an SSE data line) as it is.
+    Base64 always can; this guards text a provider sent as base64. Each test is one C scan."""
+    return data.isascii() and not any(c in data for c in (b'"', b"\\", b"\n", b"\r", b"\t", b"\x00"))
 
 
 def render_event(event: ImageEvent) -> bytes:
