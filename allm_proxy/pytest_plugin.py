@@ -41,7 +41,7 @@ RECORD_MODES = ("off", "none", "once", "new_episodes", "all")
 CONFIG_KEYS = frozenset({"provider", "options", "providers", "default_model", "record_mode", "match_on",
                          "allow_playback_repeats", "replay_timing", "filter_headers", "filter_query",
                          "filter_body_fields"})
-DUMMY_KEY = "sk-test-allm-proxy-replay"
+DUMMY_KEY = "sk-test-allm-replay"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]@+=,]")
 
 

@@ -22,7 +22,7 @@ from .bodies import BodySet, RequestSpec
 from .procs import Processes, free_port, python, wait_line
 
 TARGETS = ("direct", "passthrough", "replay", "fake")
-BENCH_KEY = "sk-bench-not-a-real-key"
+BENCH_KEY = "sk-bench-not-real"
 
 
 @dataclass

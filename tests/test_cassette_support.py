@@ -24,7 +24,7 @@ from allm_proxy.cassettes import CassetteLibrary
 from allm_proxy.config import CassetteSettings
 from allm_proxy.context import current_call
 
-OPENAI_KEY = "sk-test-cassette-0123456789"
+OPENAI_KEY = "sk-test-cas-012345"
 GEMINI_KEY = "test-gemini-key-cassette-42"
 ORG_ID = "org-test-cassette-secret"
 COOKIE = "sid=test-cookie-cassette-77"

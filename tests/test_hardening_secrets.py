@@ -20,10 +20,10 @@ from tests.test_hardening_support import captured_logs, guarded_proxy, png
 from tests.upstreams import gemini_upstream as gem
 from tests.upstreams import openai_upstream as up
 
-PROVIDER_KEY = "sk-test-provider-7f3a9c1e2b5d"
-HEADER_KEY = "sk-test-header-4d8e2a6b0c1f"
-BEARER_KEY = "sk-test-bearer-9a1c3e5f7b2d"
-ACCESS_TOKEN = "sk-test-access-2b4d6f8a0c3e"
+PROVIDER_KEY = "sk-test-prov-7f3a9c"
+HEADER_KEY = "sk-test-hdr-4d8e2a6"
+BEARER_KEY = "sk-test-brr-9a1c3e5"
+ACCESS_TOKEN = "sk-test-acc-2b4d6f8"
 SECRETS = (PROVIDER_KEY, HEADER_KEY, BEARER_KEY, ACCESS_TOKEN, gem.VALID_KEY)
 
 
@@ -48,7 +48,7 @@ def calls(url: str, *, bearer: str = BEARER_KEY) -> Iterator[httpx.Response]:
 
 def test_no_key_in_logs_or_answers_of_the_fake_provider() -> None:
     with guarded_proxy(Engine(), ProxyConfig(access_token=ACCESS_TOKEN)) as url, captured_logs() as logs:
-        answers = list(calls(url, bearer=ACCESS_TOKEN)) + list(calls(url, bearer="sk-test-wrong-token-000000"))
+        answers = list(calls(url, bearer=ACCESS_TOKEN)) + list(calls(url, bearer="sk-test-wrong-00000"))
     assert [r.status_code for r in answers[:3]] == [200, 400, 200]
     assert {r.status_code for r in answers[8:] if r.url.path not in ("/healthz", "/v1/nowhere")} == {401}
     assert leaks(logs.text()) == []

@@ -44,7 +44,7 @@ from tests.upstreams.openai_upstream import (
 )
 
 T = TypeVar("T")
-KEY = "sk-test-adapter-0123456789"
+KEY = "sk-test-adp-012345"
 
 
 @pytest.fixture(scope="module")
