@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.server import create_app
 from tests.support.asgi_server import serve_asgi
+from tests.upstreams.openai_upstream import FakeOpenAI
 
 
 @contextmanager
@@ -25,6 +26,21 @@ def running_proxy(engine: Engine, config: ProxyConfig | None = None) -> Iterator
 def proxy() -> Callable[..., AbstractContextManager[str]]:
     """`with proxy(engine) as url:` starts the proxy for one test."""
     return running_proxy
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[FakeOpenAI, str]]:
+    """A fake OpenAI upstream shared by one test module: (the fake, its base URL without /v1)."""
+    upstream = FakeOpenAI()
+    with upstream.serving() as url:
+        yield upstream, url
+
+
+@pytest.fixture
+def upstream(served: tuple[FakeOpenAI, str]) -> FakeOpenAI:
+    """The module's fake OpenAI upstream, its recordings and scripted replies cleared."""
+    served[0].clear()
+    return served[0]
 
 
 @pytest.fixture(scope="session")

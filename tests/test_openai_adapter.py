@@ -7,7 +7,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import httpx
@@ -45,19 +45,6 @@ from tests.upstreams.openai_upstream import (
 
 T = TypeVar("T")
 KEY = "sk-test-adp-012345"
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FakeOpenAI, str]]:
-    upstream = FakeOpenAI()
-    with upstream.serving() as url:
-        yield upstream, url
-
-
-@pytest.fixture
-def upstream(served: tuple[FakeOpenAI, str]) -> FakeOpenAI:
-    served[0].clear()
-    return served[0]
 
 
 @pytest.fixture

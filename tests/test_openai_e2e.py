@@ -42,19 +42,6 @@ CLIENT_KEY = "sk-test-client-key"
 ORG, PROJECT = "org-test", "proj_test"
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FakeOpenAI, str]]:
-    upstream = FakeOpenAI()
-    with upstream.serving() as url:
-        yield upstream, url
-
-
-@pytest.fixture
-def upstream(served: tuple[FakeOpenAI, str]) -> FakeOpenAI:
-    served[0].clear()
-    return served[0]
-
-
 @pytest.fixture
 def upstream_url(served: tuple[FakeOpenAI, str]) -> str:
     return served[1]
