@@ -11,8 +11,9 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
+
+from ..wire.multipart import Part
 
 # A non-multipart binary request body in a JSON cassette (rare: the image APIs send
 # JSON or multipart) is stored as this prefix plus base64; the loader reverses it.
@@ -23,18 +24,8 @@ _BOUNDARY = re.compile(r'boundary="?([^";]+)"?', re.IGNORECASE)
 _PARAM = re.compile(rb';\s*(name|filename)="([^"]*)"', re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class FormPart:
-    """One multipart/form-data part, its content already decoded (base64 parts included)."""
-
-    name: str
-    data: bytes
-    filename: str | None = None
-    content_type: str | None = None
-
-    @property
-    def is_file(self) -> bool:
-        return self.filename is not None
+# One multipart part, its content already decoded (base64 parts included): the wire codec's type.
+FormPart = Part
 
 
 def as_bytes(body: Any) -> bytes:
