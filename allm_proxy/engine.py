@@ -11,10 +11,12 @@ The same Engine serves the HTTP server and in-process Python callers:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -408,6 +410,9 @@ class Engine:
             )
         if self._portal is None:
             self._portal = _LoopThread()
+            # Sync callers rarely close engines; closing at exit shuts the HTTP pools down cleanly
+            # (aiohttp complains about unclosed sessions otherwise) and flushes cassettes.
+            atexit.register(_close_at_exit, weakref.ref(self))
         return self._portal.run(coro)
 
 
@@ -434,6 +439,12 @@ class _EngineStream(EventStream):
         await super().aclose()
         if self.source is not None:
             await self.source.aclose()
+
+
+def _close_at_exit(engine_ref: weakref.ref[Engine]) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine.close()
 
 
 class _LoopThread:
