@@ -14,6 +14,9 @@ Example `allm.toml`:
     host = "127.0.0.1"
     port = 8400
     max_body_mb = 50
+    header_timeout = 10               # seconds for a request line and headers (slow clients: 408)
+    body_timeout = 60
+    max_inflight = 256                # image requests at once; more get a 503 the SDKs retry
 
     [providers.openai]
     base_url = "https://api.openai.com/v1"
@@ -39,6 +42,7 @@ Example `allm.toml`:
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,6 +87,28 @@ class CassetteSettings:
         return self.record_mode != "off" and (self.path is not None or self.directory is not None)
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """Timeouts and limits of the HTTP layer (the body size limit is `ProxyConfig.max_body_bytes`).
+
+    `header_timeout`: the request line and headers must arrive within this many
+    seconds of the connection opening (or of the previous response on a
+    keep-alive connection), else the connection gets a 408 and is closed; this
+    is what stops slow-loris clients, which uvicorn alone lets linger.
+    `body_timeout`: the whole body must arrive within this many seconds.
+    `max_inflight`: image requests handled at once; more get a 503 with
+    `retry-after`, which the SDKs retry. `max_connections`: uvicorn's own
+    backstop (`limit_concurrency`), counted over open connections.
+    """
+
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive: int = 5
+    graceful_shutdown: int = 30
+    max_inflight: int = 256
+    max_connections: int | None = 1024
+
+
 @dataclass
 class ProxyConfig:
     """Everything the server and engine need, already resolved."""
@@ -102,6 +128,7 @@ class ProxyConfig:
     aliases: dict[str, ModelAlias] = field(default_factory=dict)
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     cassettes: CassetteSettings = field(default_factory=CassetteSettings)
+    limits: ServerLimits = field(default_factory=lambda: ServerLimits())
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
@@ -109,7 +136,8 @@ class ProxyConfig:
 
 _TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
              "connect_timeout"}
-_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"}
+_LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
+_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"} | _LIMIT_KEYS
 
 
 def load_config(path: str | Path | None) -> ProxyConfig:
@@ -149,6 +177,9 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
         config.log_level = str(server["log_level"])
     if "file_ttl" in server:
         config.file_ttl = float(server["file_ttl"])
+    limit_values = {key: server[key] for key in _LIMIT_KEYS if key in server}
+    if limit_values:
+        config.limits = dataclasses.replace(config.limits, **limit_values)
     config.providers = {str(k): dict(v) for k, v in raw.get("providers", {}).items()}
     for name, alias in raw.get("models", {}).items():
         if "provider" not in alias or "model" not in alias:

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import h11
@@ -36,7 +35,7 @@ from starlette.routing import BaseRoute, Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import errors
-from .config import ProxyConfig
+from .config import ProxyConfig, ServerLimits
 from .engine import CallOptions, Engine
 from .openapi import openapi_document
 from .types import ImageResponse, ImageStream, Operation
@@ -47,28 +46,6 @@ log = logging.getLogger("allm_proxy")
 access_log = logging.getLogger("allm_proxy.access")
 
 _FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Timeouts and limits of the HTTP layer (the body size limit is `ProxyConfig.max_body_bytes`).
-
-    `header_timeout`: the request line and headers must arrive within this many
-    seconds of the connection opening (or of the previous response on a
-    keep-alive connection), else the connection gets a 408 and is closed; this
-    is what stops slow-loris clients, which uvicorn alone lets linger.
-    `body_timeout`: the whole body must arrive within this many seconds.
-    `max_inflight`: image requests handled at once; more get a 503 with
-    `retry-after`, which the SDKs retry. `max_connections`: uvicorn's own
-    backstop (`limit_concurrency`), counted over open connections.
-    """
-
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    keep_alive: int = 5
-    graceful_shutdown: int = 30
-    max_inflight: int = 256
-    max_connections: int | None = 1024
 
 
 class _Call:
@@ -101,7 +78,7 @@ class _Call:
 def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: ServerLimits | None = None) -> Starlette:
     """The ASGI app serving `engine` with the limits and access token of `config`."""
     config = config or ProxyConfig()
-    limits = limits or ServerLimits()
+    limits = limits or config.limits
     access_token = config.access_token
     max_body = config.max_body_bytes
     openapi_body = json.dumps(openapi_document()).encode()
@@ -543,7 +520,7 @@ def run_server(engine: Engine, config: ProxyConfig, *, limits: ServerLimits | No
     then returns normally (exit status 0), where uvicorn alone would re-raise
     it and die with status -15. Recordings are flushed by the app's lifespan.
     """
-    limits = limits or ServerLimits()
+    limits = limits or config.limits
     server = uvicorn.Server(uvicorn.Config(
         create_app(engine, config, limits=limits), host=config.host, port=config.port, log_level=log_level,
         access_log=False, lifespan="on", **uvicorn_options(limits),

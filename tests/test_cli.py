@@ -76,3 +76,11 @@ def test_bad_config_file_is_a_usage_error(tmp_path: Path) -> None:
     bad.write_text("[server]\nprot = 1\n")
     result = CliRunner().invoke(main, ["serve", "--config", str(bad)])
     assert result.exit_code == 2 and "prot" in result.output
+
+
+def test_server_limits_come_from_the_config_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "allm.toml"
+    config_file.write_text("[server]\nheader_timeout = 3\nbody_timeout = 20\nmax_inflight = 8\n")
+    config = resolve(["--config", str(config_file)])
+    assert (config.limits.header_timeout, config.limits.body_timeout, config.limits.max_inflight) == (3, 20, 8)
+    assert config.limits.keep_alive == 5  # untouched keys keep their defaults
