@@ -285,7 +285,8 @@ class Engine:
             raise errors.AuthenticationError(
                 f"No API key for provider '{info.name}'. Set {env_hint} in the proxy's environment, "
                 f"send the header X-ALLM-Api-Key, or give your client an api_key "
-                f"(sent as Authorization: Bearer).",
+                f"(sent as Authorization: Bearer). In Python without the server: "
+                f"generate_image(engine, ..., api_key=...) or image_adapter_opts={{'api_key': ...}}.",
             )
         return None
 
