@@ -57,6 +57,15 @@ def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = (40, 12
     return buf.getvalue()
 
 
+def noise_png(size: tuple[int, int], seed: int = 7, mode: str = "RGB") -> bytes:
+    """A picture whose every pixel differs from its neighbours, so any change shows."""
+    w, h = size
+    data = bytes((x * 37 + y * 91 + seed * 13 + c * 59) % 256 for y in range(h) for x in range(w) for c in range(3))
+    buf = io.BytesIO()
+    PILImage.frombytes("RGB", size, data).convert(mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def half_transparent_mask(size: tuple[int, int]) -> bytes:
     """Opaque left half (kept), fully transparent right half (edited)."""
     mask = PILImage.new("RGBA", size, (0, 0, 0, 255))

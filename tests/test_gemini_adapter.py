@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 from allm_proxy import errors
 from allm_proxy.engine import CallOptions, Engine
 from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
+from tests.conftest import half_transparent_mask, noise_png
 from tests.support.asgi_server import free_port
 from tests.upstreams import gemini_upstream as g
 from tests.upstreams.gemini_upstream import FakeGemini
@@ -68,24 +69,6 @@ def gen(**fields: Any) -> ImageRequest:
     return ImageRequest(operation="generate", **fields)
 
 
-def noise_png(size: tuple[int, int], seed: int = 7, mode: str = "RGB") -> bytes:
-    """A picture whose every pixel differs from its neighbours, so any change shows."""
-    w, h = size
-    data = bytes((x * 37 + y * 91 + seed * 13 + c * 59) % 256 for y in range(h) for x in range(w) for c in range(3))
-    img = PILImage.frombytes("RGB", size, data).convert(mode)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def left_kept_mask(size: tuple[int, int]) -> bytes:
-    """Opaque (kept) left half, transparent (edited) right half."""
-    w, h = size
-    mask = PILImage.new("RGBA", size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (w // 2, 0, w, h))
-    buf = io.BytesIO()
-    mask.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def pixels(data: bytes) -> PILImage.Image:
@@ -294,7 +277,7 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(upstream: FakeGemini, url: st
     original = noise_png(size)
     upstream.script(g.image("jpeg"))  # lossy and a different size: the proxy must still keep pixels exact
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="paint the right half blue",
-                           images=[InputFile(original)], mask=InputFile(left_kept_mask(size), field="mask"))
+                           images=[InputFile(original)], mask=InputFile(half_transparent_mask(size), field="mask"))
     resp = run(make_engine(url), request)
     out = pixels(resp.images[0].data).convert("RGB")
     src = pixels(original).convert("RGB")
@@ -310,7 +293,8 @@ def test_mask_hint_sends_the_mask_as_a_black_and_white_image_with_an_instruction
                                                                                   url: str) -> None:
     size = (20, 10)
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="add a moon",
-                           images=[InputFile(noise_png(size))], mask=InputFile(left_kept_mask(size), field="mask"))
+                           images=[InputFile(noise_png(size))],
+                           mask=InputFile(half_transparent_mask(size), field="mask"))
     run(make_engine(url, mask_hint=True), request)
     sent = upstream.requests[0]
     assert len(sent.images) == 2

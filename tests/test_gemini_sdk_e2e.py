@@ -13,7 +13,7 @@ import pytest
 from PIL import Image as PILImage
 
 from allm_proxy import Engine
-from tests.conftest import running_proxy
+from tests.conftest import half_transparent_mask, noise_png, running_proxy
 from tests.upstreams import gemini_upstream as g
 from tests.upstreams.gemini_upstream import FakeGemini
 
@@ -64,21 +64,6 @@ def decode(b64: str | None) -> PILImage.Image:
     return img
 
 
-def noise_png(size: tuple[int, int]) -> bytes:
-    w, h = size
-    data = bytes((x * 31 + y * 77 + c * 101) % 256 for y in range(h) for x in range(w) for c in range(3))
-    buf = io.BytesIO()
-    PILImage.frombytes("RGB", size, data).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def left_kept_mask(size: tuple[int, int]) -> bytes:
-    w, h = size
-    mask = PILImage.new("RGBA", size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (w // 2, 0, w, h))
-    buf = io.BytesIO()
-    mask.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # -- sizes: the spec 11 table, per OpenAI family, through the SDK --------------------------------------------
@@ -165,7 +150,7 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(client: openai.OpenAI, upstre
     upstream.script(g.image("jpeg"))
     result = client.images.edit(model="gpt-image-1.5", prompt="paint the right half", size="1024x1024",
                                 image=("photo.png", original, "image/png"),
-                                mask=("mask.png", left_kept_mask(size), "image/png"))
+                                mask=("mask.png", half_transparent_mask(size), "image/png"))
     assert result.data is not None
     out = decode(result.data[0].b64_json).convert("RGB")
     src = PILImage.open(io.BytesIO(original)).convert("RGB")
