@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .types import ImageRequest, parse_size
+
 STANDARD_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 EXTENDED_RATIOS = (*STANDARD_RATIOS, "1:4", "4:1", "1:8", "8:1")
 
@@ -106,8 +108,6 @@ class ModelFamily:
             return True
         if self.flexible_sizes is None:
             return False
-        from .types import parse_size
-
         try:
             wh = parse_size(size)
         except ValueError:
@@ -217,11 +217,64 @@ _GEMINI_GENERIC = ModelFamily(
 BUILTIN_FAMILIES: tuple[ModelFamily, ...] = (_DALLE2, _DALLE3, _GPT_IMAGE, _GPT_IMAGE_2, *_GEMINI_FAMILIES)
 GENERIC_FAMILIES: dict[str, ModelFamily] = {"openai": _OPENAI_GENERIC, "gemini": _GEMINI_GENERIC}
 
-DEFAULT_MODELS: dict[str, str] = {
-    "openai": "gpt-image-1.5",
-    "gemini": "gemini-3-pro-image",
-    "fake": "gpt-image-1.5",
-}
+
+
+@dataclass(frozen=True)
+class ModelDefault:
+    """The model a request that names none gets: a provider's rule (`AdapterInfo.default_model`).
+
+    `fixed` is one model for every request. Without it, `legacy` and `gpt`
+    follow OpenAI's documented rule (spec/openai-images.md sections 2 to 4):
+    `legacy` (dall-e-2) unless the request uses a parameter only the GPT-image
+    models have, then `gpt`; variations always get `legacy`. With neither,
+    the proxy names no model and the provider applies its own default.
+    """
+
+    fixed: str | None = None
+    legacy: str | None = None
+    gpt: str | None = None
+
+    def choose(self, request: ImageRequest) -> str | None:
+        if self.fixed is not None or self.legacy is None:
+            return self.fixed
+        if request.operation == "variation" or self.gpt is None or not uses_gpt_image_parameters(request):
+            return self.legacy
+        return self.gpt
+
+    def describe(self) -> str:
+        """For `/healthz`, the `serve` banner and `--help`."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.legacy is None:
+            return "none (the provider chooses: OpenAI takes dall-e-2, or its GPT-image default when GPT-image " \
+                   "parameters are used)"
+        return f"auto ({self.legacy}, or {self.gpt} when GPT-image parameters are used)"
+
+
+def uses_gpt_image_parameters(request: ImageRequest) -> bool:
+    """True when `request` uses a parameter that only the GPT-image models have (spec section 2).
+
+    `stream=false` is what the SDK sends for "no streaming", so only `stream=true` counts.
+    """
+    for name in GPT_EDIT_FIELDS:
+        value = getattr(request, name)
+        if name == "stream":
+            if value:
+                return True
+        elif name == "quality":
+            if value in _GPT_ONLY_QUALITIES:
+                return True
+        elif value is not None:
+            return True
+    return False
+
+
+_GPT_ONLY_QUALITIES = frozenset({"low", "medium", "high", "auto"})
+
+# What OpenAI's Images API does with a request that names no model, and so what the fake does.
+OPENAI_DOCUMENTED_DEFAULT = ModelDefault(legacy="dall-e-2", gpt="gpt-image-1.5")
+# The proxy names no model; the provider applies its own default (OpenAI pass-through).
+PROVIDER_DECIDES = ModelDefault()
 
 _TUPLE_FIELDS = {"prefixes", "sizes", "qualities", "styles", "aspect_ratios", "image_sizes"}
 _SET_FIELDS = {"operations", "accepts", "edit_accepts"}

@@ -105,7 +105,10 @@ def main() -> None:
 @_option("--host", key="host", help="Address to bind. [default: 127.0.0.1]")
 @_option("--port", key="port", type=int, help="Port to listen on. [default: 8400]")
 @_option("--provider", key="provider", help="Default provider: fake, openai or gemini. [default: fake]")
-@_option("--default-model", key="default_model", help="Model used when a request names none.")
+@_option("--default-model", key="default_model",
+         help="Model for requests that name none. [default: fake: dall-e-2, or gpt-image-1.5 when GPT-image "
+              "parameters are used, as OpenAI documents; openai: none sent, OpenAI decides; gemini: "
+              "gemini-3-pro-image]")
 @_option("--fake-script", key="fake_script", type=click.Path(exists=True, dir_okay=False),
          help="YAML/JSON list of scripted replies for the fake provider.")
 @_option("--cassette", key="cassette", help="Record/replay upstream traffic to this cassette file.")
@@ -243,7 +246,7 @@ Examples:
 @click.argument("prompt")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("image.png"),
               show_default=True, help="Where to write the image (numbered when --n > 1).")
-@click.option("--model", help="Model (default: the provider's default).")
+@click.option("--model", help="Model. [default: as `serve --default-model` says, per provider]")
 @click.option("--size", help="WIDTHxHEIGHT, e.g. 1024x1024.")
 @click.option("--n", "n", type=int, default=1, show_default=True, help="How many images.")
 @click.option("--quality", help="low, medium, high, auto (GPT image); standard, hd (dall-e-3).")

@@ -29,19 +29,28 @@ def list_(path: Path) -> None:
 
 @cassettes.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("number", type=int)
+@click.argument("number", type=int, required=False)
 @click.option("--extract", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the input files and returned images of the interaction to this directory.")
-def show(path: Path, number: int, directory: Path | None) -> None:
-    """Interaction NUMBER (as `list` numbers them) in full, base64 shortened."""
+              help="Write the input files and returned images of the interaction(s) to this directory.")
+def show(path: Path, number: int | None, directory: Path | None) -> None:
+    """Every interaction in full (or only NUMBER, as `list` numbers them), base64 shortened.
+
+    \b
+      allm-proxy cassettes show cassettes/demo-openai.json
+      allm-proxy cassettes show cassettes/demo-openai.json 0 --extract out/
+    """
     entries = _read(path)
-    if not 0 <= number < len(entries):
+    if number is not None and not 0 <= number < len(entries):
         raise click.BadParameter(f"the cassette has interactions 0 to {len(entries) - 1}",
                                  param_hint="NUMBER")
-    click.echo(report.show(entries[number]))
+    chosen = entries if number is None else [entries[number]]
+    if not chosen:
+        click.echo(f"{path}: no interactions")
+    click.echo("\n\n".join(report.show(entry) for entry in chosen))
     if directory is not None:
-        for written in report.extract(entries[number], directory):
-            click.echo(f"wrote {written}")
+        for entry in chosen:
+            for written in report.extract(entry, directory):
+                click.echo(f"wrote {written}")
 
 
 @cassettes.command()

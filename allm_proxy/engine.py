@@ -27,7 +27,7 @@ import httpx
 from . import errors
 from .adapters import get_adapter_info
 from .adapters.base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
-from .capabilities import DEFAULT_MODELS, ModelCatalog, ModelFamily
+from .capabilities import ModelCatalog, ModelDefault, ModelFamily
 from .config import CassetteSettings, ModelAlias, ProxyConfig
 from .context import current_call
 from .files import HostedFiles
@@ -64,12 +64,21 @@ class CallOptions:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a request goes: provider, provider model, and the rules it follows."""
+    """Where a request goes: provider, provider model, and the rules it follows.
+
+    `model` is None when the client named no model and the provider applies its own
+    default (OpenAI pass-through); the proxy then sends none.
+    """
 
     provider: str
-    model: str
-    requested_model: str
+    model: str | None
+    requested_model: str | None
     family: ModelFamily
+
+    @property
+    def label(self) -> str:
+        """The model as error messages and logs name it."""
+        return self.requested_model or "(none named; the provider's default)"
 
 
 @dataclass
@@ -110,8 +119,9 @@ class Engine:
         self._info = get_adapter_info(image_adapter)
         self._provider_options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (providers or {}).items()}
         self._provider_options.setdefault(image_adapter, {}).update(image_adapter_opts or {})
-        self.default_model = image_default_model or self._info.default_model or DEFAULT_MODELS.get(image_adapter, "")
-        self._explicit_default = image_default_model is not None
+        # An explicit default always wins; else the provider's own rule (AdapterInfo.default_model).
+        self.model_default = (ModelDefault(fixed=image_default_model) if image_default_model
+                              else self._info.model_default)
         request_options = dict(request_options or {})
         self.timeout = float(request_options.pop("timeout", 600.0))
         self.connect_timeout = float(request_options.pop("connect_timeout", 5.0))
@@ -166,9 +176,18 @@ class Engine:
 
     # -- routing ---------------------------------------------------------------
 
-    def route(self, model: str | None, operation: str = "generate") -> Route:
-        """Resolve the model a client named to a provider, a provider model and its rules."""
-        requested = model or self._default_for(operation)
+    @property
+    def default_model(self) -> str:
+        """What a request that names no model gets, in words (`/healthz`, the `serve` banner)."""
+        return self.model_default.describe()
+
+    def route(self, request: ImageRequest) -> Route:
+        """Resolve the model a request names (or the default it gets) to a provider, a model and its rules."""
+        requested = request.model or self.model_default.choose(request)
+        if requested is None:
+            # The provider decides: check only what no model accepts, and let it answer the rest.
+            return Route(provider=self.provider, model=None, requested_model=None,
+                         family=self.catalog.for_provider(None, self.provider))
         alias = self.aliases.get(requested)
         provider, target = (alias.provider, alias.model) if alias else (self.provider, requested)
         semantics = "openai" if provider == "fake" else provider
@@ -177,18 +196,13 @@ class Engine:
         family = self.catalog.lookup(requested) or self.catalog.for_provider(target, semantics)
         return Route(provider=provider, model=target, requested_model=requested, family=family)
 
-    def _default_for(self, operation: str) -> str:
-        # Only dall-e-2 ever had variations, and OpenAI's variations default to it (spec section 4).
-        if operation == "variation" and not self._explicit_default and self.provider in ("openai", "fake"):
-            return "dall-e-2"
-        return self.default_model
-
     def provider_options(self, provider: str) -> dict[str, Any]:
         return dict(self._provider_options.get(provider, {}))
 
     def list_models(self) -> list[dict[str, Any]]:
         """The default model and every alias, in OpenAI's model-object shape."""
-        seen: dict[str, str] = {self.default_model: self.provider}
+        defaults = [self.model_default.fixed, self.model_default.legacy, self.model_default.gpt]
+        seen: dict[str, str] = {m: self.provider for m in defaults if m}
         for name, alias in self.aliases.items():
             seen[name] = alias.provider
         return [{"id": m, "object": "model", "created": 0, "owned_by": f"allm-proxy:{p}"} for m, p in seen.items()]
@@ -211,13 +225,13 @@ class Engine:
     async def run(self, request: ImageRequest, options: CallOptions | None = None) -> ImageResponse | ImageStream:
         """Validate, route and run one request; URL/b64 delivery as the client asked."""
         options = options or CallOptions()
-        route = self.route(request.model, request.operation)
+        route = self.route(request)
         options.route = route
         if request.images or request.mask is not None:
             # Checking uploads decodes images: keep that CPU work off the event loop.
-            await asyncio.to_thread(validate_request, request, route.family, requested_model=route.requested_model)
+            await asyncio.to_thread(validate_request, request, route.family, requested_model=route.label)
         else:
-            validate_request(request, route.family, requested_model=route.requested_model)
+            validate_request(request, route.family, requested_model=route.label)
         info = get_adapter_info(route.provider)
         provider_opts = self.provider_options(route.provider)
         ctx = CallContext(
@@ -231,12 +245,9 @@ class Engine:
             request_id=options.request_id,
             timeout=self.timeout,
         )
-        wanted = request.response_format or ("b64_json" if route.family.b64_only or request.stream else "url")
+        wanted = request.response_format or self._default_format(request, route)
         ctx.relay = options.relay_body and _needs_no_conversion(request, route.family, wanted, provider_opts)
-        # A model the client did not name is not invented upstream (the provider picks its own),
-        # unless the proxy was told one: an alias, or a configured default model.
-        named = request.model is not None or self._explicit_default
-        upstream_request = dataclasses.replace(request, model=route.model if named else None)
+        upstream_request = dataclasses.replace(request, model=route.model)
         if route.family.b64_only and request.response_format is not None:
             # The provider only returns base64; the proxy serves URLs itself.
             upstream_request.response_format = None
@@ -269,6 +280,13 @@ class Engine:
             await stream.aclose()
             current_call.reset(token)
 
+    @staticmethod
+    def _default_format(request: ImageRequest, route: Route) -> str | None:
+        """The delivery a client that gave no response_format gets; None leaves it to the provider."""
+        if route.model is None:
+            return None  # the provider chooses the model, and so the answer's form
+        return "b64_json" if route.family.b64_only or request.stream else "url"
+
     def _resolve_key(self, info: AdapterInfo, opts: Mapping[str, Any], options: CallOptions) -> str | None:
         if options.api_key:
             return options.api_key
@@ -291,7 +309,7 @@ class Engine:
         return None
 
     async def _deliver(
-        self, response: ImageResponse, wanted: str, options: CallOptions, provider_opts: Mapping[str, Any]
+        self, response: ImageResponse, wanted: str | None, options: CallOptions, provider_opts: Mapping[str, Any]
     ) -> None:
         materialize = bool(provider_opts.get("materialize_urls"))
         delivered: list[Image] = []
@@ -418,11 +436,13 @@ class Engine:
 
 
 def _needs_no_conversion(
-    request: ImageRequest, family: ModelFamily, wanted: str, provider_opts: Mapping[str, Any]
+    request: ImageRequest, family: ModelFamily, wanted: str | None, provider_opts: Mapping[str, Any]
 ) -> bool:
     """True when the provider's answer is already what the client asked for, as it stands."""
     if provider_opts.get("materialize_urls"):
         return False
+    if wanted is None:
+        return True  # the client takes whatever form the provider chose
     if family.b64_only:
         return wanted == "b64_json"  # base64 is all these models return
     # DALL-E answers follow response_format; an unknown model is trusted only when told.

@@ -67,7 +67,7 @@ class _Call:
             "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
             _printable(self.request.method),
             _printable(self.request.url.path),
-            _printable(route.requested_model) if route else "-",
+            _printable(route.requested_model or "-") if route else "-",
             route.provider if route else "-",
             status,
             (time.perf_counter() - self.started) * 1000,

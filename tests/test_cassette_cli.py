@@ -57,6 +57,18 @@ def test_show_prints_the_interaction_and_extract_writes_images_that_open(recorde
         assert image.size == (12, 10)
 
 
+def test_show_without_a_number_prints_every_interaction_naming_uri_and_status(recorded: Path,
+                                                                              tmp_path: Path) -> None:
+    code, output = run("show", str(recorded), "--extract", str(tmp_path / "out"))
+    assert code == 0
+    blocks = [line for line in output.splitlines() if line.startswith("#")]
+    assert blocks == ["#0 POST http://127.0.0.1:9/v1/images/generations", "#1 POST http://127.0.0.1:9/v1/images/edits"]
+    assert output.count("response: 200") == 2
+    assert "prompt: add a hat" in output and "a watercolor kestrel" in output
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["0-output-0.png", "1-input-0.png", "1-output-0.png"]
+
+
 def test_show_rejects_a_number_out_of_range(recorded: Path) -> None:
     code, output = run("show", str(recorded), "7")
     assert code == 2 and "interactions 0 to 1" in output

@@ -10,9 +10,18 @@ from PIL import Image as PILImage
 from allm_proxy.cli import _resolve_config, main, serve
 
 
+def test_generate_with_no_model_takes_dall_e_sizes(tmp_path: Path) -> None:
+    out = tmp_path / "x.png"
+    result = CliRunner().invoke(main, ["generate", "a red fox", "--size", "256x256", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with PILImage.open(out) as img:
+        assert img.size == (256, 256) and img.format == "PNG"
+
+
 def test_generate_writes_numbered_images(tmp_path: Path) -> None:
     out = tmp_path / "kestrel.png"
-    result = CliRunner().invoke(main, ["generate", "a kestrel", "-o", str(out), "--n", "2", "--size", "1536x1024"])
+    result = CliRunner().invoke(main, ["generate", "a kestrel", "-o", str(out), "--n", "2", "--size", "1536x1024",
+                                         "--model", "gpt-image-1.5"])
     assert result.exit_code == 0, result.output
     for name in ("kestrel-1.png", "kestrel-2.png"):
         with PILImage.open(tmp_path / name) as img:

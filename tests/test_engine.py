@@ -34,7 +34,7 @@ def dims(data: bytes) -> tuple[int, int]:
 
 
 def test_generate_image_sync_with_tuple_size(engine: Engine) -> None:
-    resp = generate_image(engine, "a watercolor kestrel", size=(1536, 1024), n=2)
+    resp = generate_image(engine, "a watercolor kestrel", model="gpt-image-1.5", size=(1536, 1024), n=2)
     assert len(resp.images) == 2
     assert all(dims(i.to_binary()) == (1536, 1024) for i in resp.images)
     assert resp.usage is not None and resp.usage.output_tokens > 0
@@ -67,7 +67,7 @@ def test_variations_of_an_image(engine: Engine) -> None:
 async def test_async_twins(engine: Engine) -> None:
     gen = await agenerate_image(engine, "async kestrel", size="1024x1024")
     edit = await aedit_image(engine, [png_bytes((64, 64)), png_bytes((64, 64), (255, 0, 0, 255))], "merge",
-                             size="1024x1024")
+                             model="gpt-image-1.5", size="1024x1024")
     var = await aimage_variations(engine, png_bytes((64, 64)), model="dall-e-2", response_format="b64_json")
     assert gen.images and edit.images and var.images
     await engine.aclose()

@@ -118,7 +118,7 @@ def test_requested_size_is_honoured_and_changes_the_picture(engine: Engine) -> N
 
 @pytest.mark.parametrize("size", [None, "auto"])
 def test_absent_or_auto_size_gives_the_family_default(engine: Engine, size: str | None) -> None:
-    response = generate_image(engine, "a kestrel", size=size)
+    response = generate_image(engine, "a kestrel", model="gpt-image-1.5", size=size)
     assert decode(response.images[0].data).size == (1024, 1024)
     assert response.size == "1024x1024"
 

@@ -50,7 +50,7 @@ def test_history_records_every_request_with_its_session(script: FakeScript, engi
     generate_image(engine, "a kestrel", session="s1")
     edit_image(engine, png(), "a hat", model="gpt-image-1", session="s2")
     assert [(c.prompt, c.session, c.model, c.request.operation) for c in script.history] == [
-        ("a kestrel", "s1", "gpt-image-1.5", "generate"),
+        ("a kestrel", "s1", "dall-e-2", "generate"),  # no model named: OpenAI's documented default
         ("a hat", "s2", "gpt-image-1", "edit"),
     ]
 

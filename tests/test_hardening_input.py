@@ -104,7 +104,8 @@ CASES = [
          "style", "does not take", "unknown_parameter"),
     Case("stream-on-dall-e-3", GEN, gen({"model": "dall-e-3", "prompt": "x", "stream": True}), JSON, 400,
          "stream", "does not take", "unknown_parameter"),
-    Case("quality-unknown", GEN, gen({"prompt": "x", "quality": "ultra"}), JSON, 400, "quality", "'high'"),
+    Case("quality-unknown", GEN, gen({"model": "gpt-image-1.5", "prompt": "x", "quality": "ultra"}), JSON, 400,
+         "quality", "'high'"),
     Case("response-format-unknown", GEN, gen({"prompt": "x", "response_format": "png"}), JSON, 400,
          "response_format", "b64_json"),
     Case("partial-images-out-of-range", GEN, gen({"prompt": "x", "partial_images": 5}), JSON, 400,
@@ -142,7 +143,8 @@ CASES = [
          MULTIPART, 400, "mask", "PNG"),
     Case("two-masks", EDIT, multipart(("prompt", "x"), ("image", IMG, "a.png"), ("mask", IMG, "m.png"),
                                       ("mask", IMG, "n.png")), MULTIPART, 400, "mask", "one 'mask'"),
-    Case("seventeen-images", EDIT, multipart(("prompt", "x"), *[("image[]", IMG, f"{i}.png") for i in range(17)]),
+    Case("seventeen-images", EDIT, multipart(("model", "gpt-image-1.5"), ("prompt", "x"),
+                                             *[("image[]", IMG, f"{i}.png") for i in range(17)]),
          MULTIPART, 400, "image", "at most 16", "too_many_images"),
     Case("dall-e-2-non-square", EDIT, multipart(("model", "dall-e-2"), ("prompt", "x"),
                                                 ("image", png((64, 32)), "a.png")), MULTIPART, 400, "image",
@@ -207,7 +209,7 @@ def test_the_server_still_generates_after_every_bad_input(client: httpx.Client) 
     for case in CASES:
         client.request(case.method, case.path, content=case.body or None,
                        headers={"content-type": case.content_type} if case.content_type else {})
-    response = client.post(GEN, json={"prompt": "still here", "size": "1024x1024"})
+    response = client.post(GEN, json={"model": "gpt-image-1.5", "prompt": "still here", "size": "1024x1024"})
     assert response.status_code == 200 and response.json()["data"][0]["b64_json"]
 
 

@@ -80,7 +80,7 @@ def test_edit_with_mask_keeps_unmasked_pixels(client: openai.OpenAI) -> None:
 
 def test_edit_with_a_list_of_images(client: openai.OpenAI) -> None:
     result = client.images.edit(image=[png_bytes((64, 64)), png_bytes((64, 64), (200, 10, 10, 255))],
-                                prompt="combine", size="1024x1024")
+                                model="gpt-image-1.5", prompt="combine", size="1024x1024")
     assert result.data is not None and decode(result.data[0].b64_json).size == (1024, 1024)
 
 
@@ -127,7 +127,7 @@ def test_stream_edit_uses_image_edit_events(client: openai.OpenAI) -> None:
 
 
 async def test_async_client_generate_edit_and_stream(aclient: openai.AsyncOpenAI) -> None:
-    result = await aclient.images.generate(prompt="async fox", size="1024x1024")
+    result = await aclient.images.generate(model="gpt-image-1.5", prompt="async fox", size="1024x1024")
     assert result.data is not None and result.data[0].b64_json
     edited = await aclient.images.edit(image=png_bytes((64, 64)), prompt="async edit")
     assert edited.data is not None

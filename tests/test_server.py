@@ -68,7 +68,7 @@ def test_chunked_body_over_the_limit_is_413() -> None:
 
 def test_paths_without_v1_prefix_work(fake_proxy_url: str) -> None:
     client = openai.OpenAI(base_url=fake_proxy_url, api_key="sk-test-x", max_retries=0)
-    assert client.images.generate(prompt="no prefix", size="1024x1024").data[0].b64_json
+    assert client.images.generate(prompt="no prefix", size="1024x1024", response_format="b64_json").data[0].b64_json
 
 
 def test_models_list_shows_default_and_aliases() -> None:
@@ -76,7 +76,7 @@ def test_models_list_shows_default_and_aliases() -> None:
     with running_proxy(engine) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test-x", max_retries=0)
         ids = [m.id for m in client.models.list().data]
-        assert ids == ["gpt-image-1.5", "dall-e-3"]
+        assert ids == ["dall-e-2", "gpt-image-1.5", "dall-e-3"]  # the documented defaults, then the aliases
         assert client.models.retrieve("dall-e-3").owned_by == "allm-proxy:fake"
         with pytest.raises(openai.NotFoundError) as info:
             client.models.retrieve("no-such-model")

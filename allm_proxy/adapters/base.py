@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..capabilities import ModelCatalog, ModelFamily
+from ..capabilities import PROVIDER_DECIDES, ModelCatalog, ModelDefault, ModelFamily
 from ..types import ImageRequest, ImageResponse, ImageStream
 
 
@@ -24,14 +24,15 @@ class CallContext:
     """Everything about one call that is not the request itself.
 
     `model` is the provider model id to send (aliases already resolved);
-    `requested_model` the name the client used, which responses echo.
+    `requested_model` the name the client used, which responses echo. Both are None
+    when the client named no model and the provider applies its own default.
     `api_key` is the key chosen by the engine's resolution order, or None.
     `forward_headers` are client headers the provider should see
     (`OpenAI-Organization`, `OpenAI-Project`).
     """
 
-    model: str
-    requested_model: str
+    model: str | None
+    requested_model: str | None
     family: ModelFamily
     api_key: str | None = None
     forward_headers: dict[str, str] = field(default_factory=dict)
@@ -79,4 +80,15 @@ class AdapterInfo:
     # Environment variables holding the provider's key, first set wins.
     key_env: tuple[str, ...] = ()
     needs_key: bool = True
-    default_model: str = ""
+    # The model of a request that names none, unless the proxy is given a default model:
+    # one model id, or a rule (see ModelDefault). The default names none: the provider chooses.
+    default_model: ModelDefault | str = PROVIDER_DECIDES
+
+    def __post_init__(self) -> None:
+        if isinstance(self.default_model, str):
+            object.__setattr__(self, "default_model", ModelDefault(fixed=self.default_model or None))
+
+    @property
+    def model_default(self) -> ModelDefault:
+        assert isinstance(self.default_model, ModelDefault)  # __post_init__ made it one
+        return self.default_model

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..capabilities import ModelFamily
+from ..capabilities import OPENAI_DOCUMENTED_DEFAULT, ModelFamily
 from ..imaging import FORMAT_MIME, decoded_size, format_of
 from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, Usage, parse_size
 from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
@@ -67,7 +67,7 @@ class FakeImages:
 
     async def _answer(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
         if self.script is not None:
-            reply = self.script.take(request, session=ctx.session, model=ctx.model)
+            reply = self.script.take(request, session=ctx.session, model=ctx.model or "")
             if reply.error is not None:
                 raise reply.error.to_exception()
             if not reply.generate:
@@ -213,6 +213,6 @@ def _build(setup: AdapterSetup) -> ImageAdapter:
     return FakeImages(setup.options)
 
 
-INFO = AdapterInfo(name="fake", factory=_build, key_env=(), needs_key=False, default_model="gpt-image-1.5")
+INFO = AdapterInfo(name="fake", factory=_build, key_env=(), needs_key=False, default_model=OPENAI_DOCUMENTED_DEFAULT)
 
 __all__ = ["INFO", "FakeImages", "FakeScript", "script_from_options", "usage_for"]

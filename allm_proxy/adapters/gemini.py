@@ -25,6 +25,7 @@ from urllib.parse import quote
 import httpx
 from PIL import Image as PILImage
 
+from ..capabilities import ModelDefault
 from ..errors import InvalidRequestError, ProxyError, UnsupportedOperationError, UpstreamError
 from ..imaging import decoded_size, encode, format_of, transcode
 from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
@@ -103,6 +104,8 @@ class GeminiImages:
                 "Gemini image models make opaque images only; use background 'opaque' or 'auto'.",
                 param="background", code="invalid_value",
             )
+        if ctx.model is None:  # only an adapter whose AdapterInfo names no default gets here
+            raise InvalidRequestError("Name a Gemini model, or start the proxy with --default-model.", param="model")
         model = ctx.model.removeprefix("models/")
         # Ratios and tiers are the target model's, whatever rules the requested name follows.
         target = self._catalog.for_provider(model, "gemini")
@@ -242,5 +245,5 @@ INFO = AdapterInfo(
     factory=_build,
     key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
     needs_key=True,
-    default_model="gemini-3-pro-image",
+    default_model=ModelDefault(fixed="gemini-3-pro-image"),
 )

@@ -19,6 +19,7 @@ import time
 
 import httpx
 
+from ..capabilities import PROVIDER_DECIDES
 from ..errors import UpstreamError
 from ..types import ImageRequest, ImageResponse, ImageStream
 from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
@@ -173,4 +174,4 @@ def _build(setup: AdapterSetup) -> ImageAdapter:
 
 
 INFO = AdapterInfo(name="openai", factory=_build, key_env=("OPENAI_API_KEY",), needs_key=True,
-                   default_model="gpt-image-1.5")
+                   default_model=PROVIDER_DECIDES)

@@ -34,7 +34,7 @@ def relayable(response: httpx.Response) -> int | None:
     return length if length >= RELAY_MIN_BYTES else None
 
 
-async def relay(response: httpx.Response, length: int, *, model: str, api_key: str | None) -> ImageResponse:
+async def relay(response: httpx.Response, length: int, *, model: str | None, api_key: str | None) -> ImageResponse:
     """An `ImageResponse` whose `raw_body` streams `response`; the first chunk is checked for JSON."""
     chunks = response.aiter_raw()
     try:

@@ -21,7 +21,7 @@ _OWN_FIELDS = frozenset({"created", "data", "usage", *ECHO_FIELDS})
 _IMAGE_FIELDS = frozenset({"b64_json", "url", "revised_prompt"})
 
 
-def parse_images_response(response: httpx.Response, body: bytes, *, model: str,
+def parse_images_response(response: httpx.Response, body: bytes, *, model: str | None,
                           api_key: str | None = None) -> ImageResponse:
     """The answer in `body` (a 2xx from OpenAI), or a 502 describing what arrived instead (key masked)."""
     try:
@@ -34,7 +34,7 @@ def parse_images_response(response: httpx.Response, body: bytes, *, model: str,
     return response_from_json(raw, body, model=model, response=response, api_key=api_key)
 
 
-def response_from_json(raw: dict[str, Any], body: bytes | None, *, model: str,
+def response_from_json(raw: dict[str, Any], body: bytes | None, *, model: str | None,
                        response: httpx.Response | None = None, api_key: str | None = None) -> ImageResponse:
     data = raw.get("data")
     if data is None:

@@ -30,7 +30,7 @@ _OWN_FIELDS = frozenset({"type", "b64_json", "partial_image_index", "usage"})
 class UpstreamEventStream:
     """An `ImageStream` over an open upstream SSE response."""
 
-    def __init__(self, response: httpx.Response, *, prefix: str, model: str, api_key: str | None,
+    def __init__(self, response: httpx.Response, *, prefix: str, model: str | None, api_key: str | None,
                  headers: dict[str, str]) -> None:
         self.headers = headers
         self._response = response

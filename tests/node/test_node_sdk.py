@@ -8,13 +8,16 @@ or npm cannot install (no network).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
+from PIL import Image as PILImage
 
 from allm_proxy import Engine
 from tests.conftest import half_transparent_mask, png_bytes, running_proxy
@@ -69,3 +72,33 @@ def test_node_sdk_generates_edits_and_streams_through_the_proxy(tmp_path: Path) 
     ]
     assert [(p.name, p.filename) for p in edit_list.files()] == [("image[]", "a.png"), ("image[]", "b.png")]
     assert all(r.bearer == "sk-test-node" for r in upstream.requests)
+
+
+def test_node_sdk_code_that_names_no_model_gets_dall_e_2(tmp_path: Path) -> None:
+    node_sdk_ready()
+    image, mask = tmp_path / "a.png", tmp_path / "mask.png"
+    image.write_bytes(png_bytes((256, 256)))
+    mask.write_bytes(half_transparent_mask((256, 256)))
+    with running_proxy(Engine()) as proxy:
+        env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image), "ALLM_MASK": str(mask)}
+        done = subprocess.run(["node", str(HERE / "no_model_calls.mjs")], env=env, capture_output=True,
+                              text=True, timeout=RUN_TIMEOUT, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out = json.loads(done.stdout)
+        for size, got in out["sizes"].items():
+            assert got["count"] == 1 and got["usage"] is None
+            assert _png_size(got["url"]) == tuple(int(v) for v in size.split("x"))
+        assert len(out["three"]) == 3 and len({_fetch(u) for u in out["three"]}) == 3
+        assert _png_size(out["edit"]["url"]) == (256, 256)
+    assert out["stream"] == ["image_generation.partial_image", "image_generation.completed"]
+    assert out["stream_error"] == {"status": 400, "code": "invalid_size", "param": "size"}
+
+
+def _fetch(url: str) -> bytes:
+    response = httpx.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    return response.content
+
+
+def _png_size(url: str) -> tuple[int, int]:
+    return PILImage.open(io.BytesIO(_fetch(url))).size

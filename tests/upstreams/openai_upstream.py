@@ -51,6 +51,7 @@ from tests.support.asgi_server import serve_asgi
 
 GPT_PREFIXES = ("gpt-image", "chatgpt-image")
 DALLE_MODELS = ("dall-e-2", "dall-e-3")
+DALLE_SIZES = {"dall-e-2": ("256x256", "512x512", "1024x1024"), "dall-e-3": ("1024x1024", "1792x1024", "1024x1792")}
 MAX_HANG_SECONDS = 30.0
 # Headers that differ between any two senders of the same call (boundary aside).
 INCIDENTAL_HEADERS = frozenset({"host", "content-length", "user-agent", "accept-encoding", "connection",
@@ -366,6 +367,10 @@ class FakeOpenAI:
         if model.startswith(GPT_PREFIXES) and fields.get("response_format") is not None:
             return 400, _envelope("Unknown parameter: 'response_format'.", "response_format",
                                   "unknown_parameter")
+        size = fields.get("size")
+        if model in DALLE_SIZES and size is not None and size not in DALLE_SIZES[model]:
+            allowed = ", ".join(f"'{v}'" for v in DALLE_SIZES[model])
+            return 400, _envelope(f"'{size}' is not one of [{allowed}] - 'size'", "size", "invalid_size")
         if operation == "variations" and model != "dall-e-2":
             return 400, _envelope(f"Invalid value: '{model}'. Supported values are: 'dall-e-2'.", "model",
                                   "invalid_value")
