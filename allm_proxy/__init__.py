@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .adapters import AdapterInfo, CallContext, register_adapter
+from .adapters import AdapterInfo, register_adapter
 from .adapters.fake_script import FakeScript
+from .call import Call
 from .config import CassetteSettings, ModelAlias, ProxyConfig, load_config
 from .engine import (
-    CallOptions,
     Engine,
     aedit_image,
     agenerate_image,
@@ -22,8 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdapterInfo",
-    "CallContext",
-    "CallOptions",
+    "Call",
     "CassetteSettings",
     "Engine",
     "FakeScript",

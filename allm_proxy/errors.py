@@ -1,30 +1,49 @@
 """The one error tree of allm-proxy.
 
-Every failure the proxy can report is a `ProxyError`. Each knows the OpenAI
-error envelope it becomes (`status`, `type`, `code`, `param`), so the server
-maps errors to responses in exactly one place and the official SDKs raise
-their usual typed exceptions.
+Every failure the proxy can report is a `ProxyError`. Each class fixes the
+OpenAI error envelope it becomes (`status` and `type`, and a default `code`),
+so the server maps errors to responses in exactly one place and the official
+SDKs raise their usual typed exceptions. An instance chooses only its message,
+`param`, `code` and headers.
 
-    ProxyError                      status  type                    code
-    +-- InvalidRequestError          400    invalid_request_error   (varies)
-    |   +-- UnknownParameterError    400    invalid_request_error   unknown_parameter
-    |   +-- UnsupportedOperation     400    invalid_request_error   unsupported_operation
-    |   +-- ContentPolicyError       400    invalid_request_error   content_policy_violation
-    |   +-- FakeScriptExhausted      400    invalid_request_error   fake_script_exhausted
-    |   +-- CassetteMissError        400    invalid_request_error   cassette_miss
-    +-- AuthenticationError          401    invalid_request_error   invalid_api_key
-    +-- PermissionDeniedError        403    permission_error        permission_denied
-    +-- NotFoundError                404    invalid_request_error   not_found
-    |   +-- ModelNotFoundError       404    invalid_request_error   model_not_found
-    +-- MethodNotAllowedError        405    invalid_request_error   method_not_allowed
-    +-- PayloadTooLargeError         413    invalid_request_error   payload_too_large
-    +-- UnsupportedMediaTypeError    415    invalid_request_error   unsupported_media_type
-    +-- RateLimitError               429    requests                rate_limit_exceeded
-    +-- UpstreamError                502    server_error            upstream_error
-    |   +-- NoImageGeneratedError    502    server_error            no_image_generated
-    +-- UpstreamTimeoutError         504    server_error            timeout
-    +-- UpstreamStatusError          (the upstream's own status and body, relayed)
-    +-- InternalProxyError           500    server_error            internal_error
+    ProxyError                       status  type                    code
+    +-- InvalidRequestError           400    invalid_request_error   (varies)
+    |   +-- UnknownParameterError     400    invalid_request_error   unknown_parameter
+    |   +-- UnsupportedOperationError 400    invalid_request_error   unsupported_operation
+    |   +-- ContentPolicyError        400    invalid_request_error   content_policy_violation
+    |   |   +-- ModerationBlockedError 400   image_generation_user_error moderation_blocked
+    |   +-- FakeScriptExhausted       400    invalid_request_error   fake_script_exhausted
+    |   +-- CassetteMissError         400    invalid_request_error   cassette_miss
+    +-- AuthenticationError           401    invalid_request_error   invalid_api_key
+    +-- PermissionDeniedError         403    permission_error        permission_denied
+    |   +-- RegionNotSupportedError   403    invalid_request_error   unsupported_country_region_territory
+    +-- NotFoundError                 404    invalid_request_error   not_found
+    |   +-- ModelNotFoundError        404    invalid_request_error   model_not_found
+    +-- MethodNotAllowedError         405    invalid_request_error   method_not_allowed
+    +-- RequestTimeoutError           408    invalid_request_error   request_timeout
+    +-- ConflictError                 409    invalid_request_error   conflict
+    +-- PayloadTooLargeError          413    invalid_request_error   payload_too_large
+    +-- UnsupportedMediaTypeError     415    invalid_request_error   unsupported_media_type
+    +-- UnprocessableEntityError      422    invalid_request_error   unprocessable_entity
+    +-- RateLimitError                429    requests                rate_limit_exceeded
+    |   +-- InsufficientQuotaError    429    insufficient_quota      insufficient_quota
+    +-- InternalProxyError            500    server_error            internal_error
+    +-- ServerOverloadedError         503    server_error            server_overloaded
+    +-- UpstreamError                 502    server_error            upstream_error
+        +-- NoImageGeneratedError     502    server_error            no_image_generated
+        +-- UpstreamServerError       500    server_error            null (as OpenAI's own 500s)
+        +-- ServiceUnavailableError   503    server_error            service_unavailable
+        +-- UpstreamTimeoutError      504    server_error            timeout
+
+    The proxy's own failures sit beside UpstreamError; everything under it is the provider's.
+
+    UpstreamStatusError               a provider's error answer relayed as it came: an instance
+                                      is also the class above for its status (a relayed 401 is
+                                      an AuthenticationError), see `UpstreamStatusError.relay`.
+
+`error_class(status, type)` is the class for any status (a relayed 418, a
+scripted error): the one above when it fits, else a subclass made once per
+(status, type) under the nearest class, so the invariant holds for every status.
 """
 
 from __future__ import annotations
@@ -32,6 +51,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
+
+_UNSET: Any = object()
 
 
 class ProxyError(Exception):
@@ -46,22 +67,15 @@ class ProxyError(Exception):
         message: str,
         *,
         param: str | None = None,
-        code: str | None = None,
+        code: str | None = _UNSET,
         headers: Mapping[str, str] | None = None,
-        status: int | None = None,
-        error_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code if code is not None else self.default_code
+        # `code=None` given explicitly stays null even where the class has a default code.
+        self.code: str | None = self.default_code if code is _UNSET else code
         self.headers: dict[str, str] = dict(headers or {})
-        # Instance overrides let one class carry a provider's exact status/type
-        # (e.g. a Gemini 503 becomes status 503 while staying an UpstreamError).
-        if status is not None:
-            self.status = status  # type: ignore[misc]
-        if error_type is not None:
-            self.type = error_type  # type: ignore[misc]
 
     def envelope(self) -> dict[str, Any]:
         """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
@@ -69,6 +83,9 @@ class ProxyError(Exception):
 
     def body(self) -> bytes:
         return json.dumps(self.envelope()).encode()
+
+    def media_type(self) -> str:
+        return "application/json"
 
     def response_headers(self) -> dict[str, str]:
         """Headers the response carries; 4xx that retrying cannot fix say so to the SDK."""
@@ -106,6 +123,11 @@ class CassetteMissError(InvalidRequestError):
     default_code = "cassette_miss"
 
 
+class ModerationBlockedError(ContentPolicyError):
+    type = "image_generation_user_error"
+    default_code = "moderation_blocked"
+
+
 class AuthenticationError(ProxyError):
     status = 401
     type = "invalid_request_error"
@@ -116,6 +138,11 @@ class PermissionDeniedError(ProxyError):
     status = 403
     type = "permission_error"
     default_code = "permission_denied"
+
+
+class RegionNotSupportedError(PermissionDeniedError):
+    type = "invalid_request_error"
+    default_code = "unsupported_country_region_territory"
 
 
 class NotFoundError(ProxyError):
@@ -134,6 +161,18 @@ class MethodNotAllowedError(ProxyError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeoutError(ProxyError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
+class ConflictError(ProxyError):
+    status = 409
+    type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class PayloadTooLargeError(ProxyError):
     status = 413
     type = "invalid_request_error"
@@ -146,10 +185,23 @@ class UnsupportedMediaTypeError(ProxyError):
     default_code = "unsupported_media_type"
 
 
+class UnprocessableEntityError(ProxyError):
+    status = 422
+    type = "invalid_request_error"
+    default_code = "unprocessable_entity"
+
+
 class RateLimitError(ProxyError):
     status = 429
     type = "requests"
     default_code = "rate_limit_exceeded"
+
+
+class InsufficientQuotaError(RateLimitError):
+    """The account's quota or billing limit, which a retry in seconds does not fix."""
+
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
 
 
 class UpstreamError(ProxyError):
@@ -164,7 +216,22 @@ class NoImageGeneratedError(UpstreamError):
     default_code = "no_image_generated"
 
 
-class UpstreamTimeoutError(ProxyError):
+class ServiceUnavailableError(UpstreamError):
+    """The provider says it is overloaded or down for now; the SDKs retry a 503."""
+
+    status = 503
+    default_code = "service_unavailable"
+
+
+class ServerOverloadedError(ProxyError):
+    """The proxy's own in-flight limit; the SDKs retry a 503."""
+
+    status = 503
+    type = "server_error"
+    default_code = "server_overloaded"
+
+
+class UpstreamTimeoutError(UpstreamError):
     status = 504
     type = "server_error"
     default_code = "timeout"
@@ -176,42 +243,96 @@ class InternalProxyError(ProxyError):
     default_code = "internal_error"
 
 
-class UpstreamStatusError(ProxyError):
-    """An error answer from the provider, relayed to the client unchanged.
+class UpstreamServerError(UpstreamError):
+    """A provider's own 500, in the shape OpenAI's 500s have (code null)."""
 
-    `raw_body` is what the provider sent (already an OpenAI envelope for the
-    openai provider); `headers` carries the retry and request-id headers the
-    SDK reads.
+    status = 500
+    default_code = None
+
+
+# The class each status gets when nothing more specific is known, most general first.
+_BY_STATUS: dict[int, type[ProxyError]] = {
+    400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
+    405: MethodNotAllowedError, 408: RequestTimeoutError, 409: ConflictError, 413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError, 422: UnprocessableEntityError, 429: RateLimitError, 500: UpstreamServerError,
+    502: UpstreamError, 503: ServiceUnavailableError, 504: UpstreamTimeoutError,
+}
+_MADE: dict[tuple[int, str], type[ProxyError]] = {}
+
+
+def error_class(status: int, error_type: str | None = None) -> type[ProxyError]:
+    """The class whose envelope has `status` and `error_type` (the status's usual type when None)."""
+    base = _BY_STATUS.get(status) or (InvalidRequestError if status < 500 else UpstreamError)
+    wanted = error_type or base.type
+    if base.status == status and base.type == wanted:
+        return base
+    for candidate in _subclasses(base):
+        if candidate.status == status and candidate.type == wanted and candidate.__module__ == __name__:
+            return candidate
+    made = _MADE.get((status, wanted))
+    if made is None:
+        name = f"{base.__name__}{status}" + ("" if wanted == base.type else f"_{wanted}")
+        made = _MADE[(status, wanted)] = type(name, (base,), {"status": status, "type": wanted,
+                                                             "__module__": __name__})
+    return made
+
+
+def _subclasses(cls: type[ProxyError]) -> list[type[ProxyError]]:
+    found: list[type[ProxyError]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
+class UpstreamStatusError(ProxyError):
+    """A provider's error answer, relayed to the client unchanged.
+
+    Never raised as itself: `relay` builds an instance of a class that is both
+    this and the class of the answer's status and type, so `except
+    AuthenticationError` catches a relayed 401 from any provider. `raw_body`
+    is what the provider sent (already an OpenAI envelope for the openai
+    provider); `headers` carries the retry and request-id headers the SDK reads.
     """
 
-    def __init__(
-        self,
-        status: int,
-        raw_body: bytes,
-        *,
-        headers: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> None:
+    raw_body: bytes
+    relayed_content_type: str
+
+    @classmethod
+    def relay(cls, status: int, raw_body: bytes, *, headers: Mapping[str, str] | None = None,
+              content_type: str = "application/json") -> UpstreamStatusError:
         message, error_type, param, code = _read_envelope(raw_body)
-        super().__init__(message, param=param, code=code, headers=headers, status=status, error_type=error_type)
-        self.raw_body = raw_body
-        self.content_type = content_type
+        base = error_class(status, error_type)
+        relayed = _RELAYED.get(base)
+        if relayed is None:
+            relayed = _RELAYED[base] = type(f"Upstream{base.__name__}", (cls, base), {"__module__": __name__})
+        error = relayed(message, param=param, code=code, headers=headers)
+        error.raw_body = raw_body
+        error.relayed_content_type = content_type
+        return error
 
     def body(self) -> bytes:
         return self.raw_body
+
+    def media_type(self) -> str:
+        return self.relayed_content_type
 
     def response_headers(self) -> dict[str, str]:
         return dict(self.headers)
 
 
-def _read_envelope(raw: bytes) -> tuple[str, str, str | None, str | None]:
+_RELAYED: dict[type[ProxyError], type[UpstreamStatusError]] = {}
+
+
+def _read_envelope(raw: bytes) -> tuple[str, str | None, str | None, str | None]:
     try:
         inner = json.loads(raw)["error"]
         return (
             str(inner.get("message") or ""),
-            str(inner.get("type") or "server_error"),
+            str(inner["type"]) if inner.get("type") else None,
             inner.get("param"),
             inner.get("code"),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
-        return (raw[:200].decode("utf-8", "replace"), "server_error", None, None)
+        return (raw[:200].decode("utf-8", "replace"), None, None, None)
+
+

@@ -310,6 +310,8 @@ class RawBody:
     length: int | None
     content_type: str
     close: Callable[[], Awaitable[None]]
+    # Response headers worth relaying (the upstream's x-request-id).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -338,8 +340,6 @@ class ImageResponse:
     # the server sends it unchanged, so big base64 bodies are never re-encoded.
     # Whoever changes `images` after the adapter must set it to None.
     raw_json: bytes | None = None
-    # Set instead of `images` when the answer is relayed as it arrives (see RawBody).
-    raw_body: RawBody | None = None
 
 
 EventKind = Literal["partial_image", "completed", "error"]
@@ -392,3 +392,8 @@ class EventStream:
         closer = getattr(self.events, "aclose", None)
         if closer is not None:
             await closer()
+
+
+# What an adapter answers: a whole answer, a stream of events, or (only when the call's
+# delivery allows it) a big provider answer relayed as it arrives.
+ImageResult = ImageResponse | ImageStream | RawBody

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from allm_proxy import errors
 from allm_proxy.cassettes import CassetteLibrary
 from allm_proxy.config import CassetteSettings
+from allm_proxy.server import control
+from allm_proxy.server.failures import EXCEPTION_HANDLERS
 from tests.test_cassette_support import DeadUpstream, Upstream, send
 
 
@@ -105,7 +109,10 @@ async def test_an_unreadable_cassette_is_a_clear_400(tmp_path: Path) -> None:
 
 
 def control_client(library: CassetteLibrary) -> TestClient:
-    return TestClient(Starlette(routes=library.control_routes()))
+    app = Starlette(routes=[Route(control.PATH, control.cassette_control, methods=["GET", "POST"])],
+                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    app.state.engine = SimpleNamespace(cassette_library=library)
+    return TestClient(app)
 
 
 def test_control_endpoint_activates_a_cassette_and_reports_it(tmp_path: Path) -> None:

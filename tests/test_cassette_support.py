@@ -18,11 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from allm_proxy.adapters.base import CallContext
-from allm_proxy.capabilities import ModelFamily
+from allm_proxy.call import CallScope, scope
 from allm_proxy.cassettes import CassetteLibrary
 from allm_proxy.config import CassetteSettings
-from allm_proxy.context import current_call
 
 OPENAI_KEY = "sk-test-cas-012345"
 GEMINI_KEY = "test-gemini-key-cassette-42"
@@ -116,10 +114,8 @@ class DeadUpstream(httpx.AsyncBaseTransport):
 
 
 def context(session: str = "default", cassette: str | None = None,
-            api_key: str | None = OPENAI_KEY) -> CallContext:
-    return CallContext(model="gpt-image-1", requested_model="gpt-image-1",
-                       family=ModelFamily(name="test", provider="openai"), api_key=api_key, session=session,
-                       cassette=cassette)
+            api_key: str | None = OPENAI_KEY) -> CallScope:
+    return CallScope(session=session, cassette=cassette, secrets=(api_key,) if api_key else ())
 
 
 async def send(
@@ -128,13 +124,10 @@ async def send(
     base: str = UPSTREAM, **kwargs: Any,
 ) -> httpx.Response:
     """One upstream call as an adapter would make it, inside a call context."""
-    token = current_call.set(context(session, cassette))
-    try:
+    with scope(context(session, cassette)):
         async with httpx.AsyncClient(transport=library.transport(inner)) as client:
             auth = {"authorization": f"Bearer {OPENAI_KEY}"}
             return await client.request(method, base + path, headers={**auth, **(headers or {})}, **kwargs)
-    finally:
-        current_call.reset(token)
 
 
 def library_for(path: Path, record_mode: str = "once", **settings: Any) -> CassetteLibrary:

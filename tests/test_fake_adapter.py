@@ -12,7 +12,7 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageStat
 
-from allm_proxy import CallOptions, Engine, ImageRequest, InputFile, edit_image, generate_image, image_variations
+from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, generate_image, image_variations
 from allm_proxy.adapters import fake
 from allm_proxy.adapters.fake import FakeImages
 from allm_proxy.adapters.fake_jobs import ImageCache
@@ -70,7 +70,7 @@ def ellipse_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes
 async def run(request: ImageRequest, session: str = "default", **engine_opts: Any) -> ImageResponse | EventStream:
     engine = Engine(**engine_opts)
     try:
-        result = await engine.run(request, CallOptions(session=session))
+        result = await engine.run(request, Call(session=session))
         assert isinstance(result, ImageResponse | EventStream)
         return result
     finally:

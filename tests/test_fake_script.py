@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
-from allm_proxy import CallOptions, Engine, ImageRequest, InputFile, edit_image, errors, generate_image
+from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, errors, generate_image
 from allm_proxy.adapters.fake_script import FakeScript
 from allm_proxy.types import ImageResponse
 
@@ -143,7 +143,7 @@ def test_concurrent_sessions_each_get_their_replies_in_order() -> None:
     async def session_calls(engine: Engine, session: str) -> list[bytes]:
         out = []
         for _ in range(3):
-            result = await engine.run(ImageRequest(operation="generate", prompt="x"), CallOptions(session=session))
+            result = await engine.run(ImageRequest(operation="generate", prompt="x"), Call(session=session))
             assert isinstance(result, ImageResponse)
             out.append(result.images[0].data)
             await asyncio.sleep(0)  # let the other sessions interleave

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image as PILImage
 
-from allm_proxy import errors
-from allm_proxy.engine import CallOptions, Engine
+from allm_proxy import Call, errors
+from allm_proxy.engine import Engine
 from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
 from tests.conftest import half_transparent_mask, noise_png
 from tests.support.asgi_server import free_port
@@ -49,11 +49,11 @@ def make_engine(url: str, **opts: Any) -> Engine:
                   env={"GEMINI_API_KEY": KEY}, request_options={"timeout": timeout})
 
 
-def run(engine: Engine, request: ImageRequest, options: CallOptions | None = None) -> Any:
+def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> Any:
     """One request on a fresh loop; a stream is drained into a list of events."""
     async def go() -> Any:
         try:
-            result = await engine.run(request, options or CallOptions())
+            result = await engine.run(request, options or Call())
             if isinstance(result, ImageResponse):
                 return result
             return [event async for event in result]
@@ -138,7 +138,7 @@ def test_unknown_gemini_model_id_is_sent_as_is_and_its_404_is_model_not_found(up
 def test_api_version_and_per_call_key_reach_google(upstream: FakeGemini, url: str) -> None:
     engine = Engine(image_adapter="gemini", image_adapter_opts={"base_url": url + "/", "api_version": "v1"},
                     env={"GEMINI_API_KEY": "some-other-key"})
-    run(engine, gen(), CallOptions(api_key=KEY))
+    run(engine, gen(), Call(client_key=KEY))
     assert upstream.requests[0].path == "/v1/models/gemini-3-pro-image:generateContent"
     assert upstream.requests[0].headers["x-goog-api-key"] == KEY
 
@@ -166,7 +166,7 @@ async def _timed(engine: Engine, request: ImageRequest) -> float:
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        await engine.run(request, CallOptions())
+        await engine.run(request, Call())
     finally:
         await engine.aclose()
     return loop.time() - start

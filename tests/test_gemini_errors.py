@@ -99,7 +99,7 @@ def test_safety_code_moderation_blocked_uses_gpt_images_type() -> None:
 def test_most_telling_prefers_safety_then_429_then_5xx() -> None:
     safety = safety_error("SAFETY", None, code="content_policy_violation")
     limited = errors.RateLimitError("slow down")
-    down = errors.UpstreamError("down", status=503)
+    down = errors.ServiceUnavailableError("down")
     bad = errors.InvalidRequestError("bad")
     assert most_telling([bad, down, limited, safety]) is safety
     assert most_telling([bad, down, limited]) is limited

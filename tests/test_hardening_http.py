@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from allm_proxy import Engine, ProxyConfig
-from allm_proxy.server import ServerLimits
+from allm_proxy.config import ServerLimits
 from tests.test_hardening_support import (
     captured_logs,
     envelope_of,

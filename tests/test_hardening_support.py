@@ -18,7 +18,8 @@ import httpx
 from PIL import Image as PILImage
 
 from allm_proxy import Engine, ProxyConfig
-from allm_proxy.server import ServerLimits, create_app, uvicorn_options
+from allm_proxy.config import ServerLimits
+from allm_proxy.server import create_app, uvicorn_options
 from tests.support.asgi_server import serve_asgi
 
 # Loggers that do not pass records up to the root once uvicorn has configured logging.

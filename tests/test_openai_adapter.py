@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from allm_proxy import Engine
-from allm_proxy.adapters.base import AdapterSetup, CallContext
+from allm_proxy import Call, Engine
+from allm_proxy.adapters.base import AdapterSetup
 from allm_proxy.adapters.openai import OpenAIImages
 from allm_proxy.adapters.openai_body import form_values
+from allm_proxy.call import Route
 from allm_proxy.capabilities import ModelCatalog
-from allm_proxy.engine import CallOptions, edit_image
+from allm_proxy.engine import edit_image
 from allm_proxy.errors import (
     AuthenticationError,
     UpstreamError,
@@ -58,10 +59,10 @@ def make_engine(base_url: str, **opts: Any) -> Engine:
                   request_options=request_options, env={"OPENAI_API_KEY": KEY})
 
 
-def run(engine: Engine, request: ImageRequest, options: CallOptions | None = None) -> ImageResponse:
+def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> ImageResponse:
     async def go() -> ImageResponse:
         try:
-            result = await engine.run(request, options or CallOptions())
+            result = await engine.run(request, options or Call())
             assert isinstance(result, ImageResponse)
             return result
         finally:
@@ -100,7 +101,7 @@ def test_generation_sends_every_field_including_unknown_ones_as_json(
 
 
 def test_forwarded_organization_and_project_headers_reach_openai(upstream: FakeOpenAI, base_url: str) -> None:
-    options = CallOptions(forward_headers={"openai-organization": "org-test", "openai-project": "proj_test"})
+    options = Call(forward_headers={"openai-organization": "org-test", "openai-project": "proj_test"})
     run(make_engine(base_url), gen(), options)
     assert upstream.last.headers["openai-organization"] == "org-test"
     assert upstream.last.headers["openai-project"] == "proj_test"
@@ -381,7 +382,7 @@ def collect(engine: Engine, request: ImageRequest, *, stop_after: int | None = N
     async def go() -> list[ImageEvent]:
         events: list[ImageEvent] = []
         try:
-            stream = await engine.run(request, CallOptions())
+            stream = await engine.run(request, Call())
             assert not isinstance(stream, ImageResponse)
             try:
                 async for event in stream:
@@ -480,8 +481,8 @@ def test_closing_an_unread_stream_releases_the_upstream(upstream: FakeOpenAI, ba
         async with httpx.AsyncClient() as http:
             setup = AdapterSetup(http=http, options={"base_url": base_url}, catalog=ModelCatalog())
             adapter = OpenAIImages(setup)
-            ctx = CallContext(model="gpt-image-1", requested_model="gpt-image-1",
-                              family=ModelCatalog().for_provider("gpt-image-1", "openai"), api_key=KEY)
+            ctx = Call(route=Route(provider="openai", model="gpt-image-1", requested_model="gpt-image-1",
+                                   family=ModelCatalog().for_provider("gpt-image-1", "openai")), api_key=KEY)
             stream = await adapter.generate(gen(stream=True, partial_images=3), ctx)
             assert not isinstance(stream, ImageResponse)
             await stream.aclose()

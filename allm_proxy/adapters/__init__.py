@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AdapterFactory, AdapterInfo, AdapterSetup, CallContext, ImageAdapter
+from .base import AdapterFactory, AdapterInfo, AdapterSetup, ImageAdapter
 
 _REGISTRY: dict[str, AdapterInfo] = {}
 
@@ -39,7 +39,6 @@ __all__ = [
     "AdapterFactory",
     "AdapterInfo",
     "AdapterSetup",
-    "CallContext",
     "ImageAdapter",
     "adapter_names",
     "get_adapter_info",

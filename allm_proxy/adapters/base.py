@@ -4,45 +4,20 @@ Adapters know their provider's wire format and nothing of the server. Each is
 built by a factory from an `AdapterSetup` (an `httpx.AsyncClient` the engine
 owns, so the cassette layer and tests sit under every adapter alike; the
 provider's options; the model catalog; the hosted-file store) and is called
-with an `ImageRequest` and a `CallContext`.
+with an `ImageRequest` and a `Call`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-from ..capabilities import PROVIDER_DECIDES, ModelCatalog, ModelDefault, ModelFamily
-from ..types import ImageRequest, ImageResponse, ImageStream
-
-
-@dataclass
-class CallContext:
-    """Everything about one call that is not the request itself.
-
-    `model` is the provider model id to send (aliases already resolved);
-    `requested_model` the name the client used, which responses echo. Both are None
-    when the client named no model and the provider applies its own default.
-    `api_key` is the key chosen by the engine's resolution order, or None.
-    `forward_headers` are client headers the provider should see
-    (`OpenAI-Organization`, `OpenAI-Project`).
-    """
-
-    model: str | None
-    requested_model: str | None
-    family: ModelFamily
-    api_key: str | None = None
-    forward_headers: dict[str, str] = field(default_factory=dict)
-    session: str = "default"
-    cassette: str | None = None
-    request_id: str = ""
-    timeout: float | None = None
-    # True when the caller can take the provider's answer as it arrives (an ImageResponse
-    # with `raw_body` and no images): the server, when the proxy has nothing to convert.
-    relay: bool = False
+from ..call import Call
+from ..capabilities import PROVIDER_DECIDES, ModelCatalog, ModelDefault
+from ..types import ImageRequest, ImageResponse, ImageResult
 
 
 @dataclass
@@ -55,15 +30,20 @@ class AdapterSetup:
 
 
 class ImageAdapter(Protocol):
-    """One provider. Streaming calls (`request.stream`) return an `ImageStream`."""
+    """One provider. Streaming calls (`request.stream`) return an `ImageStream`; a `RawBody` only
+    when `ctx.relay` allows it (the answer then streams to the client untouched).
+
+    `ctx` is the routed `Call`: `ctx.model` (None: send none), `ctx.family`, `ctx.api_key` (the key
+    the engine resolved), `ctx.forward_headers`, `ctx.session`.
+    """
 
     name: str
 
-    async def generate(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream: ...
+    async def generate(self, request: ImageRequest, ctx: Call) -> ImageResult: ...
 
-    async def edit(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream: ...
+    async def edit(self, request: ImageRequest, ctx: Call) -> ImageResult: ...
 
-    async def variation(self, request: ImageRequest, ctx: CallContext) -> ImageResponse: ...
+    async def variation(self, request: ImageRequest, ctx: Call) -> ImageResponse: ...
 
     async def aclose(self) -> None: ...
 

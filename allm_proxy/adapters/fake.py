@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..call import Call
 from ..capabilities import OPENAI_DOCUMENTED_DEFAULT, ModelFamily
 from ..imaging import FORMAT_MIME, decoded_size, format_of
 from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, Usage, parse_size
-from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
+from .base import AdapterInfo, AdapterSetup, ImageAdapter
 from .fake_jobs import ImageCache, Job, frames, frames_of, plan
 from .fake_meta import image_tokens, output_tokens, resolved_quality, revised_prompt, text_tokens
 from .fake_script import FakeScript, Reply
@@ -49,13 +50,13 @@ class FakeImages:
         self.cache = ImageCache(int(options.get("cache_entries", 64)),
                                 int(options.get("cache_bytes", 256 * 1024 * 1024)))
 
-    async def generate(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def generate(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         return await self._answer(request, ctx)
 
-    async def edit(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def edit(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         return await self._answer(request, ctx)
 
-    async def variation(self, request: ImageRequest, ctx: CallContext) -> ImageResponse:
+    async def variation(self, request: ImageRequest, ctx: Call) -> ImageResponse:
         result = await self._answer(request, ctx)
         assert isinstance(result, ImageResponse)  # variations never stream (the validator says so)
         return result
@@ -65,7 +66,7 @@ class FakeImages:
 
     # -- answers -----------------------------------------------------------------------
 
-    async def _answer(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def _answer(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         if self.script is not None:
             reply = self.script.take(request, session=ctx.session, model=ctx.model or "")
             if reply.error is not None:
@@ -93,7 +94,7 @@ class FakeImages:
             self.cache.put(key, cached)
         return cached
 
-    def _response(self, images: list[Image], request: ImageRequest, ctx: CallContext,
+    def _response(self, images: list[Image], request: ImageRequest, ctx: Call,
                   sizes: list[tuple[int, int]], output_format: str, background: str) -> ImageResponse:
         response = ImageResponse(images=images, model=ctx.model)
         if ctx.family.gpt_style_response:
@@ -104,7 +105,7 @@ class FakeImages:
             response.size = f"{sizes[0][0]}x{sizes[0][1]}" if sizes else None
         return response
 
-    async def _scripted(self, reply: Reply, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def _scripted(self, reply: Reply, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         images = reply.images_for(request.count)
         if ctx.family.revised_prompt and request.prompt:
             for image in images:

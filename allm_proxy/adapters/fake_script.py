@@ -38,20 +38,6 @@ IMAGE_KEYS = ("image", "b64_json", "bytes", "url")
 _ERROR_KEYS = ("status", "message", "type", "code", "param", "headers")
 _SUFFIX_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
                 ".gif": "image/gif"}
-# A scripted status raises the error class the proxy itself would use for it.
-_ERROR_CLASSES: dict[int, type[errors.ProxyError]] = {
-    400: errors.InvalidRequestError,
-    401: errors.AuthenticationError,
-    403: errors.PermissionDeniedError,
-    404: errors.NotFoundError,
-    405: errors.MethodNotAllowedError,
-    413: errors.PayloadTooLargeError,
-    415: errors.UnsupportedMediaTypeError,
-    429: errors.RateLimitError,
-    500: errors.InternalProxyError,
-    502: errors.UpstreamError,
-    504: errors.UpstreamTimeoutError,
-}
 
 
 @dataclass(frozen=True)
@@ -80,21 +66,18 @@ class ScriptedError:
     headers: tuple[tuple[str, str], ...] = ()
     # An explicit `code: null` must stay null even where the error class has a default code.
     code_given: bool = False
-    kind: type[errors.ProxyError] = errors.ProxyError
+    # The class to raise; else the one for the status and type.
+    kind: type[errors.ProxyError] | None = None
 
     def to_exception(self) -> errors.ProxyError:
-        error_type = self.error_type
-        if error_type is None and self.kind is errors.ProxyError:
-            error_type = "invalid_request_error" if self.status < 500 else "server_error"
-        exc = self.kind(self.message, status=self.status, error_type=error_type, code=self.code,
-                        param=self.param, headers=dict(self.headers))
-        if self.code_given and self.code is None:
-            exc.code = None
-        return exc
+        kind = self.kind or errors.error_class(self.status, self.error_type)
+        code = self.code if self.code is not None or self.code_given else kind.default_code
+        return kind(self.message, code=code, param=self.param, headers=dict(self.headers))
 
     @classmethod
     def from_exception(cls, exc: errors.ProxyError) -> ScriptedError:
-        kind = errors.ProxyError if isinstance(exc, errors.UpstreamStatusError) else type(exc)
+        # A relayed provider error is re-raised as its plain class: the relayed body belongs to that answer.
+        kind = None if isinstance(exc, errors.UpstreamStatusError) else type(exc)
         return cls(status=exc.status, message=exc.message, error_type=exc.type, code=exc.code, param=exc.param,
                    headers=tuple(exc.headers.items()), code_given=True, kind=kind)
 
@@ -351,5 +334,4 @@ def _parse_error(raw: Any, where: str) -> ScriptedError:
         param=raw.get("param"),
         headers=tuple((str(k), str(v)) for k, v in headers.items()),
         code_given="code" in raw,
-        kind=_ERROR_CLASSES.get(status, errors.ProxyError),
     )

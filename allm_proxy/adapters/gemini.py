@@ -25,11 +25,12 @@ from urllib.parse import quote
 import httpx
 from PIL import Image as PILImage
 
+from ..call import Call
 from ..capabilities import ModelDefault
 from ..errors import InvalidRequestError, ProxyError, UnsupportedOperationError, UpstreamError
 from ..imaging import decoded_size, encode, format_of, transcode
 from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
-from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
+from .base import AdapterInfo, AdapterSetup, ImageAdapter
 from .gemini_errors import always_raised, error_from_response, most_telling, transport_error
 from .gemini_mask import MASK_HINT_INSTRUCTION, composite_masked, mask_hint_png
 from .gemini_options import GeminiOptions
@@ -69,15 +70,15 @@ class GeminiImages:
         # cannot flood Google (and earn 429s) with dozens of parallel calls.
         self._slots = asyncio.Semaphore(self.options.max_concurrency)
 
-    async def generate(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def generate(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         prompt = request.prompt or ""
         return await self._run(request, ctx, images=[], prompt=prompt, prefix="image_generation")
 
-    async def edit(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def edit(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         prompt = request.prompt or ""
         return await self._run(request, ctx, images=request.images, prompt=prompt, prefix="image_edit")
 
-    async def variation(self, request: ImageRequest, ctx: CallContext) -> ImageResponse:
+    async def variation(self, request: ImageRequest, ctx: Call) -> ImageResponse:
         if self.options.variations != "emulate":
             raise UnsupportedOperationError(
                 "Gemini has no image variations endpoint, so this proxy rejects variations by default. "
@@ -97,7 +98,7 @@ class GeminiImages:
 
     # -- one request ------------------------------------------------------------------
 
-    async def _run(self, request: ImageRequest, ctx: CallContext, *, images: list[InputFile], prompt: str,
+    async def _run(self, request: ImageRequest, ctx: Call, *, images: list[InputFile], prompt: str,
                    prefix: str) -> ImageResponse | ImageStream:
         if request.background == "transparent":
             raise InvalidRequestError(
@@ -138,7 +139,7 @@ class GeminiImages:
         return parts
 
     async def _fan_out(
-        self, body: dict[str, Any], n: int, model: str, ctx: CallContext
+        self, body: dict[str, Any], n: int, model: str, ctx: Call
     ) -> list[GeminiResult]:
         """n calls at once (bounded); the images that came back, or the most telling error."""
         calls = (self._call(body, model, ctx) for _ in range(n))
@@ -158,7 +159,7 @@ class GeminiImages:
             raise most_telling(failures)
         return results
 
-    async def _call(self, body: dict[str, Any], model: str, ctx: CallContext) -> GeminiResult:
+    async def _call(self, body: dict[str, Any], model: str, ctx: Call) -> GeminiResult:
         base = f"{self.options.base_url}/{self.options.api_version}"
         url = f"{base}/models/{quote(model, safe='-._~')}:generateContent"
         headers = {"content-type": "application/json"}

@@ -20,13 +20,19 @@ from ..errors import (
     AuthenticationError,
     CassetteMissError,
     ContentPolicyError,
+    InsufficientQuotaError,
     InvalidRequestError,
     ModelNotFoundError,
+    ModerationBlockedError,
     PermissionDeniedError,
     ProxyError,
     RateLimitError,
+    RegionNotSupportedError,
+    ServiceUnavailableError,
     UpstreamError,
+    UpstreamServerError,
     UpstreamTimeoutError,
+    error_class,
 )
 
 SAFETY_CODES = ("content_policy_violation", "moderation_blocked")
@@ -62,8 +68,7 @@ def error_from_response(status: int, body: bytes, *, model: str) -> ProxyError:
         # "User location is not supported ..." is the region block; "free tier is not available in
         # your country, please enable billing" is fixed by billing, so it stays a 400.
         if "user location" in lowered or "location is not supported" in lowered:
-            return PermissionDeniedError(message, status=403, error_type="invalid_request_error",
-                                         code="unsupported_country_region_territory")
+            return RegionNotSupportedError(message)
         return InvalidRequestError(message, code="failed_precondition")
     if status in (400, 401, 403) and (reasons & _KEY_REASONS or any(p in lowered for p in _KEY_PHRASES)):
         return AuthenticationError(message)
@@ -76,16 +81,14 @@ def error_from_response(status: int, body: bytes, *, model: str) -> ProxyError:
     if status == 429:
         return _quota_error(message, details)
     if status == 500:
-        error = UpstreamError(message, status=500)
-        error.code = None  # OpenAI's own 500s carry code null
-        return error
+        return UpstreamServerError(message)
     if status == 503:
-        return UpstreamError(message, status=503, code="service_unavailable")
+        return ServiceUnavailableError(message)
     if status == 504:
         return UpstreamTimeoutError(message)
     if 400 <= status < 500:
         code = "invalid_value" if google_status == "INVALID_ARGUMENT" else (google_status.lower() or None)
-        return InvalidRequestError(message, status=status, code=code)
+        return error_class(status)(message, code=code)
     return UpstreamError(f"Gemini answered HTTP {status}: {message}")
 
 
@@ -102,8 +105,7 @@ def safety_error(reason: str, detail: str | None, *, code: str) -> ContentPolicy
     """A prompt or image blocked by Google's filters, in OpenAI's words."""
     suffix = f" (gemini: {reason}{': ' + detail if detail else ''})"
     if code == "moderation_blocked":
-        return ContentPolicyError("Your request was rejected by the safety system." + suffix,
-                                  code=code, error_type="image_generation_user_error")
+        return ModerationBlockedError("Your request was rejected by the safety system." + suffix)
     return ContentPolicyError("Your request was rejected as a result of our safety system." + suffix,
                               code=code)
 
@@ -161,8 +163,7 @@ def _quota_error(message: str, details: list[Mapping[str, Any]]) -> RateLimitErr
     if per_day:
         # A daily quota or billing limit does not come back in seconds: tell the SDK not to retry.
         headers["x-should-retry"] = "false"
-        return RateLimitError(message, headers=headers, error_type="insufficient_quota",
-                              code="insufficient_quota")
+        return InsufficientQuotaError(message, headers=headers)
     return RateLimitError(message, headers=headers)
 
 

@@ -19,10 +19,11 @@ import time
 
 import httpx
 
+from ..call import Call
 from ..capabilities import PROVIDER_DECIDES
 from ..errors import UpstreamError
-from ..types import ImageRequest, ImageResponse, ImageStream
-from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
+from ..types import ImageRequest, ImageResponse, ImageResult, RawBody
+from .base import AdapterInfo, AdapterSetup, ImageAdapter
 from .openai_body import Body, render_body
 from .openai_errors import relayed_headers, status_error, transport_error
 from .openai_options import OpenAIOptions
@@ -48,13 +49,13 @@ class OpenAIImages:
         self._http = setup.http
         self.options = OpenAIOptions.from_mapping(setup.options)
 
-    async def generate(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def generate(self, request: ImageRequest, ctx: Call) -> ImageResult:
         return await self._call(request, ctx)
 
-    async def edit(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def edit(self, request: ImageRequest, ctx: Call) -> ImageResult:
         return await self._call(request, ctx)
 
-    async def variation(self, request: ImageRequest, ctx: CallContext) -> ImageResponse:
+    async def variation(self, request: ImageRequest, ctx: Call) -> ImageResponse:
         result = await self._call(request, ctx)
         # The validator refuses stream=true for variations, so this is always a whole answer.
         assert isinstance(result, ImageResponse)
@@ -63,7 +64,7 @@ class OpenAIImages:
     async def aclose(self) -> None:
         """Nothing to close: the HTTP client belongs to the engine."""
 
-    async def _call(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
+    async def _call(self, request: ImageRequest, ctx: Call) -> ImageResult:
         body = render_body(request, request.model)  # None: the client named none; OpenAI picks
         url = self.options.base_url + _PATHS[request.operation]
         response = await self._send(url, body, ctx)
@@ -73,15 +74,16 @@ class OpenAIImages:
             return UpstreamEventStream(response, prefix=_STREAM_PREFIX[request.operation], model=ctx.model,
                                        api_key=ctx.api_key, headers=headers)
         length = relayable(response) if ctx.relay else None
+        answer: ImageResponse | RawBody
         if length is not None:
-            answer = await relay(response, length, model=ctx.model, api_key=ctx.api_key)
+            answer = await relay(response, length, api_key=ctx.api_key)
         else:
             content = await self._read(response, ctx)
             answer = parse_images_response(response, content, model=ctx.model, api_key=ctx.api_key)
         answer.headers.update(headers)
         return answer
 
-    async def _send(self, url: str, body: Body, ctx: CallContext) -> httpx.Response:
+    async def _send(self, url: str, body: Body, ctx: Call) -> httpx.Response:
         """POST the body; a 2xx response comes back open (its body unread), anything else raises.
 
         With `max_retries` > 0, failures the SDKs would retry are retried here
@@ -122,7 +124,7 @@ class OpenAIImages:
             raise status_error(response, content, ctx.api_key)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _read(self, response: httpx.Response, ctx: CallContext) -> bytes:
+    async def _read(self, response: httpx.Response, ctx: Call) -> bytes:
         try:
             return await response.aread()
         except httpx.HTTPError as exc:

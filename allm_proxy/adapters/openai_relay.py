@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from ..types import ImageResponse, RawBody
+from ..types import RawBody
 from .openai_errors import transport_error, unusable_body
 
 log = logging.getLogger("allm_proxy.adapters.openai")
@@ -34,8 +34,8 @@ def relayable(response: httpx.Response) -> int | None:
     return length if length >= RELAY_MIN_BYTES else None
 
 
-async def relay(response: httpx.Response, length: int, *, model: str | None, api_key: str | None) -> ImageResponse:
-    """An `ImageResponse` whose `raw_body` streams `response`; the first chunk is checked for JSON."""
+async def relay(response: httpx.Response, length: int, *, api_key: str | None) -> RawBody:
+    """A `RawBody` that streams `response` to the client; the first chunk is checked for JSON."""
     chunks = response.aiter_raw()
     try:
         first = await anext(chunks, b"")
@@ -64,9 +64,5 @@ async def relay(response: httpx.Response, length: int, *, model: str | None, api
         finally:
             await response.aclose()
 
-    return ImageResponse(
-        images=[],
-        model=model,
-        raw_body=RawBody(chunks=body(), length=length, content_type=response.headers["content-type"],
-                         close=response.aclose),
-    )
+    return RawBody(chunks=body(), length=length, content_type=response.headers["content-type"],
+                   close=response.aclose)

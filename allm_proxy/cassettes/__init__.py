@@ -2,7 +2,8 @@
 
 `CassetteLibrary` is the engine-level entry point: `transport(inner)` wraps
 the real upstream transport, `activate(name)` switches cassettes in-process,
-`control_routes()` does it over HTTP, `flush()` writes what is pending.
+`flush()` writes what is pending (the server's `/allm/cassette` route switches
+cassettes over HTTP: allm_proxy/server/control.py).
 Files are ordinary vcrpy cassettes (format version 1): `.json` (fast, one
 interaction per line) or `.yaml` (vcrpy's default serializer).
 """

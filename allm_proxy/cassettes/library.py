@@ -154,12 +154,6 @@ class CassetteLibrary:
             "replay_timing": self.settings.replay_timing,
         }
 
-    def control_routes(self) -> list[Any]:
-        """Starlette routes for ``GET/POST /allm/cassette`` (the server mounts them)."""
-        from .control import control_routes
-
-        return control_routes(self)
-
     def _name_of(self, path: Path | None) -> str | None:
         if path is None or self.directory is None or not path.is_relative_to(self.directory):
             return None

@@ -6,8 +6,9 @@ record raises `errors.CassetteMissError` (a 400 the SDKs do not retry).
 Nothing is patched: whoever builds the `httpx.AsyncClient` chooses this
 transport, so it sits under every adapter alike.
 
-The call in progress (`context.current_call`) names the cassette (header
-``X-ALLM-Cassette``) and the replay session (header ``X-ALLM-Session``).
+The scope of the call in progress (`call.current_scope`, set by the engine)
+names the cassette (header ``X-ALLM-Cassette``), the replay session (header
+``X-ALLM-Session``) and the secrets to keep out of the recording.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from vcr.request import Request
 
-from ..context import current_call
+from ..call import CallScope, current_scope
 from .streams import TIMING_KEY, RecordingStream, ReplayStream, is_event_stream
 from .tape import Interaction
 
@@ -33,15 +34,14 @@ class CassetteTransport(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        call = current_call.get()
-        session = call.session if call is not None else "default"
-        tape = await self._library.tape_for(call.cassette if call is not None else None)
+        call = current_scope.get() or CallScope()
+        session = call.session
+        tape = await self._library.tape_for(call.cassette)
         if tape.record_mode == "off":
             return await self._inner.handle_async_request(request)
         body = await request.aread()
-        known = [call.api_key, *call.forward_headers.values()] if call is not None else []
         seen = Request(request.method, str(request.url), body, request.headers)
-        clean, secrets = tape.filter.request(seen, known)
+        clean, secrets = tape.filter.request(seen, call.secrets)
         key = tape.key(clean)
         recorded = tape.next_response(key, session)
         if recorded is not None:

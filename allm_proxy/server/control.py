@@ -4,39 +4,32 @@
     curl localhost:8400/allm/cassette        # {"active": ..., "name": ..., "record_mode": ..., ...}
 
 ``{"name": null}`` goes back to the configured cassette. Activating rewinds
-the cassette's replay cursors (a fresh run). Errors are OpenAI envelopes.
+the cassette's replay cursors (a fresh run). Errors are OpenAI envelopes,
+rendered by the server's one error funnel like every other error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from .. import errors
-
-if TYPE_CHECKING:
-    from .library import CassetteLibrary
 
 PATH = "/allm/cassette"
 MAX_BODY = 64 * 1024
 
 
-def control_routes(library: CassetteLibrary) -> list[BaseRoute]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            if request.method == "POST":
-                name, mode = _parse(await request.body())
-                await asyncio.to_thread(library.activate, name, record_mode=mode)
-            return JSONResponse(library.status())
-        except errors.ProxyError as err:
-            return JSONResponse(err.envelope(), status_code=err.status, headers=err.response_headers())
-
-    return [Route(PATH, endpoint, methods=["GET", "POST"])]
+async def cassette_control(request: Request) -> Response:
+    library = request.app.state.engine.cassette_library
+    if request.method == "POST":
+        name, mode = _parse(await request.body())
+        request.state.body_read = True
+        await asyncio.to_thread(library.activate, name, record_mode=mode)
+    return JSONResponse(library.status())
 
 
 def _parse(body: bytes) -> tuple[str | None, str | None]:

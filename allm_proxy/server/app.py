@@ -1,0 +1,74 @@
+"""The ASGI app: routes, middleware and the error funnel, assembled. The work happens in the endpoints
+and the Engine.
+
+    app = create_app(Engine(), ProxyConfig())
+    uvicorn.run(app, host="127.0.0.1", port=8400, **uvicorn_options())
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route
+
+from ..config import ProxyConfig, ServerLimits
+from ..engine import Engine
+from ..openapi import openapi_document
+from . import control, endpoints
+from .failures import EXCEPTION_HANDLERS
+from .middleware import AccessTokenMiddleware, CallMiddleware, InflightLimitMiddleware
+
+
+def routes(engine: Engine) -> list[BaseRoute]:
+    table: list[BaseRoute] = []
+    # SDKs whose base_url has no /v1 send /images/... (spec/openai-images.md section 0).
+    for prefix in ("/v1", ""):
+        table += [
+            Route(f"{prefix}/images/generations", endpoints.generations, methods=["POST"]),
+            Route(f"{prefix}/images/edits", endpoints.edits, methods=["POST"]),
+            Route(f"{prefix}/images/variations", endpoints.variations, methods=["POST"]),
+            Route(f"{prefix}/images/files/{{file_id}}", endpoints.get_file, methods=["GET"]),
+            Route(f"{prefix}/models", endpoints.list_models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", endpoints.get_model, methods=["GET"]),
+        ]
+    table.append(Route("/healthz", endpoints.healthz, methods=["GET"]))
+    table.append(Route("/openapi.json", endpoints.openapi, methods=["GET"]))
+    if engine.cassette_library is not None:
+        table.append(Route(control.PATH, control.cassette_control, methods=["GET", "POST"]))
+    return table
+
+
+def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: ServerLimits | None = None) -> Starlette:
+    """The ASGI app serving `engine` with the limits and access token of `config`."""
+    config = config or ProxyConfig()
+    limits = limits or config.limits
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Build the adapters now: a bad provider option stops start-up with its message
+        # instead of failing the first request, and the first request is not slower.
+        await engine.prepare()
+        try:
+            yield
+        finally:
+            await engine.aclose()
+
+    app = Starlette(
+        routes=routes(engine),
+        middleware=[
+            Middleware(CallMiddleware),
+            Middleware(AccessTokenMiddleware, token=config.access_token),
+            Middleware(InflightLimitMiddleware, limit=limits.max_inflight),
+        ],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.config = config
+    app.state.limits = limits
+    app.state.openapi_body = json.dumps(openapi_document()).encode()
+    return app

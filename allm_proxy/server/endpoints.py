@@ -1,0 +1,158 @@
+"""The routes' endpoints. Each reads the engine and config from `request.app.state` and the call from
+`request.state.call`; errors are raised, and the one error funnel answers them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .. import errors
+from ..call import Call
+from ..engine import Engine
+from ..types import ImageResponse, Operation, RawBody
+from ..wire.openai import parse_request, render_models, render_response
+from . import streaming
+
+T = TypeVar("T")
+_FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _call(request: Request) -> Call:
+    call: Call = request.state.call
+    return call
+
+
+async def generations(request: Request) -> Response:
+    return await _images(request, "generate")
+
+
+async def edits(request: Request) -> Response:
+    return await _images(request, "edit")
+
+
+async def variations(request: Request) -> Response:
+    return await _images(request, "variation")
+
+
+async def _images(request: Request, operation: Operation) -> Response:
+    call = _call(request)
+    body = await read_body(request)
+    image_request = parse_request(operation, request.headers.get("content-type"), body)
+    del body  # the parsed request holds what is needed; let a big upload go early
+    call.public_base_url = _public_base(request)
+    call.can_relay = True
+    result = await _unless_client_leaves(request, _engine(request).run(image_request, call))
+    if result is None:
+        return Response(status_code=499)  # nobody is left to answer; logged as 499
+    if isinstance(result, RawBody):
+        return streaming.relay(result, call)
+    if isinstance(result, ImageResponse):
+        payload = render_response(result, gpt_style=call.family.gpt_style_response)
+        return Response(payload, media_type="application/json", headers=streaming.relayed_headers(result.headers))
+    return streaming.event_stream(result, call)
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, within the size limit and the body timeout."""
+    limit, timeout = request.app.state.config.max_body_bytes, request.app.state.limits.body_timeout
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), timeout)
+    except TimeoutError:
+        raise errors.RequestTimeoutError(
+            f"The request body did not arrive within {timeout:g} s. Send it faster, or send smaller images."
+        ) from None
+    request.state.body_read = True
+    return b"".join(chunks)
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
+    """Await `work`, cancelling it (and the upstream call under it) if the client disconnects.
+
+    Once the body is read, the next ASGI message is the client's disconnect;
+    starlette itself would let an abandoned request run to its end.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        for _ in range(1000):  # after the body, only the disconnect is expected; stay bounded anyway
+            if (await request.receive())["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return None  # the client left
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def list_models(request: Request) -> Response:
+    return Response(render_models(_engine(request).list_models()), media_type="application/json")
+
+
+async def get_model(request: Request) -> Response:
+    return JSONResponse(_engine(request).describe_model(request.path_params["model_id"]))
+
+
+async def get_file(request: Request) -> Response:
+    file_id = request.path_params["file_id"]
+    hosted = _engine(request).files.get(file_id) if _FILE_ID.match(file_id) else None
+    if hosted is None:
+        raise errors.NotFoundError(
+            "No such image: hosted image URLs expire (after the proxy's file_ttl, 60 minutes by default) "
+            "and do not survive a proxy restart. Ask for response_format='b64_json' to keep the bytes.",
+            code="file_not_found",
+        )
+    max_age = max(0, int(hosted.expires_at - time.monotonic()))
+    return Response(hosted.data, media_type=hosted.mime_type, headers={"cache-control": f"private, max-age={max_age}"})
+
+
+async def healthz(request: Request) -> Response:
+    engine = _engine(request)
+    return JSONResponse({"status": "ok", "provider": engine.provider, "default_model": engine.default_model})
+
+
+async def openapi(request: Request) -> Response:
+    return Response(request.app.state.openapi_body, media_type="application/json")
+
+
+def _public_base(request: Request) -> str:
+    """Where this request reached us, so hosted image URLs work for the same client."""
+    prefix = "/v1" if request.url.path.startswith("/v1/") else ""
+    return f"{request.url.scheme}://{request.url.netloc}{prefix}"
+
+
+def _too_large(size: int, limit: int) -> errors.PayloadTooLargeError:
+    return errors.PayloadTooLargeError(
+        f"The request body ({size / 2**20:.1f} MB or more) exceeds this proxy's limit of {limit / 2**20:.1f} MB. "
+        "Send smaller images, or raise the limit with --max-body-mb."
+    )

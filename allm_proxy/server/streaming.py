@@ -1,0 +1,61 @@
+"""Answers sent as they are made: SSE event streams, and big provider answers relayed as they arrive."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from starlette.responses import StreamingResponse
+
+from .. import errors
+from ..call import Call
+from ..types import ImageStream, RawBody
+from ..wire.openai import render_event
+from . import failures
+
+# Upstream headers worth passing on: the provider's request id, which support desks ask for.
+RELAYED = ("x-request-id",)
+
+
+def relayed_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() in RELAYED}
+
+
+def event_stream(stream: ImageStream, call: Call) -> StreamingResponse:
+    """The OpenAI SSE answer; a failure half-way ends it with an `error` event, as OpenAI's do."""
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in stream:
+                yield render_event(event)
+        except errors.ProxyError as err:
+            call.finish(err.status)
+            yield failures.event(err)
+        except Exception:
+            call.finish(500)
+            failures.log.exception("stream failed for request %s", call.request_id)
+            yield failures.event(errors.InternalProxyError(
+                f"The stream failed inside the proxy; see its log for request {call.request_id}."))
+        finally:
+            await stream.aclose()
+
+    headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **relayed_headers(stream.headers)}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def relay(raw: RawBody, call: Call) -> StreamingResponse:
+    """The provider's answer, chunk by chunk as it arrives, never held whole."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in raw.chunks:
+                yield chunk
+        except Exception:
+            call.finish(502)  # the provider broke off; the client's connection ends short too
+            raise
+        finally:
+            await raw.close()
+
+    headers = relayed_headers(raw.headers)
+    if raw.length is not None:
+        headers["content-length"] = str(raw.length)
+    return StreamingResponse(body(), media_type=raw.content_type, headers=headers)
