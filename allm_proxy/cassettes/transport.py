@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from vcr.request import Request
 
+from ..config import RecordMode
 from ..context import current_call
 from .streams import TIMING_KEY, RecordingStream, ReplayStream, is_event_stream
 from .tape import Interaction
@@ -36,7 +37,7 @@ class CassetteTransport(httpx.AsyncBaseTransport):
         call = current_call.get()
         session = call.session if call is not None else "default"
         tape = await self._library.tape_for(call.cassette if call is not None else None)
-        if tape.record_mode == "off":
+        if tape.record_mode == RecordMode.OFF:
             return await self._inner.handle_async_request(request)
         body = await request.aread()
         known = [call.api_key, *call.forward_headers.values()] if call is not None else []
