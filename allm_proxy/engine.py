@@ -31,7 +31,7 @@ from .capabilities import DEFAULT_MODELS, ModelCatalog, ModelFamily
 from .config import CassetteSettings, ModelAlias, ProxyConfig
 from .context import current_call
 from .files import HostedFiles
-from .types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
+from .types import KNOWN_FIELDS, EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
 from .upstream import AiohttpTransport
 from .validation import validate_request
 
@@ -467,10 +467,7 @@ class _LoopThread:
 
 # -- the library API ---------------------------------------------------------------
 
-_OPTION_FIELDS = frozenset(
-    {"model", "n", "size", "response_format", "quality", "style", "background", "output_format",
-     "output_compression", "moderation", "input_fidelity", "user", "stream", "partial_images"}
-)
+_OPTION_FIELDS = frozenset(KNOWN_FIELDS) - {"prompt"}  # the prompt is an argument of its own
 
 
 def _build_request(

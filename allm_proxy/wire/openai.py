@@ -16,13 +16,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import InvalidRequestError, ProxyError, UnsupportedMediaTypeError
-from ..types import KNOWN_FIELDS, ImageEvent, ImageRequest, ImageResponse, InputFile, Operation, b64decode_lenient
+from ..types import (
+    BOOL_FIELDS,
+    INT_FIELDS,
+    KNOWN_FIELDS,
+    TEXT_FIELDS,
+    ImageEvent,
+    ImageRequest,
+    ImageResponse,
+    InputFile,
+    Operation,
+    b64decode_lenient,
+)
 from .multipart import MultipartError, parse_multipart
 
-_STRING_FIELDS = frozenset({"model", "prompt", "size", "response_format", "quality", "style", "background",
-                            "output_format", "moderation", "input_fidelity", "user"})
-_INT_FIELDS = frozenset({"n", "output_compression", "partial_images"})
-_BOOL_FIELDS = frozenset({"stream"})
 _IMAGE_FIELDS = ("image", "image[]")
 
 JSON_PARSE_ERROR = (
@@ -75,16 +82,16 @@ def _parse_json(operation: Operation, body: bytes) -> ImageRequest:
 def _coerce_json(name: str, value: Any) -> Any:
     if value is None:
         return None
-    if name in _STRING_FIELDS:
+    if name in TEXT_FIELDS:
         if not isinstance(value, str):
             raise _type_error(name, "a string", value)
         return value
-    if name in _INT_FIELDS:
+    if name in INT_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int | float) or (
                 isinstance(value, float) and not value.is_integer()):  # 1.5, inf and NaN alike
             raise _type_error(name, "an integer", value)
         return int(value)
-    if name in _BOOL_FIELDS:
+    if name in BOOL_FIELDS:
         if not isinstance(value, bool):
             raise _type_error(name, "a boolean", value)
         return value
@@ -165,12 +172,12 @@ def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> Im
 
 
 def _coerce_text(name: str, text: str) -> Any:
-    if name in _INT_FIELDS:
+    if name in INT_FIELDS:
         try:
             return int(text.strip())
         except ValueError:
             raise _type_error(name, "an integer", text) from None
-    if name in _BOOL_FIELDS:
+    if name in BOOL_FIELDS:
         lowered = text.strip().lower()
         if lowered in ("true", "1"):
             return True
