@@ -18,7 +18,8 @@ from PIL import Image as PILImage
 from vcr.request import Request
 
 from ..types import sniff_mime
-from .bodies import as_bytes, json_data, parse_form
+from ..wire.multipart import is_multipart, parse_multipart
+from .bodies import as_bytes, json_data
 from .filters import SECRET_HEADERS, SECRET_QUERY
 from .formats import FORMATS, format_for
 from .summary import content_type_of, response_images, sse_events, summarize_request
@@ -167,8 +168,8 @@ def _body_problem(content_type: str | None, body: bytes) -> str | None:
         return None
     kind = (content_type or "").lower()
     try:
-        if "multipart/form-data" in kind:
-            parse_form(content_type, body)
+        if is_multipart(content_type):
+            parse_multipart(content_type, body, recorded=True)
         elif "json" in kind:
             json_data(content_type, body)
     except ValueError as exc:
@@ -189,9 +190,9 @@ def _body_text(content_type: str | None, body: bytes) -> str:
     if not body:
         return "(empty)"
     kind = (content_type or "").lower()
-    if "multipart/form-data" in kind:
+    if is_multipart(content_type):
         try:
-            parts = parse_form(content_type, body)
+            parts = parse_multipart(content_type, body, recorded=True)
         except ValueError:
             return f"({len(body)} bytes, not well-formed multipart)"
         return "\n".join(f"{p.name}: " + (f"<file {p.filename!r}, {len(p.data)} bytes>" if p.is_file

@@ -17,7 +17,8 @@ from typing import Any
 from vcr.request import Request
 
 from ..types import b64decode_lenient, sniff_mime
-from .bodies import FormPart, as_bytes, json_data, parse_form
+from ..wire.multipart import Part, is_multipart, parse_multipart
+from .bodies import as_bytes, json_data
 
 PROMPT_EXCERPT = 60
 _GEMINI_MODEL = re.compile(r"/models/([^/:]+):")
@@ -31,7 +32,7 @@ class RequestSummary:
     model: str | None = None
     prompt: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
-    files: list[FormPart] = field(default_factory=list)
+    files: list[Part] = field(default_factory=list)
 
     def line(self) -> str:
         out = f"{self.method} {self.uri}"
@@ -53,9 +54,9 @@ def summarize_request(request: Request) -> RequestSummary:
     content_type = request.headers.get("content-type")
     if not body:
         return summary
-    if "multipart/form-data" in (content_type or "").lower():
+    if is_multipart(content_type):
         try:
-            parts = parse_form(content_type, body)
+            parts = parse_multipart(content_type, body, recorded=True)
         except ValueError:
             return summary
         for part in parts:
@@ -82,9 +83,9 @@ def summarize_request(request: Request) -> RequestSummary:
     return summary
 
 
-def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[FormPart]]:
+def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[Part]]:
     texts: list[str] = []
-    files: list[FormPart] = []
+    files: list[Part] = []
     contents = [c for c in data.get("contents") or [] if isinstance(c, dict)]
     for content in contents:
         for part in content.get("parts") or []:
@@ -94,7 +95,7 @@ def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[FormPart]]:
                 texts.append(part["text"])
             inline = part.get("inlineData") or part.get("inline_data")
             if isinstance(inline, dict) and isinstance(inline.get("data"), str):
-                files.append(FormPart(name="inlineData", data=_decode(inline["data"]), filename="inline",
+                files.append(Part(name="inlineData", data=_decode(inline["data"]), filename="inline",
                                       content_type=inline.get("mimeType") or inline.get("mime_type")))
     return texts, files
 
