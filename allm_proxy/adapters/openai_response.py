@@ -13,8 +13,8 @@ import httpx
 
 from ..errors import UpstreamError
 from ..types import Image, ImageResponse, Usage
+from ..wire.jsonbytes import loads
 from .openai_errors import unusable_body
-from .openai_json import loads
 
 ECHO_FIELDS = ("background", "output_format", "quality", "size")
 _OWN_FIELDS = frozenset({"created", "data", "usage", *ECHO_FIELDS})

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import httpx
 
 from ..errors import UpstreamError
 from ..types import EventKind, Image, ImageEvent, Usage
+from ..wire.jsonbytes import loads
+from ..wire.sse import EventSplitter, is_event_stream
 from .openai_errors import mask, transport_error, unusable_body, where
-from .openai_json import loads
 from .openai_response import response_from_json
 
 log = logging.getLogger("allm_proxy.adapters.openai")
@@ -53,35 +53,28 @@ class UpstreamEventStream:
     async def _read(self) -> AsyncGenerator[ImageEvent, None]:
         url = self._response.request.url
         try:
-            if not _is_event_stream(self._response):
+            if not is_event_stream(self._response.headers.get("content-type")):
                 async for whole in self._whole_answer():
                     yield whole
                 return
-            data_lines: list[bytes] = []
-            async with aclosing(sse_lines(self._response)) as lines:
-                async for line in lines:
-                    if line:
-                        if line.startswith(b"data:"):
-                            data_lines.append(line[6:] if line[5:6] == b" " else line[5:])
-                        # `event:` names repeat the JSON type, and `:` lines are keepalive comments.
-                        continue
-                    if not data_lines:
-                        continue
-                    data = b"\n".join(data_lines)
-                    data_lines.clear()
-                    if data.strip() == b"[DONE]":
+            splitter = EventSplitter()
+            async for chunk in self._response.aiter_bytes():
+                for sse_event in splitter.feed(chunk):
+                    if sse_event.data is None:
+                        continue  # a keepalive comment, or an `event:` line alone
+                    if sse_event.is_done:
                         return
-                    event = self._event(data)
+                    event = self._event(sse_event.data)
                     if event is not None:
                         yield event
                         if event.kind == "error":
                             return
-            data = b"\n".join(data_lines)
-            if data.strip() and data.strip() != b"[DONE]":
+            last = splitter.close()
+            if last is not None and last.data is not None and last.data.strip() and not last.is_done:
                 # The last event had no blank line after it; it is whole if its JSON is.
-                last = self._event(data)
-                if last is not None:
-                    yield last
+                final = self._event(last.data)
+                if final is not None:
+                    yield final
         except httpx.HTTPError as exc:
             raise transport_error(exc, url, self._api_key) from exc
         finally:
@@ -154,30 +147,3 @@ def event_from_json(payload: dict[str, Any], default_prefix: str) -> ImageEvent 
         usage=Usage.from_dict(usage) if isinstance(usage, dict) else None,
         fields={key: value for key, value in payload.items() if key not in _OWN_FIELDS},
     )
-
-
-async def sse_lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The lines of an SSE body as bytes, without their `\\n` or `\\r\\n`, as they arrive.
-
-    Bytes, not text: events carry megabytes of base64 that are parsed as bytes,
-    so decoding them to `str` first would be a wasted pass. A line split over
-    many chunks is joined once, when its end arrives.
-    """
-    pending: list[bytes] = []
-    async for chunk in response.aiter_bytes():
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            pending.append(chunk[start:end])
-            line = b"".join(pending) if len(pending) > 1 else pending[0]
-            pending.clear()
-            yield line[:-1] if line.endswith(b"\r") else line
-            start = end + 1
-        if start < len(chunk):
-            pending.append(chunk[start:])
-    if pending:
-        line = b"".join(pending)
-        yield line[:-1] if line.endswith(b"\r") else line
-
-
-def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";", 1)[0].strip().lower() == "text/event-stream"

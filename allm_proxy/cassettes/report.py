@@ -18,11 +18,12 @@ from PIL import Image as PILImage
 from vcr.request import Request
 
 from ..types import sniff_mime
+from ..wire import sse
 from ..wire.multipart import is_multipart, parse_multipart
 from .bodies import as_bytes, json_data
 from .filters import SECRET_HEADERS, SECRET_QUERY
 from .formats import FORMATS, format_for
-from .summary import content_type_of, response_images, sse_events, summarize_request
+from .summary import content_type_of, event_payloads, response_images, summarize_request
 
 LONG_STRING = 120
 # Shapes of provider keys that must never be on disk (OpenAI sk-..., Google AIza...).
@@ -152,8 +153,8 @@ def _bodies(entry: Entry) -> list[str]:
         problems.append(f"request body {problem}")
     response_type = content_type_of(entry.response)
     body = as_bytes(entry.response.get("body", {}).get("string"))
-    if "text/event-stream" in response_type:
-        for n, event in enumerate(sse_events(body)):
+    if sse.is_event_stream(response_type):
+        for n, event in enumerate(event_payloads(body)):
             if event.lstrip()[:1] in (b"{", b"[") and _body_problem("application/json", event):
                 problems.append(f"response event {n} is not valid JSON")
     else:
@@ -201,8 +202,8 @@ def _body_text(content_type: str | None, body: bytes) -> str:
         return json.dumps(_shorten_strings(json_data(content_type, body)), indent=2, ensure_ascii=False)
     except ValueError:
         pass
-    if "text/event-stream" in kind:
-        return "\n".join(_shorten(e.decode("utf-8", "replace")) for e in sse_events(body))
+    if sse.is_event_stream(kind):
+        return "\n".join(_shorten(e.decode("utf-8", "replace")) for e in event_payloads(body))
     try:
         return _shorten(body.decode("utf-8"))
     except UnicodeDecodeError:

@@ -17,6 +17,7 @@ from typing import Any
 from vcr.request import Request
 
 from ..types import b64decode_lenient, sniff_mime
+from ..wire import sse
 from ..wire.multipart import Part, is_multipart, parse_multipart
 from .bodies import as_bytes, json_data
 
@@ -108,8 +109,8 @@ def response_images(response: dict[str, Any]) -> list[bytes]:
     content_type = content_type_of(response)
     if content_type.startswith("image/") or sniff_mime(body[:16]) is not None:
         return [body]
-    if "text/event-stream" in content_type:
-        return [img for event in sse_events(body) for img in _images_in(_json_or_none(event))]
+    if sse.is_event_stream(content_type):
+        return [img for event in event_payloads(body) for img in _images_in(_json_or_none(event))]
     return _images_in(_json_or_none(body))
 
 
@@ -120,12 +121,11 @@ def content_type_of(response: dict[str, Any]) -> str:
     return ""
 
 
-def sse_events(body: bytes) -> Iterator[bytes]:
-    """The `data:` payload of each server-sent event."""
-    for block in re.split(rb"\r?\n\r?\n", body):
-        data = b"\n".join(line[5:].lstrip() for line in block.splitlines() if line.startswith(b"data:"))
-        if data and data != b"[DONE]":
-            yield data
+def event_payloads(body: bytes) -> Iterator[bytes]:
+    """The `data:` payload of each server-sent event of a recorded stream, `[DONE]` left out."""
+    for event in sse.split(body):
+        if event.data and not event.is_done:
+            yield event.data
 
 
 def _json_or_none(body: bytes) -> Any:

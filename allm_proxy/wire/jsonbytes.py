@@ -1,4 +1,4 @@
-"""JSON parsing for the openai adapter's hot path: answers carrying megabytes of base64.
+"""JSON parsing for bodies carrying megabytes of base64 (OpenAI answers and stream events).
 
 jiter (a dependency of the openai SDK) parses such bodies about five times
 faster than the standard library (0.4 ms against 2.3 ms for 3.2 MB), which
