@@ -21,8 +21,8 @@ import httpx
 
 from ..errors import UpstreamError
 from ..types import ImageRequest, ImageResponse, ImageStream
+from ..wire.requests import Body, render_body
 from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
-from .openai_body import Body, render_body
 from .openai_errors import relayed_headers, status_error, transport_error
 from .openai_options import OpenAIOptions
 from .openai_relay import relay, relayable

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 import httpx
 
 from ..errors import UpstreamError
-from ..types import EventKind, Image, ImageEvent, Usage
+from ..types import ImageEvent
+from ..wire.events import completed_events, event_from_json
 from ..wire.jsonbytes import loads
 from ..wire.sse import EventSplitter, is_event_stream
 from .openai_errors import mask, transport_error, unusable_body, where
-from .openai_response import response_from_json
+from .openai_response import answer_from_json
 
 log = logging.getLogger("allm_proxy.adapters.openai")
-
-_KINDS: dict[str, EventKind] = {"partial_image": "partial_image", "completed": "completed"}
-# Fields an event carries outside `fields` (type is rebuilt from prefix and kind).
-_OWN_FIELDS = frozenset({"type", "b64_json", "partial_image_index", "usage"})
 
 
 class UpstreamEventStream:
@@ -94,7 +90,9 @@ class UpstreamEventStream:
             kind = type(payload).__name__
             raise UpstreamError(f"OpenAI sent a stream event that is a JSON {kind}, not an object.")
         event = event_from_json(payload, self._prefix)
-        if event is not None and event.error is not None:
+        if event is None:
+            log.debug("skipping a stream event of unknown type %r", payload.get("type"))
+        elif event.error is not None:
             # The client may not own the key (the proxy's own): an echo of it never reaches them.
             key = self._api_key
             event.error = {k: mask(v, key) if isinstance(v, str) else v for k, v in event.error.items()}
@@ -110,40 +108,6 @@ class UpstreamEventStream:
         if not isinstance(raw, dict):
             raise unusable_body(self._response, body, "a stream was asked for; this is neither SSE nor JSON",
                                 self._api_key)
-        answer = response_from_json(raw, body, model=self._model, response=self._response,
-                                    api_key=self._api_key)
-        echo = {key: getattr(answer, key) for key in ("size", "quality", "background", "output_format")}
-        fields: dict[str, Any] = {"created_at": answer.created}
-        fields.update({key: value for key, value in echo.items() if value is not None})
-        for image in answer.images:
-            yield ImageEvent(kind="completed", prefix=self._prefix, image=image, usage=answer.usage,
-                             fields=dict(fields))
-
-
-def event_from_json(payload: dict[str, Any], default_prefix: str) -> ImageEvent | None:
-    """One SSE data object as an `ImageEvent`; every field kept, in order.
-
-    An object with an `error` key is an error event (the SDKs raise on it).
-    A type this proxy does not know yet (a newer API's event) is logged and
-    skipped: `ImageEvent` has no kind for it, and the SDKs ignore such types.
-    """
-    if "error" in payload:
-        error = payload["error"]
-        return ImageEvent(kind="error", error=error if isinstance(error, dict) else {"message": str(error)})
-    event_type = str(payload.get("type") or f"{default_prefix}.partial_image")
-    prefix, _, kind_name = event_type.rpartition(".")
-    kind = _KINDS.get(kind_name)
-    if kind is None:
-        log.debug("skipping a stream event of unknown type %r", event_type)
-        return None
-    b64 = payload.get("b64_json")
-    index = payload.get("partial_image_index")
-    usage = payload.get("usage")
-    return ImageEvent(
-        kind=kind,
-        prefix=prefix or default_prefix,
-        image=Image(b64_json=b64) if isinstance(b64, str) else None,
-        partial_image_index=index if isinstance(index, int) else None,
-        usage=Usage.from_dict(usage) if isinstance(usage, dict) else None,
-        fields={key: value for key, value in payload.items() if key not in _OWN_FIELDS},
-    )
+        answer = answer_from_json(self._response, raw, body, model=self._model, api_key=self._api_key)
+        for event in completed_events(answer, self._prefix):
+            yield event

@@ -116,5 +116,10 @@ def split(body: bytes) -> Iterator[Event]:
         yield last
 
 
+def encode(name: str, data: bytes) -> bytes:
+    """One event, `event: <name>\ndata: <data>\n\n`; `data` must be one line (JSON is)."""
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
 def is_event_stream(content_type: str | None) -> bool:
     return (content_type or "").split(";", 1)[0].strip().lower() == MEDIA_TYPE
