@@ -15,14 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .types import ImageRequest, parse_size
+from .types import OPTION_FIELDS, ImageRequest, parse_size
 
 STANDARD_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 EXTENDED_RATIOS = (*STANDARD_RATIOS, "1:4", "4:1", "1:8", "8:1")
 
-GPT_FIELDS = frozenset(
-    {"quality", "background", "output_format", "output_compression", "moderation", "stream", "partial_images"}
-)
+# GPT image models take every provider option but DALL-E 3's `style`; `input_fidelity` only in edits.
+GPT_FIELDS = frozenset(OPTION_FIELDS) - {"style", "input_fidelity"}
 GPT_EDIT_FIELDS = GPT_FIELDS | {"input_fidelity"}
 
 

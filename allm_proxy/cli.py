@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .config import ProxyConfig, cassette_settings_from_mapping, load_config
+from .config import ProxyConfig, RecordMode, cassette_settings_from_mapping, load_config
 
 # (click parameter name, environment variable) for every serve option that a
 # config file can also set. Flags beat the environment, which beats the file.
@@ -113,7 +113,7 @@ def main() -> None:
          help="YAML/JSON list of scripted replies for the fake provider.")
 @_option("--cassette", key="cassette", help="Record/replay upstream traffic to this cassette file.")
 @_option("--cassette-dir", key="cassette_dir", help="Directory of cassettes chosen per request (X-ALLM-Cassette).")
-@_option("--record-mode", key="record_mode", type=click.Choice(["off", "none", "once", "new_episodes", "all"]),
+@_option("--record-mode", key="record_mode", type=click.Choice([mode.value for mode in RecordMode]),
          help="Cassette record mode (vcrpy's meanings). [default: once]")
 @_option("--replay-timing", key="replay_timing", type=click.Choice(["instant", "recorded"]),
          help="Replay streams instantly or with their recorded pacing. [default: instant]")

@@ -43,13 +43,32 @@ Example `allm.toml`:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-RECORD_MODES = ("off", "none", "once", "new_episodes", "all")
+
+class RecordMode(enum.StrEnum):
+    """What a cassette does with a request: vcrpy's four modes plus `off` (no cassette at all).
+
+    A `str` enum, so `RecordMode("once") == "once"` and config files, flags and
+    JSON hold plain strings; `RecordMode("bogus")` raises a ValueError that
+    lists the valid values.
+    """
+
+    OFF = "off"
+    NONE = "none"
+    ONCE = "once"
+    NEW_EPISODES = "new_episodes"
+    ALL = "all"
+
+    @classmethod
+    def _missing_(cls, value: object) -> NoReturn:
+        raise ValueError(f"record mode {value!r} is not one of {', '.join(cls)}")
+
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 
 
@@ -68,7 +87,7 @@ class CassetteSettings:
 
     path: str | None = None
     directory: str | None = None
-    record_mode: str = "once"
+    record_mode: str = RecordMode.ONCE  # a RecordMode after __post_init__; plain strings are accepted
     match_on: tuple[str, ...] = ("method", "scheme", "host", "port", "path", "query", "body")
     allow_playback_repeats: bool = False
     replay_timing: str = "instant"  # or "recorded"
@@ -77,14 +96,13 @@ class CassetteSettings:
     filter_body_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.record_mode not in RECORD_MODES:
-            raise ValueError(f"record mode {self.record_mode!r} is not one of {', '.join(RECORD_MODES)}")
+        self.record_mode = RecordMode(self.record_mode)
         if self.replay_timing not in ("instant", "recorded"):
             raise ValueError(f"replay timing {self.replay_timing!r} is not 'instant' or 'recorded'")
 
     @property
     def enabled(self) -> bool:
-        return self.record_mode != "off" and (self.path is not None or self.directory is not None)
+        return self.record_mode != RecordMode.OFF and (self.path is not None or self.directory is not None)
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,7 @@ class UpstreamError(ProxyError):
 
     status = 502
     type = "server_error"
-    default_code = "upstream_error"
+    default_code: ClassVar[str | None] = "upstream_error"
 
 
 class NoImageGeneratedError(UpstreamError):

@@ -37,7 +37,8 @@ from typing import Any
 
 import pytest
 
-RECORD_MODES = ("off", "none", "once", "new_episodes", "all")
+from .config import RecordMode
+
 CONFIG_KEYS = frozenset({"provider", "options", "providers", "default_model", "record_mode", "match_on",
                          "allow_playback_repeats", "replay_timing", "filter_headers", "filter_query",
                          "filter_body_fields"})
@@ -47,7 +48,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]@+=,]")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("allm-proxy", "allm-proxy record-then-replay cassettes")
-    group.addoption("--allm-record-mode", action="store", default=None, choices=RECORD_MODES,
+    group.addoption("--allm-record-mode", action="store", default=None, choices=[mode.value for mode in RecordMode],
                     help="Record mode for allm_cassette tests (vcrpy's meanings). [default: none]")
     group.addoption("--allm-cassette-dir", action="store", default=None,
                     help="Where cassettes live. [default: a 'cassettes' directory next to each test module]")
@@ -100,8 +101,10 @@ def allm_cassette(request: pytest.FixtureRequest, allm_config: dict[str, Any],
     provider = marker_kwargs.get("provider") or allm_config.get("provider") or "openai"
     mode = (request.config.getoption("--allm-record-mode") or marker_kwargs.get("record_mode")
             or allm_config.get("record_mode") or "none")
-    if mode not in RECORD_MODES:
-        raise pytest.UsageError(f"allm record mode {mode!r} is not one of {', '.join(RECORD_MODES)}")
+    try:
+        mode = RecordMode(mode)
+    except ValueError as exc:
+        raise pytest.UsageError(f"allm {exc}") from None
     name = (marker.args[0] if marker is not None and marker.args else marker_kwargs.get("name")) \
         or _default_name(request)
     path = _cassette_dir(request) / name

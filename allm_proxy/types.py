@@ -9,33 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args, get_type_hints
 
 Operation = Literal["generate", "edit", "variation"]
-
-# Fields of the OpenAI Images wire that the codec types. Anything else a
-# client sends is kept, in order, in `ImageRequest.extra` and passed on.
-KNOWN_FIELDS: tuple[str, ...] = (
-    "model",
-    "prompt",
-    "n",
-    "size",
-    "response_format",
-    "quality",
-    "style",
-    "background",
-    "output_format",
-    "output_compression",
-    "moderation",
-    "input_fidelity",
-    "stream",
-    "partial_images",
-    "user",
-)
-
 
 def sniff_mime(data: bytes) -> str | None:
     """The image type from magic bytes; clients and providers both mislabel files."""
@@ -240,6 +220,13 @@ class Usage:
         )
 
 
+# How a field of `ImageRequest` travels on the OpenAI wire (the `metadata` of its dataclass
+# field): a core field every model takes, or a provider option a model family may refuse.
+_WIRE = "allm_wire"
+_CORE = {_WIRE: "core"}
+_OPTION = {_WIRE: "option"}
+
+
 @dataclass
 class ImageRequest:
     """One OpenAI Images call, parsed: generate, edit or variation.
@@ -251,23 +238,23 @@ class ImageRequest:
     """
 
     operation: Operation
-    prompt: str | None = None
-    model: str | None = None
+    prompt: str | None = field(default=None, metadata=_CORE)
+    model: str | None = field(default=None, metadata=_CORE)
     images: list[InputFile] = field(default_factory=list)
     mask: InputFile | None = None
-    n: int | None = None
-    size: str | None = None
-    response_format: str | None = None
-    quality: str | None = None
-    style: str | None = None
-    background: str | None = None
-    output_format: str | None = None
-    output_compression: int | None = None
-    moderation: str | None = None
-    input_fidelity: str | None = None
-    stream: bool | None = None
-    partial_images: int | None = None
-    user: str | None = None
+    n: int | None = field(default=None, metadata=_CORE)
+    size: str | None = field(default=None, metadata=_CORE)
+    response_format: str | None = field(default=None, metadata=_CORE)
+    quality: str | None = field(default=None, metadata=_OPTION)
+    style: str | None = field(default=None, metadata=_OPTION)
+    background: str | None = field(default=None, metadata=_OPTION)
+    output_format: str | None = field(default=None, metadata=_OPTION)
+    output_compression: int | None = field(default=None, metadata=_OPTION)
+    moderation: str | None = field(default=None, metadata=_OPTION)
+    input_fidelity: str | None = field(default=None, metadata=_OPTION)
+    stream: bool | None = field(default=None, metadata=_OPTION)
+    partial_images: int | None = field(default=None, metadata=_OPTION)
+    user: str | None = field(default=None, metadata=_CORE)
     extra: list[tuple[str, Any]] = field(default_factory=list)
     # Files beyond image/mask (e.g. `markup`), kept for pass-through.
     extra_files: list[InputFile] = field(default_factory=list)
@@ -286,6 +273,43 @@ class ImageRequest:
         """(width, height) for a `WxH` size, None for absent or `auto`."""
         return parse_size(self.size)
 
+
+
+@dataclass(frozen=True)
+class RequestField:
+    """One typed field of the OpenAI Images wire, as `ImageRequest` declares it."""
+
+    name: str
+    type: type  # str, int or bool: what a JSON value must be, what a multipart string becomes
+    option: bool  # a provider option (quality, style, ...) that a model family may not accept
+
+
+def _request_fields() -> tuple[RequestField, ...]:
+    """The table, read once from the dataclass, so a new field is declared in one place."""
+    hints = get_type_hints(ImageRequest)
+    table = []
+    for spec in dataclasses.fields(ImageRequest):
+        role = spec.metadata.get(_WIRE)
+        if role is None:
+            continue  # files, extras and bookkeeping: not one typed wire value
+        scalar = [t for t in get_args(hints[spec.name]) if t is not type(None)]
+        if len(scalar) != 1 or scalar[0] not in (str, int, bool):
+            raise TypeError(f"ImageRequest.{spec.name}: a wire field must be `str | None`, `int | None` "
+                            "or `bool | None`")
+        table.append(RequestField(spec.name, scalar[0], option=role == "option"))
+    return tuple(table)
+
+
+# The typed fields of the OpenAI Images wire, in declaration order (error messages
+# name the first offender). Anything else a client sends is kept, in order, in
+# `ImageRequest.extra` and passed on.
+REQUEST_FIELDS: tuple[RequestField, ...] = _request_fields()
+KNOWN_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS)
+TEXT_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.type is str)
+INT_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.type is int)
+BOOL_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.type is bool)
+# Provider options: a model family accepts some of them (capabilities), the rest are refused.
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.option)
 
 def parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None or size == "auto":

@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from .capabilities import ModelFamily
 from .errors import InvalidRequestError, UnknownParameterError, UnsupportedOperationError
-from .types import ImageRequest, InputFile, parse_size
+from .types import OPTION_FIELDS, TEXT_FIELDS, ImageRequest, InputFile, parse_size
 
 # Pillow refuses images above this many pixels, which stops decompression bombs
 # (a tiny PNG that inflates to gigabytes) before they are decoded.
@@ -29,7 +29,6 @@ class _TooManyPixels(Exception):
 MAX_OUTPUT_EDGE = 16384
 MAX_OUTPUT_PIXELS = 8192 * 8192
 
-_ALWAYS_ACCEPTED = {"model", "prompt", "n", "size", "response_format", "user"}
 _CHOICES: dict[str, tuple[str, ...]] = {
     "response_format": ("url", "b64_json"),
     "background": ("transparent", "opaque", "auto"),
@@ -37,10 +36,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "moderation": ("low", "auto"),
     "input_fidelity": ("high", "low"),
 }
-_TEXT_FIELDS = ("model", "prompt", "size", "response_format", "quality", "style", "background", "output_format",
-                "moderation", "input_fidelity", "user")
-_OPTIONAL_FIELDS = ("quality", "style", "background", "output_format", "output_compression", "moderation",
-                    "input_fidelity", "stream", "partial_images")
 
 
 def validate_request(request: ImageRequest, family: ModelFamily, *, requested_model: str) -> None:
@@ -68,7 +63,7 @@ def _op_name(operation: str) -> str:
 
 def _check_text(request: ImageRequest) -> None:
     """Every string must be real Unicode: a lone surrogate (JSON `"\\ud800"`) cannot be sent on as UTF-8."""
-    named = [(name, getattr(request, name)) for name in _TEXT_FIELDS]
+    named = [(name, getattr(request, name)) for name in TEXT_FIELDS]
     for name, value in [*named, *request.extra]:
         for text in _strings([name, value]):
             try:
@@ -123,7 +118,7 @@ def _check_fields(request: ImageRequest, family: ModelFamily, model: str) -> Non
     if family.permissive:
         return
     accepted = family.accepted_fields(request.operation)
-    for name in _OPTIONAL_FIELDS:
+    for name in OPTION_FIELDS:
         value = getattr(request, name)
         if value is None or name in accepted:
             continue

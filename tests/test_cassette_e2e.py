@@ -12,7 +12,7 @@ from allm_proxy import Engine
 from allm_proxy.config import CassetteSettings
 from tests.conftest import running_proxy
 from tests.test_cassette_support import OPENAI_KEY, png
-from tests.upstreams.openai_upstream import FakeOpenAI
+from tests.upstreams.openai_upstream import FakeOpenAI, stream_ending_in_done
 
 
 def proxy_engine(upstream_url: str, cassette: Path, record_mode: str) -> Engine:
@@ -51,3 +51,25 @@ def test_sdk_calls_recorded_through_the_proxy_replay_alike_with_the_upstream_dow
     assert miss.value.code == "cassette_miss"
     assert "prompt='a kestrel at dawn'" in miss.value.message
     assert len(upstream.requests) == 3
+
+
+def stream_events(client: openai.OpenAI) -> list[tuple[str, str | None]]:
+    stream = client.images.generate(model="gpt-image-1", prompt="a heron", stream=True, partial_images=1)
+    return [(e.type, e.b64_json) for e in stream]
+
+
+def test_a_stream_ending_in_done_is_recorded_and_replays_the_same_events(tmp_path: Path) -> None:
+    cassette = tmp_path / "done.json"
+    upstream = FakeOpenAI()
+    upstream.script(stream_ending_in_done())
+    with upstream.serving() as upstream_url, \
+            running_proxy(proxy_engine(upstream_url, cassette, "once")) as url:
+        recorded = stream_events(openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0))
+    assert [kind for kind, _ in recorded] == ["image_generation.partial_image", "image_generation.completed"]
+    assert cassette.exists(), "the stream was not recorded"
+    assert "data: [DONE]" in cassette.read_text()
+
+    with running_proxy(proxy_engine(upstream_url, cassette, "none")) as url:
+        replayed = stream_events(openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0))
+    assert replayed == recorded
+    assert len(upstream.requests) == 1

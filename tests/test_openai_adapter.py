@@ -16,7 +16,6 @@ import pytest
 from allm_proxy import Call, Engine
 from allm_proxy.adapters.base import AdapterSetup
 from allm_proxy.adapters.openai import OpenAIImages
-from allm_proxy.adapters.openai_body import form_values
 from allm_proxy.call import Route
 from allm_proxy.capabilities import ModelCatalog
 from allm_proxy.engine import edit_image
@@ -27,6 +26,7 @@ from allm_proxy.errors import (
     UpstreamTimeoutError,
 )
 from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
+from allm_proxy.wire.requests import form_values
 from tests.conftest import half_transparent_mask, png_bytes
 from tests.support.asgi_server import free_port
 from tests.upstreams.openai_upstream import (

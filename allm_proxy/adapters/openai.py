@@ -23,8 +23,8 @@ from ..call import Call
 from ..capabilities import PROVIDER_DECIDES
 from ..errors import UpstreamError
 from ..types import ImageRequest, ImageResponse, ImageResult, RawBody
+from ..wire.requests import Body, render_body
 from .base import AdapterInfo, AdapterSetup, ImageAdapter
-from .openai_body import Body, render_body
 from .openai_errors import relayed_headers, status_error, transport_error
 from .openai_options import OpenAIOptions
 from .openai_relay import relay, relayable

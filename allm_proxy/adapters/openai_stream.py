@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
-from typing import Any
 
 import httpx
 
 from ..errors import UpstreamError
-from ..types import EventKind, Image, ImageEvent, Usage
+from ..types import ImageEvent
+from ..wire.events import completed_events, event_from_json
+from ..wire.jsonbytes import loads
+from ..wire.sse import EventSplitter, is_event_stream
 from .openai_errors import mask, transport_error, unusable_body, where
-from .openai_json import loads
-from .openai_response import response_from_json
+from .openai_response import answer_from_json
 
 log = logging.getLogger("allm_proxy.adapters.openai")
-
-_KINDS: dict[str, EventKind] = {"partial_image": "partial_image", "completed": "completed"}
-# Fields an event carries outside `fields` (type is rebuilt from prefix and kind).
-_OWN_FIELDS = frozenset({"type", "b64_json", "partial_image_index", "usage"})
 
 
 class UpstreamEventStream:
@@ -53,35 +49,28 @@ class UpstreamEventStream:
     async def _read(self) -> AsyncGenerator[ImageEvent, None]:
         url = self._response.request.url
         try:
-            if not _is_event_stream(self._response):
+            if not is_event_stream(self._response.headers.get("content-type")):
                 async for whole in self._whole_answer():
                     yield whole
                 return
-            data_lines: list[bytes] = []
-            async with aclosing(sse_lines(self._response)) as lines:
-                async for line in lines:
-                    if line:
-                        if line.startswith(b"data:"):
-                            data_lines.append(line[6:] if line[5:6] == b" " else line[5:])
-                        # `event:` names repeat the JSON type, and `:` lines are keepalive comments.
-                        continue
-                    if not data_lines:
-                        continue
-                    data = b"\n".join(data_lines)
-                    data_lines.clear()
-                    if data.strip() == b"[DONE]":
+            splitter = EventSplitter()
+            async for chunk in self._response.aiter_bytes():
+                for sse_event in splitter.feed(chunk):
+                    if sse_event.data is None:
+                        continue  # a keepalive comment, or an `event:` line alone
+                    if sse_event.is_done:
                         return
-                    event = self._event(data)
+                    event = self._event(sse_event.data)
                     if event is not None:
                         yield event
                         if event.kind == "error":
                             return
-            data = b"\n".join(data_lines)
-            if data.strip() and data.strip() != b"[DONE]":
+            last = splitter.close()
+            if last is not None and last.data is not None and last.data.strip() and not last.is_done:
                 # The last event had no blank line after it; it is whole if its JSON is.
-                last = self._event(data)
-                if last is not None:
-                    yield last
+                final = self._event(last.data)
+                if final is not None:
+                    yield final
         except httpx.HTTPError as exc:
             raise transport_error(exc, url, self._api_key) from exc
         finally:
@@ -101,7 +90,9 @@ class UpstreamEventStream:
             kind = type(payload).__name__
             raise UpstreamError(f"OpenAI sent a stream event that is a JSON {kind}, not an object.")
         event = event_from_json(payload, self._prefix)
-        if event is not None and event.error is not None:
+        if event is None:
+            log.debug("skipping a stream event of unknown type %r", payload.get("type"))
+        elif event.error is not None:
             # The client may not own the key (the proxy's own): an echo of it never reaches them.
             key = self._api_key
             event.error = {k: mask(v, key) if isinstance(v, str) else v for k, v in event.error.items()}
@@ -117,67 +108,6 @@ class UpstreamEventStream:
         if not isinstance(raw, dict):
             raise unusable_body(self._response, body, "a stream was asked for; this is neither SSE nor JSON",
                                 self._api_key)
-        answer = response_from_json(raw, body, model=self._model, response=self._response,
-                                    api_key=self._api_key)
-        echo = {key: getattr(answer, key) for key in ("size", "quality", "background", "output_format")}
-        fields: dict[str, Any] = {"created_at": answer.created}
-        fields.update({key: value for key, value in echo.items() if value is not None})
-        for image in answer.images:
-            yield ImageEvent(kind="completed", prefix=self._prefix, image=image, usage=answer.usage,
-                             fields=dict(fields))
-
-
-def event_from_json(payload: dict[str, Any], default_prefix: str) -> ImageEvent | None:
-    """One SSE data object as an `ImageEvent`; every field kept, in order.
-
-    An object with an `error` key is an error event (the SDKs raise on it).
-    A type this proxy does not know yet (a newer API's event) is logged and
-    skipped: `ImageEvent` has no kind for it, and the SDKs ignore such types.
-    """
-    if "error" in payload:
-        error = payload["error"]
-        return ImageEvent(kind="error", error=error if isinstance(error, dict) else {"message": str(error)})
-    event_type = str(payload.get("type") or f"{default_prefix}.partial_image")
-    prefix, _, kind_name = event_type.rpartition(".")
-    kind = _KINDS.get(kind_name)
-    if kind is None:
-        log.debug("skipping a stream event of unknown type %r", event_type)
-        return None
-    b64 = payload.get("b64_json")
-    index = payload.get("partial_image_index")
-    usage = payload.get("usage")
-    return ImageEvent(
-        kind=kind,
-        prefix=prefix or default_prefix,
-        image=Image(b64_json=b64) if isinstance(b64, str) else None,
-        partial_image_index=index if isinstance(index, int) else None,
-        usage=Usage.from_dict(usage) if isinstance(usage, dict) else None,
-        fields={key: value for key, value in payload.items() if key not in _OWN_FIELDS},
-    )
-
-
-async def sse_lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The lines of an SSE body as bytes, without their `\\n` or `\\r\\n`, as they arrive.
-
-    Bytes, not text: events carry megabytes of base64 that are parsed as bytes,
-    so decoding them to `str` first would be a wasted pass. A line split over
-    many chunks is joined once, when its end arrives.
-    """
-    pending: list[bytes] = []
-    async for chunk in response.aiter_bytes():
-        start = 0
-        while (end := chunk.find(b"\n", start)) != -1:
-            pending.append(chunk[start:end])
-            line = b"".join(pending) if len(pending) > 1 else pending[0]
-            pending.clear()
-            yield line[:-1] if line.endswith(b"\r") else line
-            start = end + 1
-        if start < len(chunk):
-            pending.append(chunk[start:])
-    if pending:
-        line = b"".join(pending)
-        yield line[:-1] if line.endswith(b"\r") else line
-
-
-def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";", 1)[0].strip().lower() == "text/event-stream"
+        answer = answer_from_json(self._response, raw, body, model=self._model, api_key=self._api_key)
+        for event in completed_events(answer, self._prefix):
+            yield event

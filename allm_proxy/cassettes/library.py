@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from .. import errors
-from ..config import RECORD_MODES, CassetteSettings
+from ..config import CassetteSettings, RecordMode
 from .filters import SecretFilter
 from .formats import FORMATS
 from .matchers import build
@@ -125,7 +125,7 @@ class CassetteLibrary:
         with self._lock:
             tape = self._tapes.get(path)
             if tape is None:
-                tape = Tape(path, self.settings.record_mode, self.matchers, self.filter,
+                tape = Tape(path, RecordMode(self.settings.record_mode), self.matchers, self.filter,
                             allow_repeats=self.settings.allow_playback_repeats)
                 tape.load()
                 self._tapes[path] = tape
@@ -159,14 +159,15 @@ class CassetteLibrary:
             return None
         return path.relative_to(self.directory).as_posix()
 
-    def _record_mode(self, mode: str | None) -> str:
+    def _record_mode(self, mode: str | None) -> RecordMode:
         if mode is None:
-            return self.settings.record_mode
-        if mode not in RECORD_MODES:
-            raise errors.InvalidRequestError(
-                f"Record mode {mode!r} is not one of {', '.join(RECORD_MODES)}.", code="invalid_record_mode",
-                param="record_mode")
-        return mode
+            return RecordMode(self.settings.record_mode)
+        try:
+            return RecordMode(mode)
+        except ValueError as exc:
+            reason = str(exc)
+            raise errors.InvalidRequestError(f"{reason[:1].upper()}{reason[1:]}.", code="invalid_record_mode",
+                                             param="record_mode") from None
 
 
 def _check_suffix(path: Path) -> None:

@@ -26,7 +26,8 @@ from urllib.parse import parse_qsl
 from vcr import matchers as vcr_matchers
 from vcr.request import Request
 
-from .bodies import as_bytes, json_data, parse_form
+from ..wire.multipart import is_multipart, parse_multipart
+from .bodies import as_bytes, json_data
 
 VOLATILE_HEADERS = frozenset({
     "content-length", "content-type", "user-agent", "accept-encoding", "connection", "host", "date",
@@ -51,9 +52,9 @@ def body_form(request: Request) -> BodyForm:
     if not body:
         return ("empty", None)
     content_type = request.headers.get("content-type")
-    if "multipart/form-data" in (content_type or "").lower():
+    if is_multipart(content_type):
         try:
-            parts = parse_form(content_type, body)
+            parts = parse_multipart(content_type, body, recorded=True)
         except ValueError:
             return ("bytes", body)
         fields = [

@@ -18,10 +18,12 @@ from PIL import Image as PILImage
 from vcr.request import Request
 
 from ..types import sniff_mime
-from .bodies import as_bytes, json_data, parse_form
+from ..wire import sse
+from ..wire.multipart import is_multipart, parse_multipart
+from .bodies import as_bytes, json_data
 from .filters import SECRET_HEADERS, SECRET_QUERY
 from .formats import FORMATS, format_for
-from .summary import content_type_of, response_images, sse_events, summarize_request
+from .summary import content_type_of, event_payloads, response_images, summarize_request
 
 LONG_STRING = 120
 # Shapes of provider keys that must never be on disk (OpenAI sk-..., Google AIza...).
@@ -151,8 +153,8 @@ def _bodies(entry: Entry) -> list[str]:
         problems.append(f"request body {problem}")
     response_type = content_type_of(entry.response)
     body = as_bytes(entry.response.get("body", {}).get("string"))
-    if "text/event-stream" in response_type:
-        for n, event in enumerate(sse_events(body)):
+    if sse.is_event_stream(response_type):
+        for n, event in enumerate(event_payloads(body)):
             if event.lstrip()[:1] in (b"{", b"[") and _body_problem("application/json", event):
                 problems.append(f"response event {n} is not valid JSON")
     else:
@@ -167,8 +169,8 @@ def _body_problem(content_type: str | None, body: bytes) -> str | None:
         return None
     kind = (content_type or "").lower()
     try:
-        if "multipart/form-data" in kind:
-            parse_form(content_type, body)
+        if is_multipart(content_type):
+            parse_multipart(content_type, body, recorded=True)
         elif "json" in kind:
             json_data(content_type, body)
     except ValueError as exc:
@@ -189,9 +191,9 @@ def _body_text(content_type: str | None, body: bytes) -> str:
     if not body:
         return "(empty)"
     kind = (content_type or "").lower()
-    if "multipart/form-data" in kind:
+    if is_multipart(content_type):
         try:
-            parts = parse_form(content_type, body)
+            parts = parse_multipart(content_type, body, recorded=True)
         except ValueError:
             return f"({len(body)} bytes, not well-formed multipart)"
         return "\n".join(f"{p.name}: " + (f"<file {p.filename!r}, {len(p.data)} bytes>" if p.is_file
@@ -200,8 +202,8 @@ def _body_text(content_type: str | None, body: bytes) -> str:
         return json.dumps(_shorten_strings(json_data(content_type, body)), indent=2, ensure_ascii=False)
     except ValueError:
         pass
-    if "text/event-stream" in kind:
-        return "\n".join(_shorten(e.decode("utf-8", "replace")) for e in sse_events(body))
+    if sse.is_event_stream(kind):
+        return "\n".join(_shorten(e.decode("utf-8", "replace")) for e in event_payloads(body))
     try:
         return _shorten(body.decode("utf-8"))
     except UnicodeDecodeError:

@@ -10,15 +10,17 @@ at once by default, or with the recorded pacing (``replay_timing = "recorded"``)
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 
+from ..wire import sse
+from ..wire.events import StreamEnd, stream_end
+from ..wire.sse import EventSplitter, split
+
 TIMING_KEY = "allm_stream"
-_EVENT_END = re.compile(rb"\r?\n\r?\n")
 
 Finish = Callable[[bytes, list[list[float]]], Awaitable[None]]
 
@@ -28,33 +30,53 @@ def is_event_stream(headers: Any) -> bool:
     for name, value in (headers.items() if hasattr(headers, "items") else headers):
         if name.lower() == "content-type":
             values = value if isinstance(value, list) else [value]
-            return any("text/event-stream" in str(v).lower() for v in values)
+            return any(sse.is_event_stream(str(v)) for v in values)
     return False
 
 
 class RecordingStream(httpx.AsyncByteStream):
-    """Passes an upstream stream through, noting chunk timing; `finish` runs once it is read to the end.
+    """Passes an upstream stream through, noting chunk timing; `finish` runs once the answer is whole.
 
-    A stream the client abandons half-way is not recorded: replaying half an
-    answer would be worse than a clear miss.
+    Whole means: the body reached its end, a `data: [DONE]` or an error event
+    (the SDKs and the adapter stop reading there, so the end of the body may
+    never be read), or the client closed the stream after a `*.completed`
+    event. A stream the client abandons half-way is not recorded: replaying
+    half an answer would be worse than a clear miss.
     """
 
     def __init__(self, inner: httpx.AsyncByteStream, finish: Finish) -> None:
         self._inner = inner
         self._finish = finish
+        self._parts: list[bytes] = []
+        self._timing: list[list[float]] = []
+        self._events = EventSplitter()
+        self._end: StreamEnd | None = None  # where the last event with data left the stream
+        self._recorded = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         started = time.monotonic()
-        parts: list[bytes] = []
-        timing: list[list[float]] = []
         async for chunk in self._inner:
-            parts.append(chunk)
-            timing.append([round(time.monotonic() - started, 4), len(chunk)])
+            self._parts.append(chunk)
+            self._timing.append([round(time.monotonic() - started, 4), len(chunk)])
+            for event in self._events.feed(chunk):
+                if event.data is not None:  # a comment (keepalive) changes nothing
+                    self._end = stream_end(event)
+            if self._end in ("done", "error"):
+                await self._record()  # before the reader sees the end, as for whole bodies
             yield chunk
-        await self._finish(b"".join(parts), timing)
+        await self._record()
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        try:
+            if self._end == "completed":
+                await self._record()
+        finally:
+            await self._inner.aclose()
+
+    async def _record(self) -> None:
+        if not self._recorded:
+            self._recorded = True
+            await self._finish(b"".join(self._parts), list(self._timing))
 
 
 class ReplayStream(httpx.AsyncByteStream):
@@ -68,8 +90,8 @@ class ReplayStream(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._chunks is None:
-            for event in split_events(self._body):
-                yield event
+            for event in split(self._body):
+                yield event.raw
                 await asyncio.sleep(0)  # let the consumer act on each event, as on a live stream
             return
         loop = asyncio.get_running_loop()
@@ -84,15 +106,3 @@ class ReplayStream(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         return None
-
-
-def split_events(body: bytes) -> list[bytes]:
-    """The body cut after each blank line that ends an event (the pieces join back to the body)."""
-    events: list[bytes] = []
-    position = 0
-    for match in _EVENT_END.finditer(body):
-        events.append(body[position:match.end()])
-        position = match.end()
-    if position < len(body):
-        events.append(body[position:])
-    return events

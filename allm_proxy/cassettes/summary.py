@@ -17,7 +17,9 @@ from typing import Any
 from vcr.request import Request
 
 from ..types import b64decode_lenient, sniff_mime
-from .bodies import FormPart, as_bytes, json_data, parse_form
+from ..wire import sse
+from ..wire.multipart import Part, is_multipart, parse_multipart
+from .bodies import as_bytes, json_data
 
 PROMPT_EXCERPT = 60
 _GEMINI_MODEL = re.compile(r"/models/([^/:]+):")
@@ -31,7 +33,7 @@ class RequestSummary:
     model: str | None = None
     prompt: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
-    files: list[FormPart] = field(default_factory=list)
+    files: list[Part] = field(default_factory=list)
 
     def line(self) -> str:
         out = f"{self.method} {self.uri}"
@@ -53,9 +55,9 @@ def summarize_request(request: Request) -> RequestSummary:
     content_type = request.headers.get("content-type")
     if not body:
         return summary
-    if "multipart/form-data" in (content_type or "").lower():
+    if is_multipart(content_type):
         try:
-            parts = parse_form(content_type, body)
+            parts = parse_multipart(content_type, body, recorded=True)
         except ValueError:
             return summary
         for part in parts:
@@ -82,9 +84,9 @@ def summarize_request(request: Request) -> RequestSummary:
     return summary
 
 
-def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[FormPart]]:
+def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[Part]]:
     texts: list[str] = []
-    files: list[FormPart] = []
+    files: list[Part] = []
     contents = [c for c in data.get("contents") or [] if isinstance(c, dict)]
     for content in contents:
         for part in content.get("parts") or []:
@@ -94,7 +96,7 @@ def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[FormPart]]:
                 texts.append(part["text"])
             inline = part.get("inlineData") or part.get("inline_data")
             if isinstance(inline, dict) and isinstance(inline.get("data"), str):
-                files.append(FormPart(name="inlineData", data=_decode(inline["data"]), filename="inline",
+                files.append(Part(name="inlineData", data=_decode(inline["data"]), filename="inline",
                                       content_type=inline.get("mimeType") or inline.get("mime_type")))
     return texts, files
 
@@ -107,8 +109,8 @@ def response_images(response: dict[str, Any]) -> list[bytes]:
     content_type = content_type_of(response)
     if content_type.startswith("image/") or sniff_mime(body[:16]) is not None:
         return [body]
-    if "text/event-stream" in content_type:
-        return [img for event in sse_events(body) for img in _images_in(_json_or_none(event))]
+    if sse.is_event_stream(content_type):
+        return [img for event in event_payloads(body) for img in _images_in(_json_or_none(event))]
     return _images_in(_json_or_none(body))
 
 
@@ -119,12 +121,11 @@ def content_type_of(response: dict[str, Any]) -> str:
     return ""
 
 
-def sse_events(body: bytes) -> Iterator[bytes]:
-    """The `data:` payload of each server-sent event."""
-    for block in re.split(rb"\r?\n\r?\n", body):
-        data = b"\n".join(line[5:].lstrip() for line in block.splitlines() if line.startswith(b"data:"))
-        if data and data != b"[DONE]":
-            yield data
+def event_payloads(body: bytes) -> Iterator[bytes]:
+    """The `data:` payload of each server-sent event of a recorded stream, `[DONE]` left out."""
+    for event in sse.split(body):
+        if event.data and not event.is_done:
+            yield event.data
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -32,6 +32,7 @@ from typing import Any
 from vcr.request import Request
 
 from .. import errors
+from ..config import RecordMode
 from .filters import SecretFilter
 from .formats import format_for
 from .matchers import Matcher, nearest, request_key
@@ -62,7 +63,7 @@ class TapeStats:
 @dataclass
 class Tape:
     path: Path
-    record_mode: str
+    record_mode: RecordMode
     matchers: Sequence[Matcher]
     filter: SecretFilter
     allow_repeats: bool = False
@@ -70,6 +71,7 @@ class Tape:
     stats: TapeStats = field(default_factory=TapeStats)
 
     def __post_init__(self) -> None:
+        self.record_mode = RecordMode(self.record_mode)  # a plain string is welcome too
         self.format = format_for(self.path)
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -113,7 +115,7 @@ class Tape:
             self._version = self._saved_version = 0
             self._disk_state = _stat(self.path)
 
-    def begin(self, record_mode: str) -> None:
+    def begin(self, record_mode: RecordMode) -> None:
         """A fresh use, as `vcr.use_cassette`: cursors rewound, the file re-read if it changed."""
         if _stat(self.path) != self._disk_state:  # deleted or replaced since we read or wrote it
             self.load()
@@ -139,7 +141,7 @@ class Tape:
     def next_response(self, key: Key, session: str) -> Interaction | None:
         """The recorded answer this session gets next for `key`, or None (record it, or miss)."""
         with self._lock:
-            if self.record_mode in ("all", "off") or not (self.existed or self.allow_repeats):
+            if self.record_mode in (RecordMode.ALL, RecordMode.OFF) or not (self.existed or self.allow_repeats):
                 return None
             hits = self._index.get(key)
             if not hits:
@@ -156,7 +158,7 @@ class Tape:
     @property
     def may_record(self) -> bool:
         mode = self.record_mode
-        return mode in ("new_episodes", "all") or (mode == "once" and not self.existed)
+        return mode in (RecordMode.NEW_EPISODES, RecordMode.ALL) or (mode == RecordMode.ONCE and not self.existed)
 
     async def record(self, interaction: Interaction, session: str) -> None:
         """Keep a new interaction and write the cassette before the caller sees the answer."""
@@ -195,7 +197,7 @@ class Tape:
 
     def _persisted(self) -> list[Interaction]:
         """What the file holds: in `all` mode, new recordings replace the loaded ones they match."""
-        if self.record_mode != "all":
+        if self.record_mode != RecordMode.ALL:
             return list(self._interactions)
         fresh = {i.key for i in self._interactions if not i.loaded}
         return [i for i in self._interactions if not (i.loaded and i.key in fresh)]
@@ -232,8 +234,8 @@ class Tape:
         return len(self._interactions)
 
 
-def _how_to_record(mode: str) -> str:
-    if mode == "once":
+def _how_to_record(mode: RecordMode) -> str:
+    if mode == RecordMode.ONCE:
         return (" Record mode 'once' does not add to an existing cassette: delete it to record it again, "
                 "or use record mode new_episodes.")
     return " Nothing is sent upstream in this record mode; use new_episodes to record new requests."

@@ -19,6 +19,7 @@ import httpx
 from vcr.request import Request
 
 from ..call import CallScope, current_scope
+from ..config import RecordMode
 from .streams import TIMING_KEY, RecordingStream, ReplayStream, is_event_stream
 from .tape import Interaction
 
@@ -37,7 +38,7 @@ class CassetteTransport(httpx.AsyncBaseTransport):
         call = current_scope.get() or CallScope()
         session = call.session
         tape = await self._library.tape_for(call.cassette)
-        if tape.record_mode == "off":
+        if tape.record_mode == RecordMode.OFF:
             return await self._inner.handle_async_request(request)
         body = await request.aread()
         seen = Request(request.method, str(request.url), body, request.headers)

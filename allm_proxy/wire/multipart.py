@@ -1,17 +1,41 @@
-"""Parse a multipart/form-data body into its parts, in wire order.
+"""multipart/form-data, both ways: the one parser and the one encoder of the proxy.
 
-A pure function over bytes (python-multipart does the tokenising), so the
-codec can be tested without a server and fuzzed without sockets.
+Pure functions over bytes (python-multipart does the tokenising), so the
+codec can be tested without a server and fuzzed without sockets. One parser
+for every reader means a body reads the same everywhere: the server reading
+a client's upload, and the cassette layer matching, summarising and checking
+a recorded one. Parameters follow RFC 7578: `name` quoted or bare, `\\"`
+unescaped, single quotes kept as part of the value, and the RFC 5987
+`filename*=` form ignored (section 4.2 forbids it; `filename=` is what counts).
+
+Two modes of the same parser:
+
+- strict (`parse_multipart`), for client bodies: at most `MAX_PARTS` parts,
+  a part's `Content-Transfer-Encoding` is not applied (RFC 7578 deprecates it).
+- recorded (`parse_multipart(..., recorded=True)`), for bodies read back from
+  a cassette: parts stored as `Content-Transfer-Encoding: base64` (how a
+  text cassette keeps binary uploads, see `with_base64_parts`) are decoded,
+  and there is no limit on parts.
+
+Either raises `MultipartError` (a `ValueError`) for a body that is not
+well-formed multipart/form-data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import binascii
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_PARTS = 1000
+_CTE = b"content-transfer-encoding"
+T = TypeVar("T")
 
 
 class MultipartError(ValueError):
@@ -20,6 +44,8 @@ class MultipartError(ValueError):
 
 @dataclass
 class Part:
+    """One part, its content decoded; `filename` None means a text field."""
+
     name: str
     data: bytes
     filename: str | None = None
@@ -36,6 +62,26 @@ class Part:
             raise MultipartError(f"the form field {self.name!r} is not valid UTF-8 text") from None
 
 
+@dataclass
+class _RawPart:
+    """A part as it arrived: its header lines in order, its content untouched."""
+
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    data: bytes = b""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The value of header `name` (lower case); the last one when it repeats."""
+        found = None
+        for key, value in self.headers:
+            if key.lower() == name:
+                found = value
+        return found
+
+
+def is_multipart(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() == "multipart/form-data"
+
+
 def boundary_of(content_type: str) -> bytes:
     kind, params = parse_options_header(content_type)
     if kind != b"multipart/form-data":
@@ -46,19 +92,46 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
-def parse_multipart(content_type: str, body: bytes) -> list[Part]:
+def parse_multipart(content_type: str | None, body: bytes, *, recorded: bool = False) -> list[Part]:
     """All parts of the body, text and files, in the order they were sent."""
-    boundary = boundary_of(content_type)
-    parts: list[Part] = []
+    return _split(boundary_of(content_type or ""), body, lambda raw: _part(raw, recorded=recorded),
+                  limit=None if recorded else MAX_PARTS)
+
+
+def _part(raw: _RawPart, *, recorded: bool) -> Part:
+    disposition, options = parse_options_header(raw.header(b"content-disposition") or b"")
+    if disposition != b"form-data" or b"name" not in options:
+        raise MultipartError("a part has no Content-Disposition: form-data; name=...")
+    name = options[b"name"].decode("utf-8", "replace")
+    data = raw.data
+    if recorded and (raw.header(_CTE) or b"").strip().lower() == b"base64":
+        try:
+            data = base64.b64decode(data)
+        except (binascii.Error, ValueError) as exc:
+            raise MultipartError(f"part {name!r} is not valid base64: {exc}") from None
+    filename = options.get(b"filename")
+    content_type = raw.header(b"content-type")
+    return Part(
+        name=name,
+        data=data,
+        filename=filename.decode("utf-8", "replace") if filename is not None else None,
+        content_type=content_type.decode("latin-1").strip() if content_type else None,
+    )
+
+
+def _split(boundary: bytes, body: bytes, finish: Callable[[_RawPart], T], *, limit: int | None) -> list[T]:
+    """`finish(part)` of each part, called as soon as the part ends (a bad part fails at once)."""
+    parts: list[T] = []
+    current = _RawPart()
     chunks: list[bytes] = []
-    headers: dict[bytes, bytes] = {}
     field_name: list[bytes] = []
     field_value: list[bytes] = []
     state = {"ended": False}
 
     def on_part_begin() -> None:
+        nonlocal current
+        current = _RawPart()
         chunks.clear()
-        headers.clear()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         chunks.append(data[start:end])
@@ -70,26 +143,15 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         field_value.append(data[start:end])
 
     def on_header_end() -> None:
-        headers[b"".join(field_name).lower()] = b"".join(field_value)
+        current.headers.append((b"".join(field_name), b"".join(field_value)))
         field_name.clear()
         field_value.clear()
 
     def on_part_end() -> None:
-        if len(parts) >= MAX_PARTS:
-            raise MultipartError(f"too many form parts (more than {MAX_PARTS})")
-        disposition, options = parse_options_header(headers.get(b"content-disposition", b""))
-        if disposition != b"form-data" or b"name" not in options:
-            raise MultipartError("a part has no Content-Disposition: form-data; name=...")
-        filename = options.get(b"filename")
-        content_type = headers.get(b"content-type")
-        parts.append(
-            Part(
-                name=options[b"name"].decode("utf-8", "replace"),
-                data=b"".join(chunks),
-                filename=filename.decode("utf-8", "replace") if filename is not None else None,
-                content_type=content_type.decode("latin-1") if content_type else None,
-            )
-        )
+        if limit is not None and len(parts) >= limit:
+            raise MultipartError(f"too many form parts (more than {limit})")
+        current.data = b"".join(chunks)
+        parts.append(finish(current))
 
     def on_end() -> None:
         state["ended"] = True
@@ -114,3 +176,59 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
     if not state["ended"]:
         raise MultipartError("the multipart body ends before its closing boundary (truncated upload?)")
     return parts
+
+
+# -- encoding -------------------------------------------------------------------------
+
+
+def encode_multipart(parts: Iterable[Part], *, boundary: str | None = None) -> tuple[bytes, str]:
+    """(body, Content-Type) for `parts`, in order; a fresh random boundary unless one is given.
+
+    Each file part gets a Content-Type: its own, else application/octet-stream.
+    The bytes go in as they are: one copy, in the final join.
+    """
+    boundary = boundary or secrets.token_hex(16)
+    delimiter = b"--" + boundary.encode("ascii") + b"\r\n"
+    chunks: list[bytes] = []
+    for part in parts:
+        head = b'Content-Disposition: form-data; name="' + _quote(part.name) + b'"'
+        if part.filename is not None:
+            head += b'; filename="' + _quote(part.filename) + b'"'
+            content_type = part.content_type or "application/octet-stream"
+            head += b"\r\nContent-Type: " + content_type.encode("latin-1", "replace")
+        chunks += [delimiter, head, b"\r\n\r\n", part.data, b"\r\n"]
+    chunks.append(b"--" + boundary.encode("ascii") + b"--\r\n")
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+def _quote(value: str) -> bytes:
+    """Escape a name for a Content-Disposition parameter as browsers and httpx do."""
+    escaped = value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    return escaped.encode()
+
+
+def with_base64_parts(content_type: str | None, body: bytes) -> bytes | None:
+    """The same multipart body with each non-UTF-8 part re-sent as a base64 part; None if not multipart.
+
+    For text-only cassette formats: the result is UTF-8 and still multipart
+    (same boundary, same headers, in order), and `parse_multipart(...,
+    recorded=True)` reads back the original bytes of every part.
+    """
+    try:
+        boundary = boundary_of(content_type or "")
+        raw_parts = _split(boundary, body, lambda raw: raw, limit=None)
+    except MultipartError:
+        return None
+    chunks: list[bytes] = []
+    for raw in raw_parts:
+        headers, data = raw.headers, raw.data
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            headers = [*headers, (b"Content-Transfer-Encoding", b"base64")]
+            data = base64.b64encode(data)
+        chunks.append(b"--" + boundary + b"\r\n")
+        chunks += [key + b": " + value + b"\r\n" for key, value in headers]
+        chunks += [b"\r\n", data, b"\r\n"]
+    chunks.append(b"--" + boundary + b"--\r\n")
+    return b"".join(chunks)

@@ -20,7 +20,7 @@ Every response carries `x-request-id` (`req_up_<n>`).
 Replies are consumed in order, one per image request; with none scripted
 every request gets `ok()` (or `default_reply`). Failure replies: `error(...)`
 and its shortcuts, `hang`, `reset`, `garbage`, `truncated_json`,
-`truncated_body`, `slow_stream`, and `raw` for an exact body (benchmarks).
+`truncated_body`, `slow_stream`, `stream_ending_in_done`, and `raw` for an exact body (benchmarks).
 """
 
 from __future__ import annotations
@@ -157,6 +157,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
     seconds: float = 0.0
+    done: bool = False  # a stream ends with `data: [DONE]`
 
 
 def ok() -> Reply:
@@ -232,6 +233,11 @@ def truncated_body() -> Reply:
 def slow_stream(delay: float) -> Reply:
     """The usual answer; a stream sleeps `delay` seconds before each event."""
     return Reply("ok", seconds=delay)
+
+
+def stream_ending_in_done() -> Reply:
+    """The usual answer; a stream sends `data: [DONE]` after `.completed` (both SDKs stop there, spec section 7)."""
+    return Reply("ok", done=True)
 
 
 def raw(body: bytes, *, status: int = 200, content_type: str = "application/json",
@@ -336,7 +342,7 @@ class FakeOpenAI:
         fields = received.fields
         if _truthy(fields.get("stream")):
             delay = reply.seconds or self.stream_delay
-            return StreamingResponse(self._events(received, delay), media_type="text/event-stream",
+            return StreamingResponse(self._events(received, delay, done=reply.done), media_type="text/event-stream",
                                      headers=headers)
         body = self._answer(received, number)
         if reply.kind == "truncated_json":
@@ -410,7 +416,7 @@ class FakeOpenAI:
         out["data"] = data
         return json.dumps(out).encode()
 
-    async def _events(self, received: Received, delay: float) -> Any:
+    async def _events(self, received: Received, delay: float, *, done: bool = False) -> Any:
         fields = received.fields
         prefix = "image_edit" if received.path.endswith("/edits") else "image_generation"
         echo = _gpt_echo(fields)
@@ -432,6 +438,8 @@ class FakeOpenAI:
                     event["usage"] = _usage(1, received.input_images)
                     yield b": keepalive\n\n"
                 yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            if done:
+                yield b"data: [DONE]\n\n"
             finished = True
         finally:
             with self._lock:
