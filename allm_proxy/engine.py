@@ -187,10 +187,10 @@ class Engine:
         if requested is None:
             # The provider decides: check only what no model accepts, and let it answer the rest.
             return Route(provider=self.provider, model=None, requested_model=None,
-                         family=self.catalog.for_provider(None, self.provider))
+                         family=self.catalog.for_provider(None, self._info.rules))  # hook: adapter rules
         alias = self.aliases.get(requested)
         provider, target = (alias.provider, alias.model) if alias else (self.provider, requested)
-        semantics = "openai" if provider == "fake" else provider
+        semantics = get_adapter_info(provider).rules  # hook: adapter rules (the provider says whose rules)
         # The name the client used decides the rules when it is a known family:
         # code written for dall-e-3 keeps dall-e-3's rules behind an alias.
         family = self.catalog.lookup(requested) or self.catalog.for_provider(target, semantics)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from allm_proxy import errors
-from allm_proxy.adapters.gemini_errors import (
+from allm_proxy.adapters.gemini.errors import (
     error_from_response,
     most_telling,
     safety_error,

@@ -6,7 +6,7 @@ import io
 
 from PIL import Image as PILImage
 
-from allm_proxy.adapters.gemini_mask import composite_masked, mask_hint_png
+from allm_proxy.adapters.gemini.mask import composite_masked, mask_hint_png
 
 
 def encoded(img: PILImage.Image, fmt: str = "PNG") -> bytes:

@@ -16,7 +16,7 @@ import pytest
 from allm_proxy import Engine
 from allm_proxy.adapters.base import AdapterSetup, CallContext
 from allm_proxy.adapters.openai import OpenAIImages
-from allm_proxy.adapters.openai_body import form_values
+from allm_proxy.adapters.openai.body import form_values
 from allm_proxy.capabilities import ModelCatalog
 from allm_proxy.engine import CallOptions, edit_image
 from allm_proxy.errors import (

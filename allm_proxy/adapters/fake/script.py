@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import errors
-from ..types import Image, ImageRequest, sniff_mime
+from ... import errors
+from ...types import Image, ImageRequest, sniff_mime
 
 IMAGE_KEYS = ("image", "b64_json", "bytes", "url")
 _ERROR_KEYS = ("status", "message", "type", "code", "param", "headers")

@@ -4,7 +4,7 @@ Generations and edits become ``POST {base}/{version}/models/{model}:generateCont
 (spec/gemini-images.md sections 3-5); the answers become one `ImageResponse`.
 What Gemini lacks, the proxy does itself: `n` fans out into n calls (image
 models refuse candidateCount > 1), masks are composited locally
-(gemini_mask.py), output formats are transcoded, variations are an edit when
+(mask.py), output formats are transcoded, variations are an edit when
 `variations = "emulate"`, and streaming clients get one completed event per
 image (Gemini makes no partial images).
 
@@ -25,16 +25,15 @@ from urllib.parse import quote
 import httpx
 from PIL import Image as PILImage
 
-from ..capabilities import ModelDefault
-from ..errors import InvalidRequestError, ProxyError, UnsupportedOperationError, UpstreamError
-from ..imaging import decoded_size, encode, format_of, transcode
-from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
-from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
-from .gemini_errors import always_raised, error_from_response, most_telling, transport_error
-from .gemini_mask import MASK_HINT_INSTRUCTION, composite_masked, mask_hint_png
-from .gemini_options import GeminiOptions
-from .gemini_response import GeminiResult, parse_generate_response, sum_usage
-from .gemini_sizes import GeminiImageConfig, image_config_for
+from ...errors import InvalidRequestError, ProxyError, UnsupportedOperationError, UpstreamError
+from ...imaging import decoded_size, encode, format_of, transcode
+from ...types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
+from ..base import AdapterSetup, CallContext
+from .errors import always_raised, error_from_response, most_telling, transport_error
+from .mask import MASK_HINT_INSTRUCTION, composite_masked, mask_hint_png
+from .options import GeminiOptions
+from .response import GeminiResult, parse_generate_response, sum_usage
+from .sizes import GeminiImageConfig, image_config_for
 
 VARIATION_PROMPT = (
     "Make a variation of this image: keep its subject, composition, palette and style, "
@@ -234,16 +233,3 @@ async def _events(made: list[_Made], prefix: str, quality: str) -> AsyncIterator
             fields={"size": item.size, "quality": quality, "background": item.background,
                     "output_format": item.output_format, "created_at": int(time.time())},
         )
-
-
-def _build(setup: AdapterSetup) -> ImageAdapter:
-    return GeminiImages(setup)
-
-
-INFO = AdapterInfo(
-    name="gemini",
-    factory=_build,
-    key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-    needs_key=True,
-    default_model=ModelDefault(fixed="gemini-3-pro-image"),
-)

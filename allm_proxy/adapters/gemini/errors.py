@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import (
+from ...errors import (
     AuthenticationError,
     CassetteMissError,
     ContentPolicyError,

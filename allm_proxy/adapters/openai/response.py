@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from ..errors import UpstreamError
-from ..types import Image, ImageResponse, Usage
-from .openai_errors import unusable_body
-from .openai_json import loads
+from ...errors import UpstreamError
+from ...types import Image, ImageResponse, Usage
+from .errors import unusable_body
+from .json import loads
 
 ECHO_FIELDS = ("background", "output_format", "quality", "size")
 _OWN_FIELDS = frozenset({"created", "data", "usage", *ECHO_FIELDS})

@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 
-from ..errors import UpstreamError
-from ..types import EventKind, Image, ImageEvent, Usage
-from .openai_errors import mask, transport_error, unusable_body, where
-from .openai_json import loads
-from .openai_response import response_from_json
+from ...errors import UpstreamError
+from ...types import EventKind, Image, ImageEvent, Usage
+from .errors import mask, transport_error, unusable_body, where
+from .json import loads
+from .response import response_from_json
 
 log = logging.getLogger("allm_proxy.adapters.openai")
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..types import KNOWN_FIELDS, ImageRequest, InputFile
+from ...types import KNOWN_FIELDS, ImageRequest, InputFile
 
 # Typed fields after `prompt`, alphabetically: the SDK's signature order.
 _TEXT_FIELDS = tuple(sorted(name for name in KNOWN_FIELDS if name != "prompt"))
