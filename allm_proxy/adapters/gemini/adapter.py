@@ -29,7 +29,7 @@ from ...errors import InvalidRequestError, ProxyError, UnsupportedOperationError
 from ...imaging import decoded_size, encode, format_of, transcode
 from ...types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
 from ..base import AdapterSetup, CallContext
-from .errors import always_raised, error_from_response, most_telling, transport_error
+from .errors import error_from_response, most_telling, transport_error
 from .mask import MASK_HINT_INSTRUCTION, composite_masked, mask_hint_png
 from .options import GeminiOptions
 from .response import GeminiResult, parse_generate_response, sum_usage
@@ -42,6 +42,13 @@ VARIATION_PROMPT = (
 _ECHO_QUALITIES = ("low", "medium", "high")
 # Pillow's complaints about bytes Google sent; they are Google's fault (502), never a proxy 500.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """The error of one generateContent call, made from Google's answer (or from not reaching Google)."""
+
+    error: ProxyError
 
 
 @dataclass
@@ -139,7 +146,12 @@ class GeminiImages:
     async def _fan_out(
         self, body: dict[str, Any], n: int, model: str, ctx: CallContext
     ) -> list[GeminiResult]:
-        """n calls at once (bounded); the images that came back, or the most telling error."""
+        """n calls at once (bounded); the images that came back, or the most telling of Google's errors.
+
+        Only what Google answered (or a failure to reach it) is weighed against the other calls.
+        Anything else raised beneath the adapter (a cassette miss from the transport, a bug, a
+        cancellation) reaches the caller untouched, never hidden behind a partial answer.
+        """
         calls = (self._call(body, model, ctx) for _ in range(n))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         results: list[GeminiResult] = []
@@ -147,17 +159,15 @@ class GeminiImages:
         for outcome in outcomes:
             if isinstance(outcome, GeminiResult):
                 results.append(outcome)
-            elif isinstance(outcome, ProxyError):
-                if always_raised(outcome):
-                    raise outcome
-                failures.append(outcome)
+            elif isinstance(outcome, _Failed):
+                failures.append(outcome.error)
             else:
-                raise outcome  # a bug or a cancellation: never hide it behind a partial answer
+                raise outcome
         if not results:
             raise most_telling(failures)
         return results
 
-    async def _call(self, body: dict[str, Any], model: str, ctx: CallContext) -> GeminiResult:
+    async def _call(self, body: dict[str, Any], model: str, ctx: CallContext) -> GeminiResult | _Failed:
         base = f"{self.options.base_url}/{self.options.api_version}"
         url = f"{base}/models/{quote(model, safe='-._~')}:generateContent"
         headers = {"content-type": "application/json"}
@@ -167,10 +177,15 @@ class GeminiImages:
             try:
                 response = await self._http.post(url, json=body, headers=headers)
             except httpx.HTTPError as exc:
-                raise transport_error(exc, model=model) from exc
+                error = transport_error(exc, model=model)
+                error.__cause__ = exc  # kept for the log, as `raise ... from exc` would
+                return _Failed(error)
         if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, model=model)
-        return parse_generate_response(response.content, model=model, safety_code=self.options.safety_code)
+            return _Failed(error_from_response(response.status_code, response.content, model=model))
+        try:
+            return parse_generate_response(response.content, model=model, safety_code=self.options.safety_code)
+        except ProxyError as exc:  # a safety block, no image, a body that is not Google's
+            return _Failed(exc)
 
     def _finish(self, result: GeminiResult, request: ImageRequest, fmt: str) -> _Made:
         """Mask compositing and output format `fmt`, then the echo facts read from the final bytes."""

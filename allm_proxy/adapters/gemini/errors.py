@@ -18,7 +18,6 @@ import httpx
 
 from ...errors import (
     AuthenticationError,
-    CassetteMissError,
     ContentPolicyError,
     InvalidRequestError,
     ModelNotFoundError,
@@ -124,11 +123,6 @@ def most_telling(failures: Sequence[ProxyError]) -> ProxyError:
         return 3
 
     return min(failures, key=rank)
-
-
-def always_raised(error: ProxyError) -> bool:
-    """Errors that must reach the client even when other calls of the same request succeeded."""
-    return isinstance(error, CassetteMissError)
 
 
 def _google_envelope(body: bytes) -> dict[str, Any] | None:
