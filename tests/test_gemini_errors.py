@@ -1,4 +1,4 @@
-"""Google's error answers and safety blocks as OpenAI errors (gemini_errors.py), without a network."""
+"""Google's error answers and safety blocks as OpenAI errors (adapters/gemini/errors.py), without a network."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Masks honoured by compositing (gemini_mask.py): Gemini edits everything, the proxy keeps what the mask keeps."""
+"""Masks honoured by compositing (gemini/mask.py): Gemini edits everything, the proxy keeps what the mask keeps."""
 
 from __future__ import annotations
 
