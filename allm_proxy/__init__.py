@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .adapters import AdapterInfo, register_adapter
-from .adapters.fake_script import FakeScript
+from .adapters.fake import FakeScript
 from .call import Call
 from .config import CassetteSettings, ModelAlias, ProxyConfig, load_config
 from .engine import (

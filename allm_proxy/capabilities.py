@@ -214,6 +214,7 @@ _GEMINI_GENERIC = ModelFamily(
 )
 
 BUILTIN_FAMILIES: tuple[ModelFamily, ...] = (_DALLE2, _DALLE3, _GPT_IMAGE, _GPT_IMAGE_2, *_GEMINI_FAMILIES)
+# The family an unknown model id gets, by the rules its provider follows (`AdapterInfo.rules`).
 GENERIC_FAMILIES: dict[str, ModelFamily] = {"openai": _OPENAI_GENERIC, "gemini": _GEMINI_GENERIC}
 
 
@@ -312,12 +313,15 @@ class ModelCatalog:
                     best = (len(prefix), family)
         return best[1] if best else None
 
-    def for_provider(self, model: str | None, provider: str) -> ModelFamily:
-        """The family of `model`, or the provider's permissive generic family."""
+    def for_provider(self, model: str | None, rules: str) -> ModelFamily:
+        """The family of `model`, or the permissive generic family of `rules` (`AdapterInfo.rules`)."""
         family = self.lookup(model)
         if family is not None:
             return family
-        return self.generic.get(provider, _OPENAI_GENERIC)
+        try:
+            return self.generic[rules]
+        except KeyError:
+            raise ValueError(f"no model rules named {rules!r}; known: {', '.join(sorted(self.generic))}") from None
 
     def known_prefixes(self) -> Iterable[str]:
         for family in self.families:

@@ -104,7 +104,8 @@ def main() -> None:
               envvar="ALLM_PROXY_CONFIG", show_envvar=True, help="TOML config file (flags override it).")
 @_option("--host", key="host", help="Address to bind. [default: 127.0.0.1]")
 @_option("--port", key="port", type=int, help="Port to listen on. [default: 8400]")
-@_option("--provider", key="provider", help="Default provider: fake, openai or gemini. [default: fake]")
+@_option("--provider", key="provider",
+         help="Default provider: fake, openai, gemini, or an installed adapter (entry point). [default: fake]")
 @_option("--default-model", key="default_model",
          help="Model for requests that name none. [default: fake: dall-e-2, or gpt-image-1.5 when GPT-image "
               "parameters are used, as OpenAI documents; openai: none sent, OpenAI decides; gemini: "
@@ -251,7 +252,8 @@ Examples:
 @click.option("--n", "n", type=int, default=1, show_default=True, help="How many images.")
 @click.option("--quality", help="low, medium, high, auto (GPT image); standard, hd (dall-e-3).")
 @click.option("--output-format", type=click.Choice(["png", "jpeg", "webp"]), help="Image format.")
-@click.option("--provider", envvar="ALLM_PROXY_PROVIDER", default=None, help="fake, openai or gemini.")
+@click.option("--provider", envvar="ALLM_PROXY_PROVIDER", default=None,
+              help="fake, openai, gemini, or an installed adapter.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="ALLM_PROXY_CONFIG", help="TOML config file.")
 def generate(prompt: str, output: Path, model: str | None, size: str | None, n: int, quality: str | None,

@@ -13,10 +13,10 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageStat
 
 from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, generate_image, image_variations
-from allm_proxy.adapters import fake
 from allm_proxy.adapters.fake import FakeImages
-from allm_proxy.adapters.fake_jobs import ImageCache
-from allm_proxy.adapters.fake_meta import image_tokens
+from allm_proxy.adapters.fake import adapter as fake_adapter
+from allm_proxy.adapters.fake.jobs import ImageCache
+from allm_proxy.adapters.fake.meta import image_tokens
 from allm_proxy.types import EventStream, ImageEvent, ImageResponse
 
 # gpt-image-2 takes any WxH in multiples of 16: small images keep the suite fast.
@@ -398,13 +398,13 @@ def test_cache_drops_least_recently_used_beyond_its_bounds() -> None:
 
 def test_drawing_runs_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
     threads: list[threading.Thread] = []
-    real = fake.frames
+    real = fake_adapter.frames
 
     def spy(*args: Any) -> tuple[bytes, ...]:
         threads.append(threading.current_thread())
         return real(*args)
 
-    monkeypatch.setattr(fake, "frames", spy)
+    monkeypatch.setattr(fake_adapter, "frames", spy)
     generate_image(engine, "a kestrel in a thread", **SMALL)
     loop_thread = engine._portal.thread if engine._portal else None
     assert threads and threads[0] is not loop_thread and threads[0] is not threading.main_thread()

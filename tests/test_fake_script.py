@@ -15,7 +15,7 @@ import pytest
 from PIL import Image as PILImage
 
 from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, errors, generate_image
-from allm_proxy.adapters.fake_script import FakeScript
+from allm_proxy.adapters.fake.script import FakeScript
 from allm_proxy.types import ImageResponse
 
 

@@ -1,4 +1,4 @@
-"""Google's error answers and safety blocks as OpenAI errors (gemini_errors.py), without a network."""
+"""Google's error answers and safety blocks as OpenAI errors (adapters/gemini/errors.py), without a network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from allm_proxy import errors
-from allm_proxy.adapters.gemini_errors import (
+from allm_proxy.adapters.gemini.errors import (
     error_from_response,
     most_telling,
     safety_error,

@@ -1,4 +1,4 @@
-"""Masks honoured by compositing (gemini_mask.py): Gemini edits everything, the proxy keeps what the mask keeps."""
+"""Masks honoured by compositing (gemini/mask.py): Gemini edits everything, the proxy keeps what the mask keeps."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 from PIL import Image as PILImage
 
-from allm_proxy.adapters.gemini_mask import composite_masked, mask_hint_png
+from allm_proxy.adapters.gemini.mask import composite_masked, mask_hint_png
 
 
 def encoded(img: PILImage.Image, fmt: str = "PNG") -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from allm_proxy import errors
-from allm_proxy.adapters.gemini_response import parse_generate_response, usage_from_metadata
+from allm_proxy.adapters.gemini.response import parse_generate_response, usage_from_metadata
 
 
 def png(color: tuple[int, int, int], size: tuple[int, int] = (4, 4)) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from allm_proxy.adapters.gemini_sizes import GeminiImageConfig, image_config_for
+from allm_proxy.adapters.gemini.sizes import GeminiImageConfig, image_config_for
 from allm_proxy.capabilities import ModelCatalog
 from allm_proxy.errors import InvalidRequestError
 

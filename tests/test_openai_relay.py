@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from allm_proxy import Engine
-from allm_proxy.adapters.openai_relay import RELAY_MIN_BYTES
+from allm_proxy.adapters.openai.relay import RELAY_MIN_BYTES
 from tests.conftest import running_proxy
 from tests.upstreams.openai_upstream import FakeOpenAI, garbage, raw, truncated_body
 

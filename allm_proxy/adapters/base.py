@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from ..call import Call
-from ..capabilities import PROVIDER_DECIDES, ModelCatalog, ModelDefault
+from ..capabilities import GENERIC_FAMILIES, PROVIDER_DECIDES, ModelCatalog, ModelDefault
 from ..types import ImageRequest, ImageResponse, ImageResult
 
 
@@ -53,7 +53,14 @@ AdapterFactory = Callable[[AdapterSetup], ImageAdapter]
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """How the engine builds a provider's adapter and finds its key."""
+    """What the engine needs to know of a provider: how to build its adapter, find its key,
+    choose a default model, and which model rules it follows.
+
+    A third-party package declares one in the entry-point group `allm_proxy.adapters`:
+
+        INFO = AdapterInfo(name="tiny", factory=TinyImages, needs_key=False,
+                           default_model="tiny-1", rules="openai")
+    """
 
     name: str
     factory: AdapterFactory
@@ -63,8 +70,15 @@ class AdapterInfo:
     # The model of a request that names none, unless the proxy is given a default model:
     # one model id, or a rule (see ModelDefault). The default names none: the provider chooses.
     default_model: ModelDefault | str = PROVIDER_DECIDES
+    # Whose model rules the provider follows ("openai" or "gemini"): a model id no family in the
+    # catalog matches gets that provider's permissive generic family (capabilities.GENERIC_FAMILIES).
+    rules: str = "openai"
 
     def __post_init__(self) -> None:
+        if self.rules not in GENERIC_FAMILIES:
+            raise ValueError(
+                f"adapter {self.name!r}: rules = {self.rules!r} is not one of {', '.join(sorted(GENERIC_FAMILIES))}"
+            )
         if isinstance(self.default_model, str):
             object.__setattr__(self, "default_model", ModelDefault(fixed=self.default_model or None))
 

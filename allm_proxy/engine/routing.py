@@ -52,18 +52,13 @@ class Router:
         if requested is None:
             # The provider decides: check only what no model accepts, and let it answer the rest.
             return Route(provider=self.provider, model=None, requested_model=None,
-                         family=self.catalog.for_provider(None, self._semantics(self.provider)))
+                         family=self.catalog.for_provider(None, get_adapter_info(self.provider).rules))
         alias = self.aliases.get(requested)
         provider, target = (alias.provider, alias.model) if alias else (self.provider, requested)
         # The name the client used decides the rules when it is a known family:
         # code written for dall-e-3 keeps dall-e-3's rules behind an alias.
-        family = self.catalog.lookup(requested) or self.catalog.for_provider(target, self._semantics(provider))
+        family = self.catalog.lookup(requested) or self.catalog.for_provider(target, get_adapter_info(provider).rules)
         return Route(provider=provider, model=target, requested_model=requested, family=family)
-
-    @staticmethod
-    def _semantics(provider: str) -> str:
-        # The fake answers as OpenAI does, so an unknown id gets OpenAI's permissive rules.
-        return "openai" if provider == "fake" else provider
 
     def list_models(self) -> list[dict[str, Any]]:
         """The default models and every alias, in OpenAI's model-object shape."""

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from .gemini_errors import SAFETY_CODES
+from ..options import AdapterOptions
+from .errors import SAFETY_CODES
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 VARIATION_MODES = ("reject", "emulate")
 
 
 @dataclass(frozen=True)
-class GeminiOptions:
+class GeminiOptions(AdapterOptions):
     """How the adapter talks to Gemini and which OpenAI features it emulates.
 
     - `base_url`, `api_version`: where generateContent lives
@@ -25,6 +26,8 @@ class GeminiOptions:
       or "moderation_blocked" (gpt-image's).
     """
 
+    provider: ClassVar[str] = "gemini"
+
     base_url: str = DEFAULT_BASE_URL
     api_version: str = "v1beta"
     variations: str = "reject"
@@ -33,8 +36,7 @@ class GeminiOptions:
     safety_code: str = "content_policy_violation"
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> GeminiOptions:
-        """Options from config or code; bad values fail now, with the valid ones named."""
+    def _values(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if raw.get("base_url"):
             values["base_url"] = str(raw["base_url"]).rstrip("/")
@@ -48,7 +50,7 @@ class GeminiOptions:
             values["max_concurrency"] = _positive_int("max_concurrency", raw["max_concurrency"])
         if "safety_code" in raw:
             values["safety_code"] = _choice("safety_code", raw["safety_code"], SAFETY_CODES)
-        return cls(**values)
+        return values
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> str:

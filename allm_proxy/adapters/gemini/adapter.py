@@ -4,7 +4,7 @@ Generations and edits become ``POST {base}/{version}/models/{model}:generateCont
 (spec/gemini-images.md sections 3-5); the answers become one `ImageResponse`.
 What Gemini lacks, the proxy does itself: `n` fans out into n calls (image
 models refuse candidateCount > 1), masks are composited locally
-(gemini_mask.py), output formats are transcoded, variations are an edit when
+(mask.py), output formats are transcoded, variations are an edit when
 `variations = "emulate"`, and streaming clients get one completed event per
 image (Gemini makes no partial images).
 
@@ -25,17 +25,16 @@ from urllib.parse import quote
 import httpx
 from PIL import Image as PILImage
 
-from ..call import Call
-from ..capabilities import ModelDefault
-from ..errors import InvalidRequestError, ProxyError, UnsupportedOperationError, UpstreamError
-from ..imaging import decoded_size, encode, format_of, transcode
-from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
-from .base import AdapterInfo, AdapterSetup, ImageAdapter
-from .gemini_errors import always_raised, error_from_response, most_telling, transport_error
-from .gemini_mask import MASK_HINT_INSTRUCTION, composite_masked, mask_hint_png
-from .gemini_options import GeminiOptions
-from .gemini_response import GeminiResult, parse_generate_response, sum_usage
-from .gemini_sizes import GeminiImageConfig, image_config_for
+from ...call import Call
+from ...errors import InvalidRequestError, ProxyError, UnsupportedOperationError, UpstreamError
+from ...imaging import decoded_size, encode, format_of, transcode
+from ...types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
+from ..base import AdapterSetup
+from .errors import error_from_response, most_telling, transport_error
+from .mask import MASK_HINT_INSTRUCTION, composite_masked, mask_hint_png
+from .options import GeminiOptions
+from .response import GeminiResult, parse_generate_response, sum_usage
+from .sizes import GeminiImageConfig, image_config_for
 
 VARIATION_PROMPT = (
     "Make a variation of this image: keep its subject, composition, palette and style, "
@@ -44,6 +43,13 @@ VARIATION_PROMPT = (
 _ECHO_QUALITIES = ("low", "medium", "high")
 # Pillow's complaints about bytes Google sent; they are Google's fault (502), never a proxy 500.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """The error of one generateContent call, made from Google's answer (or from not reaching Google)."""
+
+    error: ProxyError
 
 
 @dataclass
@@ -141,7 +147,12 @@ class GeminiImages:
     async def _fan_out(
         self, body: dict[str, Any], n: int, model: str, ctx: Call
     ) -> list[GeminiResult]:
-        """n calls at once (bounded); the images that came back, or the most telling error."""
+        """n calls at once (bounded); the images that came back, or the most telling of Google's errors.
+
+        Only what Google answered (or a failure to reach it) is weighed against the other calls.
+        Anything else raised beneath the adapter (a cassette miss from the transport, a bug, a
+        cancellation) reaches the caller untouched, never hidden behind a partial answer.
+        """
         calls = (self._call(body, model, ctx) for _ in range(n))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         results: list[GeminiResult] = []
@@ -149,17 +160,15 @@ class GeminiImages:
         for outcome in outcomes:
             if isinstance(outcome, GeminiResult):
                 results.append(outcome)
-            elif isinstance(outcome, ProxyError):
-                if always_raised(outcome):
-                    raise outcome
-                failures.append(outcome)
+            elif isinstance(outcome, _Failed):
+                failures.append(outcome.error)
             else:
-                raise outcome  # a bug or a cancellation: never hide it behind a partial answer
+                raise outcome
         if not results:
             raise most_telling(failures)
         return results
 
-    async def _call(self, body: dict[str, Any], model: str, ctx: Call) -> GeminiResult:
+    async def _call(self, body: dict[str, Any], model: str, ctx: Call) -> GeminiResult | _Failed:
         base = f"{self.options.base_url}/{self.options.api_version}"
         url = f"{base}/models/{quote(model, safe='-._~')}:generateContent"
         headers = {"content-type": "application/json"}
@@ -169,10 +178,15 @@ class GeminiImages:
             try:
                 response = await self._http.post(url, json=body, headers=headers)
             except httpx.HTTPError as exc:
-                raise transport_error(exc, model=model) from exc
+                error = transport_error(exc, model=model)
+                error.__cause__ = exc  # kept for the log, as `raise ... from exc` would
+                return _Failed(error)
         if response.status_code != 200:
-            raise error_from_response(response.status_code, response.content, model=model)
-        return parse_generate_response(response.content, model=model, safety_code=self.options.safety_code)
+            return _Failed(error_from_response(response.status_code, response.content, model=model))
+        try:
+            return parse_generate_response(response.content, model=model, safety_code=self.options.safety_code)
+        except ProxyError as exc:  # a safety block, no image, a body that is not Google's
+            return _Failed(exc)
 
     def _finish(self, result: GeminiResult, request: ImageRequest, fmt: str) -> _Made:
         """Mask compositing and output format `fmt`, then the echo facts read from the final bytes."""
@@ -235,16 +249,3 @@ async def _events(made: list[_Made], prefix: str, quality: str) -> AsyncIterator
             fields={"size": item.size, "quality": quality, "background": item.background,
                     "output_format": item.output_format, "created_at": int(time.time())},
         )
-
-
-def _build(setup: AdapterSetup) -> ImageAdapter:
-    return GeminiImages(setup)
-
-
-INFO = AdapterInfo(
-    name="gemini",
-    factory=_build,
-    key_env=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-    needs_key=True,
-    default_model=ModelDefault(fixed="gemini-3-pro-image"),
-)

@@ -5,7 +5,7 @@ that shows the prompt, honouring size, n, output_format, compression,
 background, masks and streaming, with GPT-style usage and echo fields where
 the model family has them. With a script (`script`, `scripts` or
 `script_path` in the provider options) the replies come from it, in order,
-per session; see `fake_script.FakeScript`.
+per session; see `script.FakeScript`.
 
     engine = Engine(image_adapter="fake", image_adapter_opts={"script_path": "replies.yaml"})
 """
@@ -19,20 +19,15 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..call import Call
-from ..capabilities import OPENAI_DOCUMENTED_DEFAULT, ModelFamily
-from ..imaging import FORMAT_MIME, decoded_size, format_of
-from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, Usage, parse_size
-from .base import AdapterInfo, AdapterSetup, ImageAdapter
-from .fake_jobs import ImageCache, Job, frames, frames_of, plan
-from .fake_meta import image_tokens, output_tokens, resolved_quality, revised_prompt, text_tokens
-from .fake_script import FakeScript, Reply
-from .fake_transform import has_alpha
-
-_SCRIPT_OPTIONS = ("script", "scripts", "script_path")
-_OWN_OPTIONS = frozenset({*_SCRIPT_OPTIONS, "cache_entries", "cache_bytes"})
-# Options the engine reads for every provider; the fake has no use for them.
-_ENGINE_OPTIONS = frozenset({"api_key", "api_key_env", "materialize_urls"})
+from ...call import Call
+from ...capabilities import ModelFamily
+from ...imaging import FORMAT_MIME, decoded_size, format_of
+from ...types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, Usage, parse_size
+from .jobs import ImageCache, Job, frames, frames_of, plan
+from .meta import image_tokens, output_tokens, resolved_quality, revised_prompt, text_tokens
+from .options import SCRIPT_KEYS, FakeOptions
+from .script import FakeScript, Reply
+from .transform import has_alpha
 
 
 class FakeImages:
@@ -42,13 +37,9 @@ class FakeImages:
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
-        unknown = set(options) - _OWN_OPTIONS - _ENGINE_OPTIONS
-        if unknown:
-            raise ValueError(f"unknown options for the fake provider: {sorted(unknown)}; "
-                             f"known: {', '.join(sorted(_OWN_OPTIONS))}")
+        self.options = FakeOptions.from_mapping(options)
         self.script = script_from_options(options)
-        self.cache = ImageCache(int(options.get("cache_entries", 64)),
-                                int(options.get("cache_bytes", 256 * 1024 * 1024)))
+        self.cache = ImageCache(self.options.cache_entries, self.options.cache_bytes)
 
     async def generate(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         return await self._answer(request, ctx)
@@ -194,7 +185,7 @@ def _describe(image: Image) -> tuple[tuple[int, int] | None, str | None, bool]:
 
 def script_from_options(options: Mapping[str, Any]) -> FakeScript | None:
     """The script the options name (`script`, `scripts` or `script_path`), or None."""
-    given = [name for name in _SCRIPT_OPTIONS if options.get(name) is not None]
+    given = [name for name in SCRIPT_KEYS if options.get(name) is not None]
     if len(given) > 1:
         raise ValueError(f"give the fake provider one script, not {' and '.join(given)}")
     if not given:
@@ -208,12 +199,3 @@ def script_from_options(options: Mapping[str, Any]) -> FakeScript | None:
         return FakeScript(value, source=f"the '{given[0]}' option")
     raise ValueError(f"the fake provider's '{given[0]}' option must be a FakeScript or a list of replies, "
                      f"got {type(value).__name__}")
-
-
-def _build(setup: AdapterSetup) -> ImageAdapter:
-    return FakeImages(setup.options)
-
-
-INFO = AdapterInfo(name="fake", factory=_build, key_env=(), needs_key=False, default_model=OPENAI_DOCUMENTED_DEFAULT)
-
-__all__ = ["INFO", "FakeImages", "FakeScript", "script_from_options", "usage_for"]

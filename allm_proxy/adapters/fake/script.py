@@ -1,7 +1,7 @@
 """Scripted replies for the fake provider: answers served in order, with one cursor per session.
 
     from allm_proxy import Engine, generate_image
-    from allm_proxy.adapters.fake_script import FakeScript
+    from allm_proxy.adapters.fake import FakeScript
 
     script = FakeScript().enqueue(
         {"image": "tests/data/kestrel.png", "revised_prompt": "A kestrel at dawn"},
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import errors
-from ..types import Image, ImageRequest, sniff_mime
+from ... import errors
+from ...types import Image, ImageRequest, sniff_mime
 
 IMAGE_KEYS = ("image", "b64_json", "bytes", "url")
 _ERROR_KEYS = ("status", "message", "type", "code", "param", "headers")

@@ -19,17 +19,16 @@ import time
 
 import httpx
 
-from ..call import Call
-from ..capabilities import PROVIDER_DECIDES
-from ..errors import UpstreamError
-from ..types import ImageRequest, ImageResponse, ImageResult, RawBody
-from ..wire.requests import Body, render_body
-from .base import AdapterInfo, AdapterSetup, ImageAdapter
-from .openai_errors import relayed_headers, status_error, transport_error
-from .openai_options import OpenAIOptions
-from .openai_relay import relay, relayable
-from .openai_response import parse_images_response
-from .openai_stream import UpstreamEventStream
+from ...call import Call
+from ...errors import UpstreamError
+from ...types import ImageRequest, ImageResponse, ImageResult, RawBody
+from ...wire.requests import Body, render_body
+from ..base import AdapterSetup
+from .errors import relayed_headers, status_error, transport_error
+from .options import OpenAIOptions
+from .relay import relay, relayable
+from .response import parse_images_response
+from .stream import UpstreamEventStream
 
 log = logging.getLogger("allm_proxy.adapters.openai")
 
@@ -169,11 +168,3 @@ def _retry_delay(response: httpx.Response, attempt: int) -> float:
 
 def _backoff(attempt: int) -> float:
     return float(min(0.5 * 2**attempt, 8.0))
-
-
-def _build(setup: AdapterSetup) -> ImageAdapter:
-    return OpenAIImages(setup)
-
-
-INFO = AdapterInfo(name="openai", factory=_build, key_env=("OPENAI_API_KEY",), needs_key=True,
-                   default_model=PROVIDER_DECIDES)

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from ..types import ImageResponse
-from ..wire.jsonbytes import loads
-from ..wire.responses import response_from_json
-from .openai_errors import unusable_body
+from ...types import ImageResponse
+from ...wire.jsonbytes import loads
+from ...wire.responses import response_from_json
+from .errors import unusable_body
 
 
 def parse_images_response(response: httpx.Response, body: bytes, *, model: str | None,

@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import (
+from ...errors import (
     AuthenticationError,
-    CassetteMissError,
     ContentPolicyError,
     InsufficientQuotaError,
     InvalidRequestError,
@@ -126,11 +125,6 @@ def most_telling(failures: Sequence[ProxyError]) -> ProxyError:
         return 3
 
     return min(failures, key=rank)
-
-
-def always_raised(error: ProxyError) -> bool:
-    """Errors that must reach the client even when other calls of the same request succeeded."""
-    return isinstance(error, CassetteMissError)
 
 
 def _google_envelope(body: bytes) -> dict[str, Any] | None:

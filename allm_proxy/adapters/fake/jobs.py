@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from PIL import Image as PILImage
 
-from ..capabilities import ModelFamily
-from ..errors import InvalidRequestError
-from ..imaging import decoded_size, encode
-from ..types import ImageRequest, Operation, parse_size
-from .fake_render import scene, seed_of
-from .fake_transform import coarse, edit, has_alpha, load, variation
+from ...capabilities import ModelFamily
+from ...errors import InvalidRequestError
+from ...imaging import decoded_size, encode
+from ...types import ImageRequest, Operation, parse_size
+from .render import scene, seed_of
+from .transform import coarse, edit, has_alpha, load, variation
 
 
 @dataclass(frozen=True)

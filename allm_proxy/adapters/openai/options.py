@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from ..options import AdapterOptions
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_RETRIES_LIMIT = 10
-# Read by the engine, not the adapter; listed so that a typo in any other key is an error.
-ENGINE_KEYS = frozenset({"api_key", "api_key_env", "materialize_urls"})
-ADAPTER_KEYS = frozenset({"base_url", "max_retries"})
 
 
 @dataclass(frozen=True)
-class OpenAIOptions:
+class OpenAIOptions(AdapterOptions):
     """How the adapter reaches OpenAI.
 
     - `base_url`: the API root the `/images/...` paths go under
@@ -24,15 +23,13 @@ class OpenAIOptions:
       SDKs already retry, and retrying here too would multiply their attempts.
     """
 
+    provider: ClassVar[str] = "openai"
+
     base_url: str = DEFAULT_BASE_URL
     max_retries: int = 0
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> OpenAIOptions:
-        unknown = set(raw) - ADAPTER_KEYS - ENGINE_KEYS
-        if unknown:
-            known = ", ".join(sorted(ADAPTER_KEYS | ENGINE_KEYS))
-            raise ValueError(f"unknown openai provider option(s) {sorted(unknown)}; known: {known}")
+    def _values(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if raw.get("base_url"):
             base_url = str(raw["base_url"]).rstrip("/")
@@ -47,4 +44,4 @@ class OpenAIOptions:
                     f"openai option max_retries = {retries!r} must be an integer, 0 to {MAX_RETRIES_LIMIT}"
                 )
             values["max_retries"] = retries
-        return cls(**values)
+        return values

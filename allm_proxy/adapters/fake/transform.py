@@ -15,7 +15,7 @@ import random
 from PIL import Image as PILImage
 from PIL import ImageFilter, ImageOps
 
-from .fake_render import Palette, mix, palette_for, scene, write_prompt
+from .render import Palette, mix, palette_for, scene, write_prompt
 
 
 def load(data: bytes) -> PILImage.Image:

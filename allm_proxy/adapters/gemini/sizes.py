@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..capabilities import ModelFamily
-from ..errors import InvalidRequestError
-from ..types import parse_size
+from ...capabilities import ModelFamily
+from ...errors import InvalidRequestError
+from ...types import parse_size
 
 # Tiers from small to large; Gemini spells the half-K tier as the literal "512".
 TIER_ORDER = ("512", "1K", "2K", "4K")

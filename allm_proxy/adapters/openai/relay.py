@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from ..types import RawBody
-from .openai_errors import transport_error, unusable_body
+from ...types import RawBody
+from .errors import transport_error, unusable_body
 
 log = logging.getLogger("allm_proxy.adapters.openai")
 

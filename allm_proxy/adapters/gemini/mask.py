@@ -18,7 +18,7 @@ import io
 
 from PIL import Image as PILImage
 
-from ..imaging import encode
+from ...imaging import encode
 
 MASK_HINT_INSTRUCTION = (
     "The last image is a mask, not a picture to edit: change only the region that is white in the mask "

@@ -12,13 +12,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx
 
-from ..errors import UpstreamError
-from ..types import ImageEvent
-from ..wire.events import completed_events, event_from_json
-from ..wire.jsonbytes import loads
-from ..wire.sse import EventSplitter, is_event_stream
-from .openai_errors import mask, transport_error, unusable_body, where
-from .openai_response import answer_from_json
+from ...errors import UpstreamError
+from ...types import ImageEvent
+from ...wire.events import completed_events, event_from_json
+from ...wire.jsonbytes import loads
+from ...wire.sse import EventSplitter, is_event_stream
+from .errors import mask, transport_error, unusable_body, where
+from .response import answer_from_json
 
 log = logging.getLogger("allm_proxy.adapters.openai")
 

@@ -14,7 +14,7 @@ import json
 
 import httpx
 
-from ..errors import ProxyError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from ...errors import ProxyError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 
 # The response headers the SDKs read (spec sections 8 and 9).
 RELAYED_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry", "x-request-id")

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NoImageGeneratedError, UpstreamError
-from ..types import Usage, b64decode_lenient, sniff_mime
-from .gemini_errors import SAFETY_FINISH_REASONS, safety_error
+from ...errors import NoImageGeneratedError, UpstreamError
+from ...types import Usage, b64decode_lenient, sniff_mime
+from .errors import SAFETY_FINISH_REASONS, safety_error
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import random
 
-from .fake_render import seed_of
+from .render import seed_of
 
 # Output image tokens for a 1024x1024 image by quality (OpenAI's gpt-image-1 pricing table);
 # other sizes scale by area, which reproduces the table's 1024x1536 row exactly.
