@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from allm_proxy import Engine
+from allm_proxy.cassettes import report
 from allm_proxy.config import CassetteSettings
 from tests.conftest import running_proxy
 from tests.test_cassette_support import OPENAI_KEY, png
@@ -73,3 +75,33 @@ def test_a_stream_ending_in_done_is_recorded_and_replays_the_same_events(tmp_pat
         replayed = stream_events(openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0))
     assert replayed == recorded
     assert len(upstream.requests) == 1
+
+
+def test_materialized_url_fetch_records_into_and_replays_from_the_chosen_cassette(tmp_path: Path) -> None:
+    """Defect 2: the image-URL fetch of --materialize-urls belongs to the cassette the client chose."""
+
+    def engine(upstream_url: str, record_mode: str) -> Engine:
+        return Engine(image_adapter="openai",
+                      image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY,
+                                          "materialize_urls": True},
+                      cassettes=CassetteSettings(directory=str(tmp_path), record_mode=record_mode))
+
+    def generate(url: str) -> bytes:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0,
+                               default_headers={"X-ALLM-Cassette": "suite/test-a"})
+        result = client.images.generate(model="dall-e-2", prompt="a lighthouse", size="256x256")
+        assert result.data is not None and result.data[0].url is not None
+        assert result.data[0].url.startswith(url)  # the proxy hosts the bytes it fetched from the provider
+        return httpx.get(result.data[0].url).content
+
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url:
+        with running_proxy(engine(upstream_url, "once")) as url:
+            recorded = generate(url)
+        served = [r.path for r in upstream.requests]
+        with running_proxy(engine(upstream_url, "none")) as url:
+            replayed = generate(url)
+    assert recorded == replayed and recorded.startswith(b"\x89PNG")
+    methods = [entry.request.method for entry in report.read(tmp_path / "suite" / "test-a.json")]
+    assert methods == ["POST", "GET"]  # the POST and the image fetch, both in suite/test-a
+    assert len(upstream.requests) == len(served)  # replay reached the upstream for neither

@@ -124,7 +124,7 @@ def _uri(request: Request) -> str:
 MATCHERS: dict[str, Matcher] = {
     m.name: m
     for m in (
-        Matcher("method", lambda r: r.method.upper(), vcr_matchers.method),
+        Matcher("method", lambda r: r.method, vcr_matchers.method),  # case-sensitive (RFC 9110), as vcrpy
         Matcher("scheme", lambda r: r.scheme, vcr_matchers.scheme),
         Matcher("host", lambda r: r.host, vcr_matchers.host),
         Matcher("port", lambda r: r.port, vcr_matchers.port),

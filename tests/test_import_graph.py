@@ -1,0 +1,89 @@
+"""The package's layering, read from the source: data flows one way, so imports do too.
+
+Module-level imports only (not those under `if TYPE_CHECKING:`, nor the deliberate lazy imports
+inside functions, which keep `import allm_proxy` cheap).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "allm_proxy"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The modules `path` imports at module level, absolute (relative imports resolved)."""
+    tree = ast.parse(path.read_text())
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for inner in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                else []:
+            if isinstance(inner, ast.Import):
+                found.update(alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom):
+                base = inner.module or ""
+                if inner.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (inner.level - 1)]
+                    base = ".".join([*anchor, base] if base else anchor)
+                found.add(base)
+                found.update(f"{base}.{alias.name}" for alias in inner.names)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    edges = graph()
+    # A package's __init__ re-exports its parts: an edge into a parent package is the parent's own business.
+    edges = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in edges.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(edges[node]):
+            if state.get(dep) == 1:
+                cycles.append([*trail[trail.index(dep):], dep] if dep in trail else [node, dep])
+            elif dep not in state:
+                visit(dep, [*trail, dep])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])
+    assert cycles == []
+
+
+def test_the_cassette_layer_knows_no_server() -> None:
+    for path in (PACKAGE / "cassettes").rglob("*.py"):
+        bad = {m for m in imports_of(path) if m.split(".")[0] == "starlette" or m.startswith("allm_proxy.server")}
+        assert bad == set(), f"{path.name} imports {sorted(bad)}"
+
+
+def test_no_adapter_knows_the_cassette_layer_or_the_server() -> None:
+    for path in (PACKAGE / "adapters").rglob("*.py"):
+        bad = {m for m in imports_of(path)
+               if m.startswith(("allm_proxy.cassettes", "allm_proxy.server", "starlette"))}
+        assert bad == set(), f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
+
+
+def test_core_types_know_nothing_above_them() -> None:
+    for name in ("types.py", "errors.py", "capabilities.py", "call.py"):
+        deps = {m for m in imports_of(PACKAGE / name) if m.startswith("allm_proxy.")}
+        above = {m for m in deps if m.split(".")[1] in ("engine", "server", "adapters", "cassettes", "wire")}
+        assert above == set(), f"{name} imports {sorted(above)}"
