@@ -308,6 +308,14 @@ class Engine:
             )
         return None
 
+    # hook: drift-check (`cassettes check --live` sends with the key `serve` would use)
+    def provider_key(self, provider: str) -> str | None:
+        """The key this engine would send to `provider` for a call with no per-request key.
+
+        AuthenticationError (saying how to set one) when the provider needs a key and none is set.
+        """
+        return self._resolve_key(get_adapter_info(provider), self.provider_options(provider), CallOptions())
+
     async def _deliver(
         self, response: ImageResponse, wanted: str | None, options: CallOptions, provider_opts: Mapping[str, Any]
     ) -> None:

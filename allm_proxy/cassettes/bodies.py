@@ -124,6 +124,28 @@ def _text_multipart(content_type: str | None, body: bytes) -> str | None:
         return None
 
 
+def wire_multipart(content_type: str | None, body: bytes) -> bytes:
+    """Reverse of `_text_multipart`: base64 parts it made go back to their bytes, to send a body again.
+
+    Bodies without such parts come back unchanged (same boundary, same bytes).
+    """
+    boundary = boundary_of(content_type)
+    if boundary is None or CTE_BASE64 not in body:
+        return body
+    pieces, closed = _segments(boundary, body)
+    if not closed:
+        return body
+    out = [pieces[0]]
+    for segment in pieces[1:-1]:
+        head, sep, content = segment.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if head.endswith(b"\r\n" + CTE_BASE64):
+            head = head.removesuffix(b"\r\n" + CTE_BASE64)
+            content = base64.b64decode(content.removesuffix(b"\r\n")) + b"\r\n"
+        out.append(b"\r\n" + head + sep + content)
+    out.append(pieces[-1])
+    return (b"--" + boundary).join(out)
+
+
 def request_body_text(content_type: str | None, body: bytes | None) -> str | None:
     """A request body as text for a text-only cassette format.
 
