@@ -156,12 +156,12 @@ def _live_outcomes(config: ProxyConfig, paths: tuple[Path, ...], secret_filter: 
     if planned:
         endpoints = _endpoints(config, {p.provider for p in planned})
         click.echo(f"cassettes check: {drift_check.describe_plan(planned)}", err=True)
-        if sys.stdin.isatty() and not yes:
+        if _on_terminal(sys.stdin) and not yes:
             click.confirm("Send them (image calls cost money)?", abort=True, err=True)
         elif not yes:
             raise click.UsageError("not on a terminal, so nobody can confirm sending these requests: "
                                    "pass --yes to send them")
-        progress = _progress if sys.stderr.isatty() else None
+        progress = _progress if _on_terminal(sys.stderr) else None
         sent_all = asyncio.run(live.resend_all(planned, endpoints, secret_filter, concurrency=concurrency,
                                                timeout=config.timeout, progress=progress))
         outcomes += drift_check.compare_sent(sent_all)
@@ -181,6 +181,11 @@ def _endpoints(config: ProxyConfig, providers: set[str]) -> dict[str, live.Endpo
     except ProxyError as err:
         raise click.UsageError(err.message) from None
     return {name: live.Endpoint(config.provider_options(name).get("base_url"), keys[name]) for name in providers}
+
+
+def _on_terminal(stream: Any) -> bool:
+    """Whether a person is at the other end of `stream` (tests pretend so)."""
+    return bool(stream.isatty())
 
 
 def _progress(done: int, total: int) -> None:

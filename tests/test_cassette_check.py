@@ -335,3 +335,33 @@ def test_an_unreachable_upstream_is_an_error_line_and_exit_1(cassette: Path) -> 
     assert result.exit_code == 1
     assert all(": error: could not reach 127.0.0.1" in line for line in lines(result))
     assert OPENAI_KEY not in result.output
+
+
+@pytest.fixture
+def at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import allm_proxy.cli_cassettes
+
+    monkeypatch.setattr(allm_proxy.cli_cassettes, "_on_terminal", lambda stream: True)
+
+
+@pytest.mark.usefixtures("at_a_terminal")
+def test_on_a_terminal_the_check_asks_and_no_means_nothing_is_sent(cassette: Path) -> None:
+    upstream = FakeOpenAI()
+    with upstream.serving() as url:
+        result = CliRunner().invoke(main, ["cassettes", "check", str(cassette), "--live", "--openai-base-url",
+                                           url + "/v1"], input="n\n", env={"OPENAI_API_KEY": OPENAI_KEY})
+    assert "Send them (image calls cost money)?" in result.output
+    assert result.exit_code == 1 and "Aborted" in result.output
+    assert upstream.requests == []
+
+
+@pytest.mark.usefixtures("at_a_terminal")
+def test_on_a_terminal_yes_sends_and_shows_progress(cassette: Path) -> None:
+    upstream = FakeOpenAI()
+    with upstream.serving() as url:
+        result = CliRunner().invoke(main, ["cassettes", "check", str(cassette), "--live", "--openai-base-url",
+                                           url + "/v1"], input="y\n", env={"OPENAI_API_KEY": OPENAI_KEY})
+    assert result.exit_code == 0, result.output
+    assert len(upstream.requests) == 4
+    assert [line for line in result.stderr.splitlines() if "/" in line and line[0].isdigit()] == \
+        ["1/4", "2/4", "3/4", "4/4"]
