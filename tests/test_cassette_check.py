@@ -133,10 +133,11 @@ def drifted() -> Iterator[tuple[DriftedOpenAI, str]]:
         yield upstream, url
 
 
-def check(*args: str, env: dict[str, str] | None = None) -> Result:
+def check(*args: str, env: dict[str, str] | None = None, answer: str | None = None) -> Result:
+    """`allm-proxy cassettes check ARGS` with fake keys; `answer` is typed at the prompt, if one comes."""
     environment = {"OPENAI_API_KEY": OPENAI_KEY, "GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_API_KEY": "",
                    "ALLM_PROXY_OPENAI_BASE_URL": "", "ALLM_PROXY_GEMINI_BASE_URL": "", **(env or {})}
-    return CliRunner().invoke(main, ["cassettes", "check", *args], env=environment)
+    return CliRunner().invoke(main, ["cassettes", "check", *args], env=environment, input=answer)
 
 
 def lines(result: Result) -> list[str]:
@@ -348,8 +349,7 @@ def at_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_on_a_terminal_the_check_asks_and_no_means_nothing_is_sent(cassette: Path) -> None:
     upstream = FakeOpenAI()
     with upstream.serving() as url:
-        result = CliRunner().invoke(main, ["cassettes", "check", str(cassette), "--live", "--openai-base-url",
-                                           url + "/v1"], input="n\n", env={"OPENAI_API_KEY": OPENAI_KEY})
+        result = check(str(cassette), "--live", "--openai-base-url", url + "/v1", answer="n\n")
     assert "Send them (image calls cost money)?" in result.output
     assert result.exit_code == 1 and "Aborted" in result.output
     assert upstream.requests == []
@@ -359,8 +359,7 @@ def test_on_a_terminal_the_check_asks_and_no_means_nothing_is_sent(cassette: Pat
 def test_on_a_terminal_yes_sends_and_shows_progress(cassette: Path) -> None:
     upstream = FakeOpenAI()
     with upstream.serving() as url:
-        result = CliRunner().invoke(main, ["cassettes", "check", str(cassette), "--live", "--openai-base-url",
-                                           url + "/v1"], input="y\n", env={"OPENAI_API_KEY": OPENAI_KEY})
+        result = check(str(cassette), "--live", "--openai-base-url", url + "/v1", answer="y\n")
     assert result.exit_code == 0, result.output
     assert len(upstream.requests) == 4
     assert [line for line in result.stderr.splitlines() if "/" in line and line[0].isdigit()] == \

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..wire.multipart import Part
@@ -99,8 +100,9 @@ def json_data(content_type: str | None, body: bytes) -> Any:
     return json.loads(body)
 
 
-def _text_multipart(content_type: str | None, body: bytes) -> str | None:
-    """The multipart body with binary parts re-encoded as base64 parts (still valid multipart)."""
+def _rewrite_parts(content_type: str | None, body: bytes,
+                   rewrite: Callable[[bytes, bytes], tuple[bytes, bytes]]) -> bytes | None:
+    """The multipart body with each part's (head, content) replaced by `rewrite`; None if it is not one."""
     boundary = boundary_of(content_type)
     if boundary is None:
         return None
@@ -110,16 +112,31 @@ def _text_multipart(content_type: str | None, body: bytes) -> str | None:
     out = [pieces[0]]
     for segment in pieces[1:-1]:
         head, sep, content = segment.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        content = content.removesuffix(b"\r\n")
-        try:
-            content.decode("utf-8")
-        except UnicodeDecodeError:
-            head = head + b"\r\n" + CTE_BASE64
-            content = base64.b64encode(content)
+        head, content = rewrite(head, content.removesuffix(b"\r\n"))
         out.append(b"\r\n" + head + sep + content + b"\r\n")
     out.append(pieces[-1])
+    return (b"--" + boundary).join(out)
+
+
+def _to_base64_part(head: bytes, content: bytes) -> tuple[bytes, bytes]:
     try:
-        return (b"--" + boundary).join(out).decode("utf-8")
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return head + b"\r\n" + CTE_BASE64, base64.b64encode(content)
+    return head, content
+
+
+def _from_base64_part(head: bytes, content: bytes) -> tuple[bytes, bytes]:
+    if head.endswith(b"\r\n" + CTE_BASE64):
+        return head.removesuffix(b"\r\n" + CTE_BASE64), base64.b64decode(content)
+    return head, content
+
+
+def _text_multipart(content_type: str | None, body: bytes) -> str | None:
+    """The multipart body with binary parts re-encoded as base64 parts (still valid multipart)."""
+    rewritten = _rewrite_parts(content_type, body, _to_base64_part)
+    try:
+        return None if rewritten is None else rewritten.decode("utf-8")
     except UnicodeDecodeError:
         return None
 
@@ -129,21 +146,10 @@ def wire_multipart(content_type: str | None, body: bytes) -> bytes:
 
     Bodies without such parts come back unchanged (same boundary, same bytes).
     """
-    boundary = boundary_of(content_type)
-    if boundary is None or CTE_BASE64 not in body:
+    if CTE_BASE64 not in body:
         return body
-    pieces, closed = _segments(boundary, body)
-    if not closed:
-        return body
-    out = [pieces[0]]
-    for segment in pieces[1:-1]:
-        head, sep, content = segment.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        if head.endswith(b"\r\n" + CTE_BASE64):
-            head = head.removesuffix(b"\r\n" + CTE_BASE64)
-            content = base64.b64decode(content.removesuffix(b"\r\n")) + b"\r\n"
-        out.append(b"\r\n" + head + sep + content)
-    out.append(pieces[-1])
-    return (b"--" + boundary).join(out)
+    rewritten = _rewrite_parts(content_type, body, _from_base64_part)
+    return body if rewritten is None else rewritten
 
 
 def request_body_text(content_type: str | None, body: bytes | None) -> str | None:
