@@ -142,6 +142,13 @@ class Engine:
     def provider_options(self, provider: str) -> dict[str, Any]:
         return dict(self._provider_options.get(provider, {}))
 
+    def provider_key(self, provider: str) -> str | None:
+        """The key this engine sends to `provider` for a call that brings none (`cassettes check --live`).
+
+        AuthenticationError, saying how to set one, when the provider needs a key and none is set.
+        """
+        return resolve_key(get_adapter_info(provider), self.provider_options(provider), Call(), self._env)
+
     # -- running requests ---------------------------------------------------------------------
 
     async def run(self, request: ImageRequest, call: Call | None = None) -> ImageResult:

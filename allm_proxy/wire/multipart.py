@@ -214,6 +214,38 @@ def with_base64_parts(content_type: str | None, body: bytes) -> bytes | None:
     (same boundary, same headers, in order), and `parse_multipart(...,
     recorded=True)` reads back the original bytes of every part.
     """
+
+    def to_base64(headers: list[tuple[bytes, bytes]], data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return [*headers, (b"Content-Transfer-Encoding", b"base64")], base64.b64encode(data)
+        return headers, data
+
+    return _rewrite_parts(content_type, body, to_base64)
+
+
+def without_base64_parts(content_type: str | None, body: bytes) -> bytes:
+    """The inverse of `with_base64_parts`: the body as the client sent it, to send it again.
+
+    A body with no base64 part (or no multipart body) comes back unchanged.
+    """
+    if b"base64" not in body:
+        return body
+
+    def from_base64(headers: list[tuple[bytes, bytes]], data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+        kept = [(k, v) for k, v in headers if not (k.lower() == _CTE and v.strip().lower() == b"base64")]
+        return (kept, base64.b64decode(data)) if len(kept) < len(headers) else (headers, data)
+
+    rewritten = _rewrite_parts(content_type, body, from_base64)
+    return body if rewritten is None else rewritten
+
+
+PartRewrite = Callable[[list[tuple[bytes, bytes]], bytes], tuple[list[tuple[bytes, bytes]], bytes]]
+
+
+def _rewrite_parts(content_type: str | None, body: bytes, rewrite: PartRewrite) -> bytes | None:
+    """The body with each part's headers and data passed through `rewrite`; None if not multipart."""
     try:
         boundary = boundary_of(content_type or "")
         raw_parts = _split(boundary, body, lambda raw: raw, limit=None)
@@ -221,12 +253,7 @@ def with_base64_parts(content_type: str | None, body: bytes) -> bytes | None:
         return None
     chunks: list[bytes] = []
     for raw in raw_parts:
-        headers, data = raw.headers, raw.data
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            headers = [*headers, (b"Content-Transfer-Encoding", b"base64")]
-            data = base64.b64encode(data)
+        headers, data = rewrite(list(raw.headers), raw.data)
         chunks.append(b"--" + boundary + b"\r\n")
         chunks += [key + b": " + value + b"\r\n" for key, value in headers]
         chunks += [b"\r\n", data, b"\r\n"]
