@@ -31,6 +31,7 @@ from .capabilities import ModelCatalog, ModelDefault, ModelFamily
 from .config import CassetteSettings, ModelAlias, ProxyConfig
 from .context import current_call
 from .files import HostedFiles
+from .journal import Journal, MemoryJournal, upstream_transport  # hook: journal
 from .types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
 from .upstream import AiohttpTransport
 from .validation import validate_request
@@ -114,6 +115,7 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         files: HostedFiles | None = None,
         env: Mapping[str, str] | None = None,
+        journal: Journal | bool = True,
     ) -> None:
         self.provider = image_adapter
         self._info = get_adapter_info(image_adapter)
@@ -142,6 +144,8 @@ class Engine:
         self._runtime_lock = threading.Lock()
         self._portal: _LoopThread | None = None
         self._cassette_library: Any = None
+        # hook: journal. What the server answered (`/allm/requests`); True: in memory with the defaults.
+        self.journal: Journal | None = MemoryJournal() if journal is True else (journal or None)
         if self.cassettes is not None:
             from .cassettes import CassetteLibrary
 
@@ -167,6 +171,7 @@ class Engine:
             transport=transport,
             files=HostedFiles(ttl=config.file_ttl),
             env=env,
+            journal=MemoryJournal(config.journal) if config.journal.enabled else False,  # hook: journal
         )
 
     @property
@@ -371,8 +376,8 @@ class Engine:
             runtime = self._runtimes.get(loop)
             if runtime is None:
                 transport: httpx.AsyncBaseTransport = self._transport or AiohttpTransport()
-                if self._cassette_library is not None:
-                    transport = self._cassette_library.transport(transport)
+                # hook: journal. Notes upstream calls for the journal, around and under the cassette layer.
+                transport = upstream_transport(transport, self._cassette_library)
                 runtime = _Runtime(
                     http=httpx.AsyncClient(
                         transport=transport,

@@ -37,6 +37,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from . import errors
 from .config import ProxyConfig, ServerLimits
 from .engine import CallOptions, Engine
+from .inspector import inspector_routes  # hook: journal
+from .journal import JournalCall  # hook: journal
+from .journal import begin as begin_journal  # hook: journal
 from .openapi import openapi_document
 from .types import ImageResponse, ImageStream, Operation
 from .wire.openai import parse_request, render_error_event, render_event, render_models, render_response
@@ -60,9 +63,14 @@ class _Call:
         )
         self.bytes_out = 0
         self.body_read = request.method in ("GET", "HEAD")
+        self.journal: JournalCall | None = None  # hook: journal (set by the image endpoints)
 
     def log(self, status: int) -> None:
         route = self.options.route
+        ms = (time.perf_counter() - self.started) * 1000
+        if self.journal is not None:  # hook: journal. The journal entry is written with the access log line.
+            self.journal.finish(status=status, ms=ms, method=self.request.method, path=self.request.url.path,
+                                options=self.options)
         access_log.info(
             "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
             _printable(self.request.method),
@@ -70,7 +78,7 @@ class _Call:
             _printable(route.requested_model or "-") if route else "-",
             route.provider if route else "-",
             status,
-            (time.perf_counter() - self.started) * 1000,
+            ms,
             self.bytes_out,
         )
 
@@ -93,6 +101,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         content_type = getattr(err, "content_type", "application/json")
         body = err.body()
         if call is not None:
+            if call.journal is not None:  # hook: journal
+                call.journal.error = err
             call.bytes_out = len(body)
             call.log(err.status)
         return Response(body, status_code=err.status, headers=headers, media_type=content_type)
@@ -168,6 +178,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     def images_endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request, call: _Call) -> Response:
             nonlocal inflight
+            call.journal = begin_journal(engine, operation)  # hook: journal
             authorize(request, call)
             if inflight >= limits.max_inflight:
                 raise errors.ProxyError(
@@ -188,12 +199,16 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 body = await read_body(request, call)
                 image_request = parse_request(operation, request.headers.get("content-type"), body)
                 del body  # the parsed request holds what is needed; let a big upload go early
+                if call.journal is not None:  # hook: journal
+                    call.journal.request = image_request
                 call.options.public_base_url = _public_base(request)
                 call.options.relay_body = True
                 result = await _unless_client_leaves(request, engine.run(image_request, call.options))
                 if result is None:
                     call.log(499)  # nginx's "client closed request": nobody is left to answer
                     return Response(status_code=499)
+                if call.journal is not None and isinstance(result, ImageResponse):  # hook: journal
+                    call.journal.result = result
                 if isinstance(result, ImageResponse) and result.raw_body is not None:
                     streamed = relay_response(result, call, release)
                 elif isinstance(result, ImageResponse):
@@ -220,6 +235,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
             try:
                 async for chunk in raw.chunks:
                     call.bytes_out += len(chunk)
+                    if call.journal is not None:  # hook: journal
+                        call.journal.saw_chunk(chunk)
                     yield chunk
                 status = 200
             except Exception:
@@ -242,10 +259,14 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 async for event in stream:
                     chunk = render_event(event)
                     call.bytes_out += len(chunk)
+                    if call.journal is not None:  # hook: journal
+                        call.journal.saw_event(event)
                     yield chunk
                 status = 200
             except errors.ProxyError as err:
                 status = err.status
+                if call.journal is not None:  # hook: journal
+                    call.journal.error = err
                 yield render_error_event(err)
             except Exception:
                 status = 500
@@ -312,6 +333,11 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         for control in engine.cassette_library.control_routes():
             assert isinstance(control, Route)
             routes.append(Route(control.path, handler(guarded(control.endpoint)), methods=list(control.methods or ())))
+
+    # hook: journal. /allm/requests and the inspector page, behind the access token like /v1.
+    for extra in inspector_routes(engine):
+        assert isinstance(extra, Route)
+        routes.append(Route(extra.path, handler(guarded(extra.endpoint)), methods=list(extra.methods or ())))
 
     async def http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
