@@ -145,7 +145,9 @@ class Engine:
         self._portal: _LoopThread | None = None
         self._cassette_library: Any = None
         # hook: journal. What the server answered (`/allm/requests`); True: in memory with the defaults.
-        self.journal: Journal | None = MemoryJournal() if journal is True else (journal or None)
+        # (An empty store is falsy: compare with the booleans, never test its truth.)
+        self.journal: Journal | None = (MemoryJournal() if journal is True else None if journal is False
+                                        else journal)
         if self.cassettes is not None:
             from .cassettes import CassetteLibrary
 
