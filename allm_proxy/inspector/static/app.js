@@ -320,8 +320,12 @@
       const body = await getJSON("/allm/requests");
       for (const entry of body.data) addEntry(entry);
       state.entries.sort((a, b) => String(a.time).localeCompare(String(b.time)));
-    } else if (state.info.cassettes) {
-      show("cassettes");
+    } else {
+      const live = document.getElementById("live");
+      live.textContent = state.info.mode === "inspect" ? "cassettes only (allm-proxy inspect)" : "no journal";
+      live.className = "live";
+      document.getElementById("tab-traffic").hidden = state.info.mode === "inspect";
+      if (state.info.cassettes) show("cassettes");
     }
     renderTraffic();
   }
