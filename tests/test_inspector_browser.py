@@ -142,6 +142,16 @@ def test_a_script_in_a_prompt_shows_as_text(browser: Any, tmp_path: Path) -> Non
     assert view.hosts == {urlsplit(url).netloc}
 
 
+@pytest.fixture
+def tour(tmp_path: Path) -> tuple[Path, str]:
+    """A cassette directory holding `tour.json` (a generate and an edit), and the stopped upstream's URL."""
+    directory = tmp_path / "cassettes"
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url:
+        record_cassette(directory, upstream_url)
+    return directory, upstream_url
+
+
 def record_cassette(directory: Path, upstream_url: str) -> None:
     engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1",
                                                                 "api_key": "sk-test-browser-upstream"},
@@ -154,11 +164,8 @@ def record_cassette(directory: Path, upstream_url: str) -> None:
 
 
 def test_the_cassettes_tab_of_allm_proxy_inspect_shows_interactions_with_thumbnails(
-        browser: Any, tmp_path: Path) -> None:
-    directory = tmp_path / "cassettes"
-    upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url:
-        record_cassette(directory, upstream_url)
+        browser: Any, tmp_path: Path, tour: tuple[Path, str]) -> None:
+    directory, _ = tour
     with serve_asgi(inspect_app(directory)) as url, watched(browser, url, tmp_path) as view:
         page = view.page
         page.wait_for_selector("#cassettes .entry", timeout=WAIT_MS)  # inspect opens on its cassettes
@@ -177,11 +184,8 @@ def test_the_cassettes_tab_of_allm_proxy_inspect_shows_interactions_with_thumbna
 
 
 def test_a_cassette_miss_shows_the_request_and_the_nearest_recording_side_by_side(
-        browser: Any, tmp_path: Path) -> None:
-    directory = tmp_path / "cassettes"
-    upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url:
-        record_cassette(directory, upstream_url)
+        browser: Any, tmp_path: Path, tour: tuple[Path, str]) -> None:
+    directory, upstream_url = tour
     # The recording's upstream address (stopped now): only the prompt differs, and nothing is sent anywhere.
     engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1",
                                                                 "api_key": "sk-test-browser-upstream"},

@@ -147,10 +147,9 @@ def test_cassette_record_hit_and_miss_are_told_apart_and_no_key_appears(tmp_path
                                                                   "api_key": UPSTREAM_KEY},
                       cassettes=CassetteSettings(path=str(cassette), record_mode=mode))
 
-    with upstream.serving() as upstream_url:
-        with running_proxy(engine("once")) as url:
-            recorded = client(url).images.generate(model="gpt-image-1", prompt="a heron", size="1024x1024")
-            first = entries(url)[-1]
+    with upstream.serving() as upstream_url, running_proxy(engine("once")) as url:
+        recorded = client(url).images.generate(model="gpt-image-1", prompt="a heron", size="1024x1024")
+        first = entries(url)[-1]
     with running_proxy(engine("none")) as url:
         replayed = client(url).images.generate(model="gpt-image-1", prompt="a heron", size="1024x1024")
         with pytest.raises(openai.BadRequestError):
