@@ -89,9 +89,10 @@ class JournalCall:
         self.secrets.update(s for s in (options.api_key, options.client_bearer,
                                         *options.forward_headers.values()) if s)
         request = self.request
+        # `time` and `params` are filled in by the first reader (`_settle`): the hot path only collects.
         fields: dict[str, Any] = {
             "id": options.request_id,
-            "time": datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds"),
+            "time": None,
             "method": method,
             "path": path,
             "operation": self.operation,
@@ -104,7 +105,7 @@ class JournalCall:
             "cassette": self._cassette(options),
             "source": self._source(route.provider if route else None),
             "stream": bool(request and request.stream),
-            "params": params_of(request) if request is not None else {},
+            "params": None,
             "usage": None,
             "error": _redacted(self._envelope(), self.secrets) if self.error is not None else None,
             "upstream": self.upstream,
@@ -120,14 +121,18 @@ class JournalCall:
         if self.stream_usage is not None:
             fields["usage"] = self.stream_usage.to_dict()
         record = Record(fields, inputs=inputs_of(request) if request is not None else [])
+        raw: bytes | None = None
+        content_type = "application/json"
         if self.relayed:
             raw = b"".join(self.relayed)
-            content_type = result.raw_body.content_type if result and result.raw_body else "application/json"
+            if result is not None and result.raw_body is not None:
+                content_type = result.raw_body.content_type
             record.pending_bytes = len(raw)
-            record.pending = lambda r: _settle_relayed(r, raw, content_type)
         else:
             images = self.streamed or (result.images if result is not None else [])
             record.images = [self._blob(i) for i in images]
+        started = self.time
+        record.pending = lambda r: _settle(r, request, started, raw, content_type)
         self.journal.append(record)
 
     def _blob(self, image: Image) -> Blob:
@@ -198,6 +203,15 @@ def _estimated_size(image: Image) -> int:
     # Without decoding: base64 is 4 characters for every 3 bytes.
     raw = image._data
     return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
+
+
+def _settle(record: Record, request: ImageRequest | None, started: float, raw: bytes | None,
+            content_type: str) -> None:
+    """What the first reader of an entry works out: its time, its params, a relayed body's images."""
+    record.fields["time"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
+    record.fields["params"] = params_of(request) if request is not None else {}
+    if raw is not None:
+        _settle_relayed(record, raw, content_type)
 
 
 def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
