@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .capabilities import ModelFamily
 
@@ -73,6 +73,8 @@ class CallScope:
     session: str = "default"
     cassette: str | None = None
     secrets: tuple[str, ...] = ()
+    # The call's own list of upstream calls, for the layers under the adapter to note theirs in.
+    upstream: list[dict[str, Any]] | None = None
 
 
 current_scope: ContextVar[CallScope | None] = ContextVar("allm_proxy_call_scope", default=None)
@@ -120,6 +122,9 @@ class Call:
     api_key: str | None = None
     delivery: Delivery | None = None
 
+    # -- produced while it runs: each upstream call (method, redacted URL, status, ms, source) ---------
+    upstream: list[dict[str, Any]] = field(default_factory=list)
+
     # -- set once by whoever answers the client ---------------------------------------------------
     status: int | None = None
     bytes_out: int = 0
@@ -145,7 +150,7 @@ class Call:
 
     def scope(self) -> CallScope:
         secrets = tuple(v for v in (self.api_key, *self.forward_headers.values()) if v)
-        return CallScope(session=self.session, cassette=self.cassette, secrets=secrets)
+        return CallScope(session=self.session, cassette=self.cassette, secrets=secrets, upstream=self.upstream)
 
     def finish(self, status: int) -> None:
         """Record the outcome once; later calls (a stream's cleanup after an error) change nothing."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ _ENV = {
     "gemini_mask_hint": "ALLM_PROXY_GEMINI_MASK_HINT",
     "gemini_max_concurrency": "ALLM_PROXY_GEMINI_MAX_CONCURRENCY",
     "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
+    "journal": "ALLM_PROXY_JOURNAL",  # hook: journal
 }
 
 # Flags that become one option of one provider: (flag name, provider, option key).
@@ -136,6 +138,8 @@ def main() -> None:
 @_option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
 @_option("--access-token", key="access_token", help="Require this token from clients (never sent upstream).")
 @_option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
+@_option("--journal/--no-journal", key="journal", default=None,  # hook: journal
+         help="Keep the request journal behind /allm/requests and the inspector page. [default: on]")
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
@@ -161,6 +165,7 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
         click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
+    click.echo(f"allm-proxy: inspector page at {base[:-3]}/allm/")  # hook: journal
     run_server(engine, config, log_level="warning" if config.log_level != "debug" else "debug")
 
 
@@ -188,6 +193,8 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
         config.port = flags["port"]
     if given("timeout"):
         config.timeout = flags["timeout"]
+    if given("journal"):  # hook: journal
+        config.journal = dataclasses.replace(config.journal, enabled=flags["journal"])
     if given("max_body_mb"):
         config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
     providers = config.providers
@@ -297,3 +304,8 @@ def _cassettes_group() -> click.Command:
 
 
 main.add_command(_LazyCommand("cassettes", _cassettes_group, "List, show and verify cassettes."))
+
+from .cli_inspect import inspect, run  # noqa: E402  (hook: journal: `inspect` and `run`)
+
+main.add_command(inspect)
+main.add_command(run)

@@ -38,6 +38,11 @@ Example `allm.toml`:
     [cassettes]
     path = "cassettes/demo.yaml"
     record_mode = "once"
+
+    [journal]                         # what /allm/requests and the inspector page show
+    enabled = true
+    max_entries = 1000
+    max_image_mb = 256
 """
 
 from __future__ import annotations
@@ -106,6 +111,25 @@ class CassetteSettings:
 
 
 @dataclass(frozen=True)
+class JournalSettings:
+    """`[journal]`: the request journal behind `/allm/requests` and the inspector page.
+
+    At most `max_entries` entries are kept, and at most `max_image_mb` MB of their
+    image bytes (uploads and answers); past either bound the oldest go first.
+    """
+
+    enabled: bool = True
+    max_entries: int = 1000
+    max_image_mb: float = 256.0
+
+    def __post_init__(self) -> None:
+        if self.max_entries < 1:
+            raise ValueError(f"[journal] max_entries must be at least 1, not {self.max_entries}")
+        if self.max_image_mb < 0:
+            raise ValueError(f"[journal] max_image_mb must not be negative, not {self.max_image_mb}")
+
+
+@dataclass(frozen=True)
 class ServerLimits:
     """Timeouts and limits of the HTTP layer (the body size limit is `ProxyConfig.max_body_bytes`).
 
@@ -147,13 +171,14 @@ class ProxyConfig:
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     cassettes: CassetteSettings = field(default_factory=CassetteSettings)
     limits: ServerLimits = field(default_factory=lambda: ServerLimits())
+    journal: JournalSettings = field(default_factory=JournalSettings)  # hook: journal
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
 
 
 _TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
-             "connect_timeout"}
+             "connect_timeout", "journal"}  # hook: journal (the "journal" key)
 _LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
 _SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"} | _LIMIT_KEYS
 
@@ -207,6 +232,10 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
     cassettes = dict(raw.get("cassettes", {}))
     if cassettes:
         config.cassettes = cassette_settings_from_mapping(cassettes, source=f"{source} [cassettes]")
+    journal = dict(raw.get("journal", {}))  # hook: journal
+    if journal:
+        _reject_unknown(journal, {"enabled", "max_entries", "max_image_mb"}, f"{source} [journal]")
+        config.journal = JournalSettings(**journal)
     return config
 
 

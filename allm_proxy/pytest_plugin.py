@@ -67,11 +67,21 @@ class AllmCassette:
     record_mode: str
     url: str  # the proxy, e.g. http://127.0.0.1:41234
     engine: Any
+    journal_before: frozenset[str] = frozenset()  # hook: journal. Entries older than this test.
 
     @property
     def base_url(self) -> str:
         """What an OpenAI client's base_url should be."""
         return self.url + "/v1"
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """hook: journal. This test's journal entries, oldest first:
+        `allm_cassette.requests[0]["params"]["size"] == "1024x1024"`."""
+        journal = self.engine.journal
+        if journal is None:
+            return []
+        return [e for e in journal.list() if e["id"] not in self.journal_before]
 
 
 @pytest.fixture
@@ -119,7 +129,10 @@ def allm_cassette(request: pytest.FixtureRequest, allm_config: dict[str, Any],
         if not os.environ.get("OPENAI_API_KEY"):
             env.setenv("OPENAI_API_KEY", DUMMY_KEY)
         try:
-            yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine)
+            journal = proxy.engine.journal  # hook: journal
+            before = frozenset(e["id"] for e in journal.list()) if journal is not None else frozenset()
+            yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine,
+                               journal_before=before)
         finally:
             if library is not None:
                 library.flush()

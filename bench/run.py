@@ -68,6 +68,7 @@ class Plan:
     profile: bool = False
     cassette_suffix: str = ".json"
     reuse_proxy: bool = False
+    no_journal: bool = False  # hook: journal (the proxies run with --no-journal, to measure its cost)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -100,6 +101,7 @@ class Plan:
             pin=not args.no_pin,
             upstream_gzip=args.upstream_gzip,
             profile=args.profile,
+            no_journal=args.no_journal,  # hook: journal
             cassette_suffix="." + args.cassette_format,
             reuse_proxy=args.reuse_proxy,
         )
@@ -238,6 +240,8 @@ class Bench:
     # -- proxies ----------------------------------------------------------------------
 
     def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None) -> Server:
+        if self.plan.no_journal:  # hook: journal
+            args = [*args, "--no-journal"]
         server = start_proxy(self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level,
                              probe=probe)
         return server
@@ -465,6 +469,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reuse-proxy", action="store_true",
                         help="one proxy per target for all its cells (default: a fresh proxy per cell, so that "
                              "each cell's peak RSS is its own)")
+    parser.add_argument("--no-journal", action="store_true",  # hook: journal
+                        help="run the proxies with --no-journal (compare with a run without it)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="[default: bench-results/]")
     parser.add_argument("--keep-work", action="store_true", help="keep the bodies, cassettes and specs of the run")

@@ -35,6 +35,15 @@ class RequestSummary:
     fields: dict[str, str] = field(default_factory=dict)
     files: list[Part] = field(default_factory=list)
 
+    def as_data(self) -> dict[str, Any]:
+        """hook: journal. The summary as JSON data (files by part name, size and sha256, no bytes)."""
+        import hashlib
+
+        files = [{"part": f.name, "filename": f.filename, "content_type": f.content_type, "bytes": len(f.data),
+                  "sha256": hashlib.sha256(f.data).hexdigest()} for f in self.files]
+        return {"method": self.method, "uri": self.uri, "model": self.model, "prompt": self.prompt,
+                "fields": dict(self.fields), "files": files}
+
     def line(self) -> str:
         out = f"{self.method} {self.uri}"
         if self.model:

@@ -210,7 +210,11 @@ class Tape:
             hits = list(self._index.get(key, ()))
             recorded = [i.request for i in self._interactions]
             self.stats.scans += 1
-        what = summarize_request(request).line()
+        summary = summarize_request(request)
+        what = summary.line()
+        details: dict[str, Any] = {"cassette": str(self.path), "session": session,  # hook: journal
+                                   "record_mode": self.record_mode, "request": summary.as_data(),
+                                   "replayed_all": bool(hits), "nearest": None, "differs": []}
         where = (f"cassette {self.path} (record mode {self.record_mode}, {len(recorded)} recorded "
                  f"interaction{'s' if len(recorded) != 1 else ''}, session {session!r})")
         if hits:
@@ -224,11 +228,16 @@ class Tape:
             if best is not None and best[1]:
                 index, _, failed = best
                 differs = "; ".join(f"{name} ({why})" if why else name for name, why in failed)
-                closest = summarize_request(recorded[index]).line()
+                closest_summary = summarize_request(recorded[index])
+                closest = closest_summary.line()
+                details["nearest"] = {"index": index, **closest_summary.as_data()}  # hook: journal
+                details["differs"] = [{"matcher": name, "why": why} for name, why in failed]
                 reason += f" Nearest recorded request: #{index} {closest}; matchers that differ: {differs}."
         if not self.may_record:
             reason += _how_to_record(self.record_mode)
-        return errors.CassetteMissError(reason)
+        error = errors.CassetteMissError(reason)
+        error.details = details  # hook: journal
+        return error
 
     def __len__(self) -> int:
         return len(self._interactions)

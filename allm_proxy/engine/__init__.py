@@ -30,6 +30,7 @@ from ..adapters.base import ImageAdapter
 from ..call import Call, Route, scope, scoped
 from ..config import CassetteSettings, ModelAlias, ProxyConfig
 from ..files import HostedFiles
+from ..journal import Journal, MemoryJournal, upstream_transport
 from ..types import EventStream, ImageRequest, ImageResponse, ImageResult, ImageStream, RawBody
 from ..validation import validate_request
 from . import delivery
@@ -75,6 +76,7 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         files: HostedFiles | None = None,
         env: Mapping[str, str] | None = None,
+        journal: Journal | bool = True,
     ) -> None:
         self.provider = image_adapter
         self.router = Router(image_adapter, image_default_model, aliases=aliases, families=families)
@@ -92,11 +94,17 @@ class Engine:
 
             self.cassette_library = CassetteLibrary(self.cassettes)
         self.files = files if files is not None else HostedFiles()  # an empty store is falsy (__len__)
+        # What the server answered (`/allm/requests`); True: in memory with the defaults.
+        # (An empty store is falsy: compare with the booleans, never test its truth.)
+        self.journal: Journal | None = (MemoryJournal() if journal is True else None if journal is False
+                                        else journal)
         self.deliverer = delivery.Deliverer(self.files)
+        library = self.cassette_library
         self.runtime = Runtime(
             catalog=self.router.catalog, provider_options=self.provider_options, timeout=self.timeout,
             connect_timeout=connect_timeout, transport=transport,
-            wrap_transport=self.cassette_library.transport if self.cassette_library is not None else None,
+            # The cassette layer, with the journal's taps around and under it.
+            wrap_transport=lambda network: upstream_transport(network, library),
         )
         self._env = os.environ if env is None else env
         self._portal: LoopThread | None = None
@@ -121,6 +129,7 @@ class Engine:
             transport=transport,
             files=HostedFiles(ttl=config.file_ttl),
             env=env,
+            journal=MemoryJournal(config.journal) if config.journal.enabled else False,
         )
 
     # -- routing, delegated ----------------------------------------------------------------

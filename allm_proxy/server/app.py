@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,6 +18,8 @@ from starlette.routing import BaseRoute, Route
 
 from ..config import ProxyConfig, ServerLimits
 from ..engine import Engine
+from ..inspector import PAGE, inspector_routes, page_routes
+from ..inspector.cassettes import CassetteShelf
 from ..openapi import openapi_document
 from . import control, endpoints
 from .failures import EXCEPTION_HANDLERS
@@ -39,6 +42,8 @@ def routes(engine: Engine) -> list[BaseRoute]:
     table.append(Route("/openapi.json", endpoints.openapi, methods=["GET"]))
     if engine.cassette_library is not None:
         table.append(Route(control.PATH, control.cassette_control, methods=["GET", "POST"]))
+    # /allm/requests and the inspector page, behind the access token like /v1.
+    table += inspector_routes(engine)
     return table
 
 
@@ -71,4 +76,16 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     app.state.config = config
     app.state.limits = limits
     app.state.openapi_body = json.dumps(openapi_document()).encode()
+    return app
+
+
+def create_inspect_app(path: Path) -> Starlette:
+    """`allm-proxy inspect PATH`: the inspector page and the cassette routes for a cassette file or
+    directory alone; no provider, no `/v1`."""
+    app = Starlette(
+        routes=page_routes(CassetteShelf(path), {"mode": "inspect", "journal": False, "provider": None}),
+        middleware=[Middleware(CallMiddleware)],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
+    app.state.unknown_route_hint = f"`allm-proxy inspect` serves {PAGE} and its cassette routes only."
     return app

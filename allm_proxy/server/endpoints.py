@@ -47,20 +47,25 @@ async def variations(request: Request) -> Response:
 
 async def _images(request: Request, operation: Operation) -> Response:
     call = _call(request)
+    journal = request.state.journal
     body = await read_body(request)
     image_request = parse_request(operation, request.headers.get("content-type"), body)
     del body  # the parsed request holds what is needed; let a big upload go early
+    if journal is not None:
+        journal.request = image_request
     call.public_base_url = _public_base(request)
     call.can_relay = True
     result = await _unless_client_leaves(request, _engine(request).run(image_request, call))
     if result is None:
         return Response(status_code=499)  # nobody is left to answer; logged as 499
     if isinstance(result, RawBody):
-        return streaming.relay(result, call)
+        return streaming.relay(result, call, journal)
     if isinstance(result, ImageResponse):
+        if journal is not None:
+            journal.result = result
         payload = render_response(result, gpt_style=call.family.gpt_style_response)
         return Response(payload, media_type="application/json", headers=streaming.relayed_headers(result.headers))
-    return streaming.event_stream(result, call)
+    return streaming.event_stream(result, call, journal)
 
 
 async def read_body(request: Request) -> bytes:

@@ -44,6 +44,9 @@ def render(err: errors.ProxyError, *, request_id: str = NO_REQUEST_ID, close: bo
 def response(err: errors.ProxyError, request: Request) -> Response:
     """The starlette answer for `err`, for the request it ends."""
     call = getattr(request.state, "call", None)
+    journal = getattr(request.state, "journal", None)
+    if journal is not None:
+        journal.error = err
     reads_body = request.method not in ("GET", "HEAD")
     close = reads_body and not getattr(request.state, "body_read", False)
     rendered = render(err, request_id=call.request_id if call else NO_REQUEST_ID, close=close)
@@ -70,11 +73,9 @@ def from_http_exception(request: Request, exc: HTTPException) -> errors.ProxyErr
         return errors.MethodNotAllowedError(f"Method {method} is not allowed on {path}.",
                                             headers=dict(exc.headers or {}))
     if exc.status_code == 404:
-        return errors.NotFoundError(
-            f"Unknown route: {method} {path}. This proxy serves /v1/images/generations, /v1/images/edits, "
-            "/v1/images/variations and /v1/models.",
-            code="unknown_url",
-        )
+        hint = getattr(request.app.state, "unknown_route_hint", None) or (
+            "This proxy serves /v1/images/generations, /v1/images/edits, /v1/images/variations and /v1/models.")
+        return errors.NotFoundError(f"Unknown route: {method} {path}. {hint}", code="unknown_url")
     return errors.error_class(exc.status_code)(str(exc.detail))
 
 

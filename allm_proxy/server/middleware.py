@@ -9,12 +9,15 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from urllib.parse import unquote
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import errors
 from ..call import Call
+from ..journal import JournalCall
+from ..journal import begin as begin_journal
 from .failures import log, printable, render, unexpected
 
 access_log = logging.getLogger("allm_proxy.access")
@@ -25,9 +28,16 @@ FORWARDED_HEADERS = ("openai-organization", "openai-project")
 # hosted images (their ids are unguessable, and SDK users fetch them with plain HTTP clients).
 _PUBLIC = re.compile(r"^/(healthz|readyz|openapi\.json|(v1/)?images/files/[^/]+)$")
 _IMAGE_ROUTES = re.compile(r"^(/v1)?/images/(generations|edits|variations)$")
+_OPERATIONS = {"generations": "generate", "edits": "edit", "variations": "variation"}
 
 
-async def send_error(err: errors.ProxyError, call: Call | None, send: Send, *, close: bool) -> None:
+async def send_error(err: errors.ProxyError, scope: Scope, send: Send, *, close: bool) -> None:
+    """Answer `err` from middleware, before the app ran (the journal notes it like any error)."""
+    state = scope.get("state", {})
+    call: Call | None = state.get("call")
+    journal: JournalCall | None = state.get("journal")
+    if journal is not None:
+        journal.error = err
     rendered = render(err, request_id=call.request_id if call else "req_none", close=close)
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in rendered.headers.items()]
     headers += [(b"content-type", rendered.media_type.encode()), (b"content-length", str(len(rendered.body)).encode())]
@@ -55,7 +65,12 @@ class CallMiddleware:
             client_bearer=bearer(headers),
             forward_headers={name: headers[name] for name in FORWARDED_HEADERS if name in headers},
         )
-        scope.setdefault("state", {})["call"] = call
+        state = scope.setdefault("state", {})
+        state["call"] = call
+        image_route = _IMAGE_ROUTES.match(scope["path"])
+        engine = getattr(scope["app"].state, "engine", None) if "app" in scope else None
+        journal = state["journal"] = (begin_journal(engine, _OPERATIONS[image_route.group(2)])
+                                      if image_route and engine is not None else None)
         status: int | None = None
 
         async def tracked(message: Message) -> None:
@@ -77,18 +92,20 @@ class CallMiddleware:
         except Exception:
             if status is None:
                 log.exception("unexpected error handling %s %s", printable(scope["method"]), printable(scope["path"]))
-                await send_error(unexpected(call.request_id), call, send, close=True)
+                await send_error(unexpected(call.request_id), scope, send, close=True)
                 call.finish(500)
             else:
                 call.finish(500)  # the answer had begun; the client's connection ends short
                 raise
         finally:
             call.finish(499)  # no complete answer: nobody was left to take it (nginx's "client closed request")
-            log_call(scope, call)
+            ended(scope, call, journal)
 
 
-def log_call(scope: Scope, call: Call) -> None:
-    """The access-log line: one per request, written when its answer has ended."""
+def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
+    """The one place a finished request is reported: the access-log line and the journal entry."""
+    if journal is not None:
+        journal.finish(call, method=scope["method"], path=scope["path"])
     route = call.route
     access_log.info(
         "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
@@ -119,7 +136,7 @@ class AccessTokenMiddleware:
             await self.app(scope, receive, send)
             return
         call: Call = scope["state"]["call"]
-        presented = Headers(scope=scope).get("x-allm-access-token") or call.client_bearer or ""
+        presented = Headers(scope=scope).get("x-allm-access-token") or call.client_bearer or _page_token(scope)
         call.client_bearer = None  # the bearer was (or should have been) the access token: never a provider key
         if not hmac.compare_digest(presented.encode(), self.token.encode()):
             err = errors.AuthenticationError(
@@ -127,9 +144,20 @@ class AccessTokenMiddleware:
                 "(sent as Authorization: Bearer) or send the header X-ALLM-Access-Token. "
                 "Provider keys go in X-ALLM-Api-Key or the proxy's environment."
             )
-            await send_error(err, call, send, close=scope["method"] not in ("GET", "HEAD"))
+            await send_error(err, scope, send, close=scope["method"] not in ("GET", "HEAD"))
             return
         await self.app(scope, receive, send)
+
+
+def _page_token(scope: Scope) -> str:
+    """The inspector page's token: a browser cannot add headers to page loads, images or EventSource,
+    so GETs under /allm/ may carry `?access_token=` (the access log never prints query strings)."""
+    if scope["method"] != "GET" or not scope["path"].startswith("/allm"):
+        return ""
+    for name, _, value in (p.partition("=") for p in scope.get("query_string", b"").decode("latin-1").split("&")):
+        if name == "access_token":
+            return unquote(value)
+    return ""
 
 
 class InflightLimitMiddleware:
@@ -150,7 +178,7 @@ class InflightLimitMiddleware:
                 f"The proxy is handling {self.limit} image requests already; retry in a moment.",
                 headers={"retry-after": "1"},
             )
-            await send_error(err, scope["state"]["call"], send, close=True)
+            await send_error(err, scope, send, close=True)
             return
         self.inflight += 1
         try:

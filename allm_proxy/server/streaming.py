@@ -8,6 +8,7 @@ from starlette.responses import StreamingResponse
 
 from .. import errors
 from ..call import Call
+from ..journal import JournalCall
 from ..types import ImageStream, RawBody
 from ..wire.openai import render_event
 from . import failures
@@ -20,15 +21,19 @@ def relayed_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in RELAYED}
 
 
-def event_stream(stream: ImageStream, call: Call) -> StreamingResponse:
+def event_stream(stream: ImageStream, call: Call, journal: JournalCall | None = None) -> StreamingResponse:
     """The OpenAI SSE answer; a failure half-way ends it with an `error` event, as OpenAI's do."""
 
     async def events() -> AsyncIterator[bytes]:
         try:
             async for event in stream:
+                if journal is not None:
+                    journal.saw_event(event)
                 yield render_event(event)
         except errors.ProxyError as err:
             call.finish(err.status)
+            if journal is not None:
+                journal.error = err
             yield failures.event(err)
         except Exception:
             call.finish(500)
@@ -42,12 +47,16 @@ def event_stream(stream: ImageStream, call: Call) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-def relay(raw: RawBody, call: Call) -> StreamingResponse:
+def relay(raw: RawBody, call: Call, journal: JournalCall | None = None) -> StreamingResponse:
     """The provider's answer, chunk by chunk as it arrives, never held whole."""
+    if journal is not None:
+        journal.relayed_type = raw.content_type
 
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in raw.chunks:
+                if journal is not None:
+                    journal.saw_chunk(chunk)
                 yield chunk
         except Exception:
             call.finish(502)  # the provider broke off; the client's connection ends short too

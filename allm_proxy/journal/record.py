@@ -1,0 +1,119 @@
+"""One journal entry as the store keeps it: the entry's fields, and its image bytes described lazily.
+
+Building an entry on the hot path costs a few dict writes: the images are kept
+as they came (bytes, or an `Image` still holding the provider's base64), and
+their MIME type, width, height and sha256 are worked out the first time
+somebody reads the entry (or just before their bytes are dropped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image as PILImage
+
+from ..types import Image, sniff_mime
+
+# Where a blob's bytes come from: bytes, an Image (base64 decoded on first use), or a callable.
+BlobSource = bytes | Image | Callable[[], bytes | None]
+
+
+@dataclass
+class Blob:
+    """An uploaded file or an answered image of one entry."""
+
+    source: BlobSource | None
+    size: int  # the byte count, or an estimate of it before the bytes are decoded
+    part: str | None = None  # the multipart field an upload came in (image, image[], mask)
+    declared_mime: str | None = None
+    info: dict[str, Any] | None = None
+    dropped: bool = False
+
+    def data(self) -> bytes | None:
+        """The bytes, or None once they are dropped (or were never there: a provider URL)."""
+        source = self.source
+        if source is None:
+            return None
+        if isinstance(source, bytes):
+            return source
+        data: bytes | None
+        if isinstance(source, Image):
+            if not source.has_bytes and not (source.url or "").startswith("data:"):
+                return None
+            data = source.data
+        else:
+            data = source()
+        self.source = data  # decoded once
+        return data
+
+    def describe(self) -> dict[str, Any]:
+        """MIME type, width, height, byte count and sha256, worked out once."""
+        if self.info is None:
+            data = self.data()
+            info: dict[str, Any] = {"mime_type": self.declared_mime, "width": None, "height": None,
+                                    "bytes": self.size, "sha256": None}
+            if data is not None:
+                info.update(mime_type=sniff_mime(data) or self.declared_mime, bytes=len(data),
+                            sha256=hashlib.sha256(data).hexdigest())
+                info["width"], info["height"] = _dimensions(data)
+                self.size = len(data)
+            if self.part is not None:
+                info = {"part": self.part, **info}
+            self.info = info
+        return {**self.info, "bytes_dropped": self.dropped}
+
+    def drop(self) -> int:
+        """Let the bytes go (after describing them); how many bytes that frees."""
+        if self.dropped or self.source is None:
+            return 0
+        self.describe()
+        self.source = None
+        self.dropped = True
+        return self.size
+
+
+@dataclass
+class Record:
+    """A stored entry: its JSON fields, its uploads and its answered images."""
+
+    fields: dict[str, Any]
+    inputs: list[Blob] = field(default_factory=list)
+    images: list[Blob] = field(default_factory=list)
+    # Work left for the first reader (parsing a relayed body for its images and usage),
+    # and the bytes that work holds until then.
+    pending: Callable[[Record], None] | None = None
+    pending_bytes: int = 0
+
+    @property
+    def id(self) -> str:
+        return str(self.fields["id"])
+
+    @property
+    def held_bytes(self) -> int:
+        blobs = sum(b.size for b in (*self.inputs, *self.images) if not b.dropped and b.source is not None)
+        return blobs + self.pending_bytes
+
+    def settle(self) -> None:
+        """Finish the deferred work; the store calls this under its lock."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as the API answers it."""
+        self.settle()
+        return {**self.fields, "inputs": [b.describe() for b in self.inputs],
+                "images": [b.describe() for b in self.images]}
+
+
+def _dimensions(data: bytes) -> tuple[int | None, int | None]:
+    """Width and height from the image header; Pillow does not decode the pixels for this."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            return image.width, image.height
+    except Exception:  # not an image Pillow knows: the sizes stay unknown
+        return None, None

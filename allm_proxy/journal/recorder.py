@@ -1,0 +1,309 @@
+"""Turning one request the server answered into a journal entry.
+
+The server's call middleware opens a `JournalCall` when an image request
+arrives; the endpoint tells it the parsed request, the answer (or the error)
+and, for streamed and relayed answers, what went by; the access-log line
+closes it (`finish`, with the `Call`), which builds the `Record` and appends
+it. The engine wraps its upstream transport in `UpstreamRecorder`, which notes
+every upstream call in the call's own list (`Call.upstream`, reached through
+the call's scope): method, URL with secrets redacted, status, ms, and whether
+the network or a cassette answered it. Nothing here hashes or decodes an
+image: the store does that when somebody reads the entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .. import errors
+from ..call import Call, current_scope
+from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
+from .record import Blob, Record
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from .store import Journal
+
+# Request fields that carry file bytes: described as `inputs`, never copied into `params`.
+FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
+PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRequest) if f.name not in FILE_FIELDS)
+EXTENSION = "allm_journal"
+_HOSTED = re.compile(r"/images/files/(img_[A-Za-z0-9_-]+)$")
+
+
+class JournalCall:
+    """What one request did, collected while it runs."""
+
+    def __init__(self, engine: Engine, journal: Journal, operation: str) -> None:
+        self.engine = engine
+        self.journal = journal
+        self.operation = operation
+        self.time = time.time()
+        self.request: ImageRequest | None = None
+        self.result: ImageResponse | None = None
+        self.error: errors.ProxyError | None = None
+        self.secrets: set[str] = set()
+        self.streamed: list[Image] = []
+        self.stream_usage: Usage | None = None
+        self.relayed: list[bytes] | None = None
+        self.relayed_type = "application/json"
+        self._relayed_bytes = 0
+        self.done = False
+
+    def saw_event(self, event: ImageEvent) -> None:
+        """A streamed event went to the client; its final images and usage are the answer's."""
+        if event.kind == "completed":
+            if event.image is not None:
+                self.streamed.append(event.image)
+            if event.usage is not None:
+                self.stream_usage = event.usage
+
+    def saw_chunk(self, chunk: bytes) -> None:
+        """A relayed chunk went to the client; kept while within the journal's image budget."""
+        if self.relayed is None:
+            self.relayed = []
+        self._relayed_bytes += len(chunk)
+        if self._relayed_bytes <= self.journal.settings.max_image_mb * 1024 * 1024:
+            self.relayed.append(chunk)
+        else:
+            self.relayed = []  # too big to keep: the entry says its images are not known
+
+    def finish(self, call: Call, *, method: str, path: str) -> None:
+        """Build the entry and append it; only the first call counts."""
+        if self.done:
+            return
+        self.done = True
+        route = call.route
+        self.secrets.update(s for s in (call.api_key, call.client_key, call.client_bearer,
+                                        *call.forward_headers.values()) if s)
+        miss = self.error.details if isinstance(self.error, errors.CassetteMissError) else None
+        request = self.request
+        # `time` and `params` are filled in by the first reader (`_settle`): the hot path only collects.
+        fields: dict[str, Any] = {
+            "id": call.request_id,
+            "time": None,
+            "method": method,
+            "path": path,
+            "operation": self.operation,
+            "model": (route.requested_model if route else None) or (request.model if request else None),
+            "provider": route.provider if route else None,
+            "provider_model": route.model if route else None,
+            "status": call.status,
+            "ms": round(call.ms, 1),
+            "session": call.session,
+            "cassette": self._cassette(call),
+            "source": self._source(route.provider if route else None, call.upstream),
+            "stream": bool(request and request.stream),
+            "params": None,
+            "usage": None,
+            "error": _redacted(self._envelope(), self.secrets) if self.error is not None else None,
+            "upstream": call.upstream,
+            "miss": miss,
+        }
+        result = self.result
+        if result is not None:
+            upstream_id = next((v for k, v in result.headers.items() if k.lower() == "x-request-id"), None)
+            if upstream_id and upstream_id != call.request_id:
+                fields["upstream_request_id"] = upstream_id  # the x-request-id the client saw
+            if result.usage is not None:
+                fields["usage"] = result.usage.to_dict()
+        if self.stream_usage is not None:
+            fields["usage"] = self.stream_usage.to_dict()
+        record = Record(fields, inputs=inputs_of(request) if request is not None else [])
+        raw: bytes | None = None
+        content_type = "application/json"
+        if self.relayed:
+            raw = b"".join(self.relayed)
+            content_type = self.relayed_type
+            record.pending_bytes = len(raw)
+        else:
+            images = self.streamed or (result.images if result is not None else [])
+            record.images = [self._blob(i) for i in images]
+        started = self.time
+        record.pending = lambda r: _settle(r, request, started, raw, content_type)
+        self.journal.append(record)
+
+    def _blob(self, image: Image) -> Blob:
+        if image.has_bytes:
+            return Blob(image, _estimated_size(image), declared_mime=image.mime_type)
+        match = _HOSTED.search(image.url or "")
+        hosted = self.engine.files.get(match.group(1)) if match else None
+        if hosted is not None:
+            return Blob(hosted.data, len(hosted.data), declared_mime=hosted.mime_type)
+        if (image.url or "").startswith("data:"):
+            return Blob(image, len(image.url or "") * 3 // 4, declared_mime=image.mime_type)
+        return Blob(None, 0, declared_mime=image.mime_type)  # a provider URL: the proxy never had the bytes
+
+    def _envelope(self) -> dict[str, Any]:
+        assert self.error is not None
+        if isinstance(self.error, errors.UpstreamStatusError):
+            try:
+                body = json.loads(self.error.raw_body)
+                if isinstance(body, dict):
+                    return body
+            except ValueError:
+                pass
+        return self.error.envelope()
+
+    def _source(self, provider: str | None, upstream: list[dict[str, Any]]) -> str | None:
+        if provider == "fake":
+            return "fake"
+        sources = {u["source"] for u in upstream}
+        if "upstream" in sources:
+            return "upstream"
+        if "cassette" in sources:
+            return "cassette"
+        return None  # answered by the proxy itself (a bad request, a missing key)
+
+    def _cassette(self, call: Call) -> str | None:
+        library = self.engine.cassette_library
+        if library is None:
+            return None
+        if call.cassette:
+            return call.cassette
+        active = library.active
+        if active is None:
+            return None
+        if library.directory is not None and active.is_relative_to(library.directory):
+            return str(active.relative_to(library.directory).as_posix())
+        return str(active)
+
+
+def begin(engine: Engine, operation: str) -> JournalCall | None:
+    """A `JournalCall` for a request arriving now, or None when the engine keeps no journal."""
+    journal = engine.journal
+    return JournalCall(engine, journal, operation) if journal is not None else None
+
+
+def params_of(request: ImageRequest) -> dict[str, Any]:
+    """Every request field except file bytes; `extra` (untyped wire fields) as a mapping."""
+    params = {name: getattr(request, name) for name in PARAM_FIELDS}
+    params["extra"] = {key: value for key, value in request.extra}
+    return params
+
+
+def inputs_of(request: ImageRequest) -> list[Blob]:
+    files: list[InputFile] = [*request.images, *([request.mask] if request.mask else []), *request.extra_files]
+    return [Blob(f.data, len(f.data), part=f.field, declared_mime=f.content_type) for f in files]
+
+
+def _estimated_size(image: Image) -> int:
+    # Without decoding: base64 is 4 characters for every 3 bytes.
+    raw = image._data
+    return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
+
+
+def _settle(record: Record, request: ImageRequest | None, started: float, raw: bytes | None,
+            content_type: str) -> None:
+    """What the first reader of an entry works out: its time, its params, a relayed body's images."""
+    record.fields["time"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
+    record.fields["params"] = params_of(request) if request is not None else {}
+    if raw is not None:
+        _settle_relayed(record, raw, content_type)
+
+
+def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
+    """A relayed body, parsed when first read: its images and usage."""
+    from ..cassettes.summary import response_images
+
+    record.pending_bytes = 0
+    record.images = [Blob(data, len(data)) for data in
+                     response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})]
+    try:
+        usage = json.loads(raw).get("usage")
+    except (ValueError, AttributeError):
+        usage = None
+    if isinstance(usage, dict):
+        record.fields["usage"] = usage
+
+
+def _redacted(data: Any, secrets: set[str]) -> Any:
+    """`data` with every secret replaced (providers echo keys in error messages)."""
+    if not secrets:
+        return data
+    text = json.dumps(data)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 8:
+            text = text.replace(json.dumps(secret)[1:-1], "<redacted>")
+    return json.loads(text)
+
+
+# -- the upstream side ------------------------------------------------------------------
+
+
+class UpstreamRecorder(httpx.AsyncBaseTransport):
+    """Notes each upstream call of the journaled call in progress; passes everything through.
+
+    `replayable`: a cassette layer sits under this transport, so a call counts as
+    `cassette` unless `mark_network` (under the cassette layer) sees it go out.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, replayable: bool = False) -> None:
+        self._inner = inner
+        self._replayable = replayable
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        scope = current_scope.get()
+        if scope is None or scope.upstream is None:
+            return await self._inner.handle_async_request(request)
+        note: dict[str, Any] = {"method": request.method, "url": redact_url(str(request.url), set(scope.secrets)),
+                                "status": None, "ms": None,
+                                "source": "cassette" if self._replayable else "upstream"}
+        request.extensions[EXTENSION] = note
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except errors.CassetteMissError as err:
+            note["error"] = err.code
+            raise
+        except Exception as exc:
+            note["error"] = type(exc).__name__
+            raise
+        finally:
+            note["ms"] = round((time.perf_counter() - started) * 1000, 1)
+            scope.upstream.append(note)
+        note["status"] = response.status_code
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class NetworkMark(httpx.AsyncBaseTransport):
+    """Sits under the cassette layer: a call that reaches it went to the network, not a cassette."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        note = request.extensions.get(EXTENSION)
+        if isinstance(note, dict):
+            note["source"] = "upstream"
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def redact_url(url: str, secrets: set[str]) -> str:
+    """`url` without `key=`-style query parameters and without any known secret (the cassette filter's rules)."""
+    from vcr.request import Request
+
+    from ..cassettes.filters import SecretFilter
+
+    clean, _ = SecretFilter().request(Request("GET", url, b"", {}), secrets)
+    return str(clean.uri)
+
+
+def upstream_transport(inner: httpx.AsyncBaseTransport, library: Any) -> httpx.AsyncBaseTransport:
+    """The engine's upstream stack with the journal's two taps: around it, and under its cassette layer."""
+    if library is None:
+        return UpstreamRecorder(inner)
+    return UpstreamRecorder(library.transport(NetworkMark(inner)), replayable=True)

@@ -1,0 +1,116 @@
+"""`/allm/requests`: the journal over HTTP. The server mounts these behind its access token.
+
+    GET    /allm/requests?session=S&status=400&operation=edit&limit=20   {"object": "list", "data": [...]}
+    GET    /allm/requests/{id}                                            one entry
+    GET    /allm/requests/{id}/inputs/{k}, /images/{k}                    the bytes, with their content type
+    DELETE /allm/requests[?session=S]                                     {"object": "list", "deleted": N}
+    GET    /allm/requests/stream                                          SSE: `event: entry`, one per new entry
+
+Errors are OpenAI envelopes (raised as `errors.ProxyError`; the server renders them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from .. import errors
+from .store import Journal
+
+PREFIX = "/allm/requests"
+KEEPALIVE_SECONDS = 15.0
+OPERATIONS = ("generate", "edit", "variation")
+
+
+def sse_frame(event: str, data: Any) -> bytes:
+    """One server-sent event; JSON has no raw newlines, so one `data:` line always holds it."""
+    return b"event: " + event.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
+
+
+SSE_KEEPALIVE = b": keepalive\n\n"
+
+
+def journal_routes(journal: Journal, *, keepalive: float = KEEPALIVE_SECONDS) -> list[BaseRoute]:
+    """The `/allm/requests` routes over `journal`."""
+
+    async def listing(request: Request) -> Response:
+        if request.method == "DELETE":
+            session = request.query_params.get("session")
+            return JSONResponse({"object": "list", "deleted": journal.clear(session)})
+        query = request.query_params
+        unknown = set(query) - {"session", "status", "operation", "limit"}
+        if unknown:
+            raise errors.UnknownParameterError(
+                f"Unknown filter(s) {sorted(unknown)}; /allm/requests filters by session, status, operation "
+                "and limit.", param=sorted(unknown)[0])
+        status = query.get("status")
+        if status is not None and status != "error" and not status.isdigit():
+            raise errors.InvalidRequestError(
+                f"status={status!r} is not a status code (like 400) or 'error' (any 4xx or 5xx).", param="status")
+        operation = query.get("operation")
+        if operation is not None and operation not in OPERATIONS:
+            raise errors.InvalidRequestError(
+                f"operation={operation!r} is not one of {', '.join(OPERATIONS)}.", param="operation")
+        limit = query.get("limit")
+        if limit is not None and not limit.isdigit():
+            raise errors.InvalidRequestError(f"limit={limit!r} is not a whole number.", param="limit")
+        entries = await asyncio.to_thread(journal.list, session=query.get("session"), status=status,
+                                          operation=operation, limit=int(limit) if limit is not None else None)
+        return JSONResponse({"object": "list", "data": entries})
+
+    async def one(request: Request) -> Response:
+        entry = await asyncio.to_thread(journal.get, request.path_params["entry_id"])
+        if entry is None:
+            raise _no_entry(request.path_params["entry_id"])
+        return JSONResponse(entry)
+
+    async def blob(request: Request) -> Response:
+        entry_id, kind, index = (request.path_params[k] for k in ("entry_id", "kind", "index"))
+        if kind not in ("inputs", "images"):
+            raise errors.NotFoundError(f"Use /inputs/{index} or /images/{index}.", code="unknown_url")
+        found = await asyncio.to_thread(journal.blob, entry_id, kind, int(index))
+        if found is None:
+            if journal.get(entry_id) is None:
+                raise _no_entry(entry_id)
+            raise errors.NotFoundError(
+                f"Entry {entry_id} has no {kind[:-1]} {index} with bytes: there is no such one, the journal let "
+                "its bytes go (its max_image_mb bound), or the proxy never had them (a provider URL).",
+                code="journal_bytes_gone")
+        data, mime = found
+        return Response(data, media_type=mime, headers={"cache-control": "private, max-age=3600"})
+
+    async def stream(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            async with journal.subscribe() as feed:
+                yield SSE_KEEPALIVE  # headers and a first byte now: EventSource reports "open"
+                while True:
+                    try:
+                        entry_id = await asyncio.wait_for(feed.get(), keepalive)
+                    except TimeoutError:
+                        yield SSE_KEEPALIVE
+                        continue
+                    entry = await asyncio.to_thread(journal.get, entry_id)
+                    if entry is not None:
+                        yield sse_frame("entry", entry)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    return [
+        Route(PREFIX, listing, methods=["GET", "DELETE"]),
+        Route(f"{PREFIX}/stream", stream, methods=["GET"]),
+        Route(PREFIX + "/{entry_id}", one, methods=["GET"]),
+        Route(PREFIX + "/{entry_id}/{kind}/{index:int}", blob, methods=["GET"]),
+    ]
+
+
+def _no_entry(entry_id: str) -> errors.NotFoundError:
+    return errors.NotFoundError(
+        f"No journal entry {entry_id[:80]!r}: it was never there, was cleared, or is older than the newest "
+        "max_entries (see [journal] in the config).", code="journal_entry_not_found")
