@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from .config import ProxyConfig, cassette_settings_from_mapping, load_config
+from .faults.grammar import parse_faults  # hook: faults
 
 # (click parameter name, environment variable) for every serve option that a
 # config file can also set. Flags beat the environment, which beats the file.
@@ -36,6 +37,7 @@ _ENV = {
     "gemini_mask_hint": "ALLM_PROXY_GEMINI_MASK_HINT",
     "gemini_max_concurrency": "ALLM_PROXY_GEMINI_MAX_CONCURRENCY",
     "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
+    "fault_seed": "ALLM_PROXY_FAULT_SEED",  # hook: faults
 }
 
 # Flags that become one option of one provider: (flag name, provider, option key).
@@ -135,6 +137,10 @@ def main() -> None:
 @_option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
 @_option("--access-token", key="access_token", help="Require this token from clients (never sent upstream).")
 @_option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
+# hook: faults: --fault (repeatable; no variable, as specs hold spaces) and --fault-seed
+@click.option("--fault", "fault", multiple=True, metavar="SPEC",
+              help="Inject a fault, e.g. 'latency; ms=300; p=0.5' (repeatable; replaces the config's [[faults]]).")
+@_option("--fault-seed", key="fault_seed", type=int, help="Seed that makes probabilistic faults reproducible.")
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
@@ -187,6 +193,13 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
         config.port = flags["port"]
     if given("timeout"):
         config.timeout = flags["timeout"]
+    if flags.get("fault"):  # hook: faults
+        try:
+            config.faults = parse_faults(flags["fault"], where="--fault")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if given("fault_seed"):  # hook: faults
+        config.fault_seed = flags["fault_seed"]
     if given("max_body_mb"):
         config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
     providers = config.providers

@@ -49,6 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .faults.config import faults_from_mapping  # hook: faults
+from .faults.grammar import Fault  # hook: faults
+
 RECORD_MODES = ("off", "none", "once", "new_episodes", "all")
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 
@@ -129,13 +132,16 @@ class ProxyConfig:
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     cassettes: CassetteSettings = field(default_factory=CassetteSettings)
     limits: ServerLimits = field(default_factory=lambda: ServerLimits())
+    # hook: faults: the server-wide fault list (`[[faults]]`, `serve --fault`) and `fault_seed`
+    faults: tuple[Fault, ...] = ()
+    fault_seed: int | None = None
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
 
 
 _TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
-             "connect_timeout"}
+             "connect_timeout", "faults", "fault_seed"}  # hook: faults
 _LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
 _SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"} | _LIMIT_KEYS
 
@@ -186,6 +192,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
             raise ValueError(f'{source} [models."{name}"] needs both provider and model')
         config.aliases[name] = ModelAlias(name=name, provider=str(alias["provider"]), model=str(alias["model"]))
     config.families = {str(k): dict(v) for k, v in raw.get("families", {}).items()}
+    config.faults, config.fault_seed = faults_from_mapping(raw, source=source)  # hook: faults
     cassettes = dict(raw.get("cassettes", {}))
     if cassettes:
         config.cassettes = cassette_settings_from_mapping(cassettes, source=f"{source} [cassettes]")

@@ -30,6 +30,8 @@ from .adapters.base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
 from .capabilities import ModelCatalog, ModelDefault, ModelFamily
 from .config import CassetteSettings, ModelAlias, ProxyConfig
 from .context import current_call
+from .faults import FaultDecision, FaultInjector  # hook: faults
+from .faults.effects import intercept as fault_intercept  # hook: faults
 from .files import HostedFiles
 from .types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
 from .upstream import AiohttpTransport
@@ -60,6 +62,9 @@ class CallOptions:
     relay_body: bool = False
     request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
     route: Route | None = None
+    # hook: faults: the X-ALLM-Fault header as sent, and the fault decided for this call (the journal reads it)
+    fault_header: str | None = None
+    fault: FaultDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,9 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         files: HostedFiles | None = None,
         env: Mapping[str, str] | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
+        self.faults = faults if faults is not None else FaultInjector()  # hook: faults
         self.provider = image_adapter
         self._info = get_adapter_info(image_adapter)
         self._provider_options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (providers or {}).items()}
@@ -167,6 +174,7 @@ class Engine:
             transport=transport,
             files=HostedFiles(ttl=config.file_ttl),
             env=env,
+            faults=FaultInjector(config.faults, seed=config.fault_seed),  # hook: faults
         )
 
     @property
@@ -232,6 +240,10 @@ class Engine:
             await asyncio.to_thread(validate_request, request, route.family, requested_model=route.label)
         else:
             validate_request(request, route.family, requested_model=route.label)
+        # hook: faults: decided here, before any adapter; a fault that replaces the answer returns it
+        faulted = await fault_intercept(self.faults, request, route, options, timeout=self.timeout)
+        if faulted is not None:
+            return faulted
         info = get_adapter_info(route.provider)
         provider_opts = self.provider_options(route.provider)
         ctx = CallContext(

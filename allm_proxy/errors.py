@@ -20,6 +20,9 @@ their usual typed exceptions.
     +-- PayloadTooLargeError         413    invalid_request_error   payload_too_large
     +-- UnsupportedMediaTypeError    415    invalid_request_error   unsupported_media_type
     +-- RateLimitError               429    requests                rate_limit_exceeded
+    +-- InsufficientQuotaError       429    insufficient_quota      insufficient_quota
+    +-- ProviderServerError          500    server_error            (none, as OpenAI's own 500)
+    +-- OverloadedError              503    server_error            overloaded
     +-- UpstreamError                502    server_error            upstream_error
     |   +-- NoImageGeneratedError    502    server_error            no_image_generated
     +-- UpstreamTimeoutError         504    server_error            timeout
@@ -150,6 +153,29 @@ class RateLimitError(ProxyError):
     status = 429
     type = "requests"
     default_code = "rate_limit_exceeded"
+
+
+class InsufficientQuotaError(ProxyError):
+    """The account's quota or credit is used up (OpenAI's 429 `insufficient_quota`)."""
+
+    status = 429
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+class ProviderServerError(ProxyError):
+    """The provider failed on its side (OpenAI's 500 `server_error`, whose code is null)."""
+
+    status = 500
+    type = "server_error"
+
+
+class OverloadedError(ProxyError):
+    """The provider is overloaded; retry later (a 503 the SDKs retry)."""
+
+    status = 503
+    type = "server_error"
+    default_code = "overloaded"
 
 
 class UpstreamError(ProxyError):

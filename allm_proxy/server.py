@@ -37,6 +37,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from . import errors
 from .config import ProxyConfig, ServerLimits
 from .engine import CallOptions, Engine
+from .faults import control as fault_control  # hook: faults
+from .faults import http as fault_http  # hook: faults
+from .faults.kinds import ConnectionResetFault  # hook: faults
 from .openapi import openapi_document
 from .types import ImageResponse, ImageStream, Operation
 from .wire.openai import parse_request, render_error_event, render_event, render_models, render_response
@@ -57,14 +60,16 @@ class _Call:
         self.options = CallOptions(
             session=request.headers.get("x-allm-session") or "default",
             cassette=request.headers.get("x-allm-cassette") or None,
+            fault_header=request.headers.get("x-allm-fault") or None,  # hook: faults
         )
         self.bytes_out = 0
         self.body_read = request.method in ("GET", "HEAD")
 
     def log(self, status: int) -> None:
         route = self.options.route
+        fault = f" fault={self.options.fault.kind}" if self.options.fault else ""  # hook: faults
         access_log.info(
-            "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
+            "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d%s",
             _printable(self.request.method),
             _printable(self.request.url.path),
             _printable(route.requested_model or "-") if route else "-",
@@ -72,6 +77,7 @@ class _Call:
             status,
             (time.perf_counter() - self.started) * 1000,
             self.bytes_out,
+            fault,
         )
 
 
@@ -95,6 +101,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         if call is not None:
             call.bytes_out = len(body)
             call.log(err.status)
+        if isinstance(err, ConnectionResetFault):
+            return fault_http.reset_response()  # hook: faults
         return Response(body, status_code=err.status, headers=headers, media_type=content_type)
 
     def handler(fn: Callable[[Request, _Call], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -200,11 +208,12 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                     route = call.options.route
                     payload = render_response(result, gpt_style=bool(route and route.family.gpt_style_response))
                     headers = {k: v for k, v in result.headers.items() if k.lower() == "x-request-id"}
-                    return Response(payload, media_type="application/json", headers=headers)
+                    plain = Response(payload, media_type="application/json", headers=headers)
+                    return fault_http.shape_response(plain, call.options.fault)  # hook: faults
                 else:
                     streamed = stream_response(result, call, release)
                 stream_holds_slot = True  # a stream keeps its max_inflight slot until it ends
-                return streamed
+                return fault_http.shape_response(streamed, call.options.fault)  # hook: faults
             finally:
                 if not stream_holds_slot:
                     release()
@@ -307,11 +316,13 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         ]
     routes.append(Route("/healthz", handler(healthz), methods=["GET"]))
     routes.append(Route("/openapi.json", handler(openapi), methods=["GET"]))
+    controls = fault_control.control_routes(engine.faults)  # hook: faults (/allm/faults)
     if engine.cassette_library is not None:
-        # Switching cassettes changes what every client gets: it takes the access token too.
-        for control in engine.cassette_library.control_routes():
-            assert isinstance(control, Route)
-            routes.append(Route(control.path, handler(guarded(control.endpoint)), methods=list(control.methods or ())))
+        controls += engine.cassette_library.control_routes()
+    # Switching cassettes or faults changes what every client gets: control routes take the access token.
+    for control in controls:
+        assert isinstance(control, Route)
+        routes.append(Route(control.path, handler(guarded(control.endpoint)), methods=list(control.methods or ())))
 
     async def http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
