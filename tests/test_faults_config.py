@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,6 +12,7 @@ from allm_proxy.cli import main
 from allm_proxy.config import config_from_mapping, load_config
 from allm_proxy.faults import KINDS, Fault, FaultInjector, FaultSpecError, parse_faults
 from tests.test_hardening_shutdown import serving
+from tests.test_pytest_plugin import upstream  # noqa: F401  (the pytester suite's fake OpenAI)
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 pytest_plugins = ["pytester"]
@@ -149,23 +149,12 @@ def test_bad_marker_faults():
 '''
 
 
-@pytest.fixture
-def plugin_upstream(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\naddopts = -p no:cacheprovider\n")
-    fake = FakeOpenAI()
-    with fake.serving() as url:
-        monkeypatch.setenv("ALLM_TEST_UPSTREAM", url)
-        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-        yield fake
-
-
 def test_pytest_marker_faults_hold_for_their_test_only(pytester: pytest.Pytester,
-                                                        plugin_upstream: FakeOpenAI) -> None:
+                                                        upstream: FakeOpenAI) -> None:  # noqa: F811
     pytester.makepyfile(test_suite=MARKED_SUITE)
-    result = pytester.runpytest()
+    result = pytester.runpytest_subprocess()  # in-process runs re-import openai, splitting its classes
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*allm_cassette(faults=...)*allowed kinds*"])
-    assert len(plugin_upstream.requests) == 2  # the faulted attempt never reached the upstream
+    assert len(upstream.requests) == 2  # the faulted attempt never reached the upstream
     recorded = (pytester.path / "cassettes" / "test_suite" / "test_marker_faults_are_retried_by_the_sdk.json")
     assert recorded.read_text().count('"status"') == 1  # only the successful retry was recorded

@@ -87,14 +87,20 @@ async def _drop(receive: Any, *, reset: bool) -> None:
     transport = getattr(getattr(receive, "__self__", None), "transport", None)
     if transport is None:
         raise ConnectionDropped("fault injection: drop this connection")
+    drop_connection(transport, reset=reset)
+    await receive()  # http.disconnect: the server then knows the connection is gone on purpose
+
+
+def drop_connection(transport: Any, *, reset: bool) -> None:
+    """Close an asyncio transport: with `reset`, at once and with an RST; else after what is buffered."""
     sock = transport.get_extra_info("socket")
-    if reset and sock is not None:
+    if not reset:
+        transport.close()
+        return
+    if sock is not None:
         # Linger 0: closing sends RST, which the client reads as "connection reset by peer".
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    else:
-        transport.close()
-    await receive()  # http.disconnect: the server then knows the connection is gone on purpose
+    transport.abort()
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
