@@ -21,9 +21,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .capabilities import ModelFamily
+
+if TYPE_CHECKING:
+    from .faults import FaultDecision
 
 T = TypeVar("T")
 
@@ -115,12 +118,16 @@ class Call:
     public_base_url: str | None = None
     # True when the caller can pass a provider's answer through as it arrives (the server).
     can_relay: bool = False
+    # The X-ALLM-Fault header as sent: faults for this request only.
+    fault_header: str | None = None
     started: float = field(default_factory=time.perf_counter)
 
     # -- set once by the engine ------------------------------------------------------------------
     route: Route | None = None
     api_key: str | None = None
     delivery: Delivery | None = None
+    # The fault injected into this call, if any (decided before the adapter, by `faults.intercept`).
+    fault: FaultDecision | None = None
 
     # -- produced while it runs: each upstream call (method, redacted URL, status, ms, source) ---------
     upstream: list[dict[str, Any]] = field(default_factory=list)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from .config import ProxyConfig, RecordMode, cassette_settings_from_mapping, load_config
+from .faults.grammar import parse_faults
 
 # (click parameter name, environment variable) for every serve option that a
 # config file can also set. Flags beat the environment, which beats the file.
@@ -38,6 +39,7 @@ _ENV = {
     "gemini_max_concurrency": "ALLM_PROXY_GEMINI_MAX_CONCURRENCY",
     "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
     "journal": "ALLM_PROXY_JOURNAL",  # hook: journal
+    "fault_seed": "ALLM_PROXY_FAULT_SEED",  # hook: faults
 }
 
 # Flags that become one option of one provider: (flag name, provider, option key).
@@ -140,6 +142,10 @@ def main() -> None:
 @_option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
 @_option("--journal/--no-journal", key="journal", default=None,  # hook: journal
          help="Keep the request journal behind /allm/requests and the inspector page. [default: on]")
+# hook: faults: --fault (repeatable; no variable, as specs hold spaces) and --fault-seed
+@click.option("--fault", "fault", multiple=True, metavar="SPEC",
+              help="Inject a fault, e.g. 'latency; ms=300; p=0.5' (repeatable; replaces the config's [[faults]]).")
+@_option("--fault-seed", key="fault_seed", type=int, help="Seed that makes probabilistic faults reproducible.")
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
@@ -195,6 +201,13 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
         config.timeout = flags["timeout"]
     if given("journal"):  # hook: journal
         config.journal = dataclasses.replace(config.journal, enabled=flags["journal"])
+    if flags.get("fault"):  # hook: faults
+        try:
+            config.faults = parse_faults(flags["fault"], where="--fault")
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    if given("fault_seed"):  # hook: faults
+        config.fault_seed = flags["fault_seed"]
     if given("max_body_mb"):
         config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
     providers = config.providers

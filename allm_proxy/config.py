@@ -55,6 +55,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .faults.config import faults_from_mapping
+from .faults.grammar import Fault
+
 
 class RecordMode(enum.StrEnum):
     """What a cassette does with a request: vcrpy's four modes plus `off` (no cassette at all).
@@ -73,6 +76,7 @@ class RecordMode(enum.StrEnum):
     @classmethod
     def _missing_(cls, value: object) -> NoReturn:
         raise ValueError(f"record mode {value!r} is not one of {', '.join(cls)}")
+
 
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 
@@ -172,13 +176,16 @@ class ProxyConfig:
     cassettes: CassetteSettings = field(default_factory=CassetteSettings)
     limits: ServerLimits = field(default_factory=lambda: ServerLimits())
     journal: JournalSettings = field(default_factory=JournalSettings)  # hook: journal
+    # the server-wide fault list (`[[faults]]`, `serve --fault`) and `fault_seed`
+    faults: tuple[Fault, ...] = ()
+    fault_seed: int | None = None
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
 
 
 _TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
-             "connect_timeout", "journal"}  # hook: journal (the "journal" key)
+             "connect_timeout", "journal", "faults", "fault_seed"}
 _LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
 _SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"} | _LIMIT_KEYS
 
@@ -229,6 +236,7 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
             raise ValueError(f'{source} [models."{name}"] needs both provider and model')
         config.aliases[name] = ModelAlias(name=name, provider=str(alias["provider"]), model=str(alias["model"]))
     config.families = {str(k): dict(v) for k, v in raw.get("families", {}).items()}
+    config.faults, config.fault_seed = faults_from_mapping(raw, source=source)  # hook: faults
     cassettes = dict(raw.get("cassettes", {}))
     if cassettes:
         config.cassettes = cassette_settings_from_mapping(cassettes, source=f"{source} [cassettes]")

@@ -7,6 +7,8 @@
 
     pytest --allm-record-mode=once                   # record the missing cassettes (default: none)
 
+    @pytest.mark.allm_cassette(faults=["rate_limit; times=1"])   # faults for this test (nothing recorded)
+
 One proxy per pytest process (per xdist worker) runs on a free loopback port
 for the whole session; each test using the marker or the `allm_cassette`
 fixture activates its own cassette, rewound. Override `allm_config` in a
@@ -56,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "allm_cassette(name=None, provider=None, record_mode=None): record or replay a cassette")
+        "markers", "allm_cassette(name=None, provider=None, record_mode=None, faults=None): record or replay a "
+        "cassette; faults=['rate_limit; times=1'] injects faults for this test")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ def allm_cassette(request: pytest.FixtureRequest, allm_config: dict[str, Any],
         path = path.with_name(path.name + ".json")
     proxy = allm_proxies.get(provider, allm_config, enabled=mode != "off", root=request.config.rootpath)
     library = proxy.engine.cassette_library
+    try:  # hook: faults: the marker's faults hold for this test only, with fresh counts
+        proxy.engine.faults.set(marker_kwargs.get("faults") or ())
+    except ValueError as exc:
+        raise pytest.UsageError(f"allm_cassette(faults=...): {exc}") from None
     if library is not None:
         library.activate(path=path, record_mode=mode)
     with pytest.MonkeyPatch.context() as env:
@@ -134,6 +141,7 @@ def allm_cassette(request: pytest.FixtureRequest, allm_config: dict[str, Any],
             yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine,
                                journal_before=before)
         finally:
+            proxy.engine.faults.clear()  # hook: faults
             if library is not None:
                 library.flush()
                 library.activate(None)  # a stray call after the test misses loudly

@@ -29,6 +29,8 @@ from ..adapters import get_adapter_info
 from ..adapters.base import ImageAdapter
 from ..call import Call, Route, scope, scoped
 from ..config import CassetteSettings, ModelAlias, ProxyConfig
+from ..faults import FaultInjector
+from ..faults.effects import intercept
 from ..files import HostedFiles
 from ..journal import Journal, MemoryJournal, upstream_transport
 from ..types import EventStream, ImageRequest, ImageResponse, ImageResult, ImageStream, RawBody
@@ -77,8 +79,10 @@ class Engine:
         files: HostedFiles | None = None,
         env: Mapping[str, str] | None = None,
         journal: Journal | bool = True,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.provider = image_adapter
+        self.faults = faults if faults is not None else FaultInjector()
         self.router = Router(image_adapter, image_default_model, aliases=aliases, families=families)
         self._provider_options: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (providers or {}).items()}
         self._provider_options.setdefault(image_adapter, {}).update(image_adapter_opts or {})
@@ -130,6 +134,7 @@ class Engine:
             files=HostedFiles(ttl=config.file_ttl),
             env=env,
             journal=MemoryJournal(config.journal) if config.journal.enabled else False,
+            faults=FaultInjector(config.faults, seed=config.fault_seed),
         )
 
     # -- routing, delegated ----------------------------------------------------------------
@@ -173,6 +178,11 @@ class Engine:
             await asyncio.to_thread(validate_request, request, route.family, requested_model=route.label)
         else:
             validate_request(request, route.family, requested_model=route.label)
+        # Faults are decided here, once, before any adapter: one that replaces the answer is the answer,
+        # and neither the provider nor the cassette layer ever sees the request.
+        faulted = await intercept(self.faults, request, call, timeout=self.timeout)
+        if faulted is not None:
+            return faulted
         options = self.provider_options(route.provider)
         call.api_key = resolve_key(get_adapter_info(route.provider), options, call, self._env)
         plan = call.delivery = delivery.plan(request, route, options, can_relay=call.can_relay)

@@ -99,7 +99,7 @@ class JournalCall:
             "ms": round(call.ms, 1),
             "session": call.session,
             "cassette": self._cassette(call),
-            "source": self._source(route.provider if route else None, call.upstream),
+            "source": self._source(call),
             "stream": bool(request and request.stream),
             "params": None,
             "usage": None,
@@ -152,7 +152,11 @@ class JournalCall:
                 pass
         return self.error.envelope()
 
-    def _source(self, provider: str | None, upstream: list[dict[str, Any]]) -> str | None:
+    def _source(self, call: Call) -> str | None:
+        if call.fault is not None and call.fault.replaces_answer:
+            return "fault"
+        provider = call.route.provider if call.route else None
+        upstream = call.upstream
         if provider == "fake":
             return "fake"
         sources = {u["source"] for u in upstream}

@@ -42,6 +42,7 @@ def routes(engine: Engine) -> list[BaseRoute]:
     table.append(Route("/openapi.json", endpoints.openapi, methods=["GET"]))
     if engine.cassette_library is not None:
         table.append(Route(control.PATH, control.cassette_control, methods=["GET", "POST"]))
+    table.append(Route(control.FAULTS_PATH, control.fault_control, methods=["GET", "POST", "DELETE"]))
     # /allm/requests and the inspector page, behind the access token like /v1.
     table += inspector_routes(engine)
     return table

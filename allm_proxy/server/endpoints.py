@@ -18,6 +18,7 @@ from ..engine import Engine
 from ..types import ImageResponse, Operation, RawBody
 from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
+from .faulted import shape_response
 
 T = TypeVar("T")
 _FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
@@ -64,8 +65,9 @@ async def _images(request: Request, operation: Operation) -> Response:
         if journal is not None:
             journal.result = result
         payload = render_response(result, gpt_style=call.family.gpt_style_response)
-        return Response(payload, media_type="application/json", headers=streaming.relayed_headers(result.headers))
-    return streaming.event_stream(result, call, journal)
+        answer = Response(payload, media_type="application/json", headers=streaming.relayed_headers(result.headers))
+        return shape_response(answer, call.fault)  # `slow` and `truncate` act on the connection
+    return shape_response(streaming.event_stream(result, call, journal), call.fault)
 
 
 async def read_body(request: Request) -> bytes:

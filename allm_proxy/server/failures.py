@@ -16,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors
+from ..faults.kinds import ConnectionResetFault
 from ..wire.openai import render_error_event
+from .faulted import reset_response
 
 log = logging.getLogger("allm_proxy")
 
@@ -47,6 +49,8 @@ def response(err: errors.ProxyError, request: Request) -> Response:
     journal = getattr(request.state, "journal", None)
     if journal is not None:
         journal.error = err
+    if isinstance(err, ConnectionResetFault):
+        return reset_response()  # the `reset` fault: no answer at all, the connection just drops
     reads_body = request.method not in ("GET", "HEAD")
     close = reads_body and not getattr(request.state, "body_read", False)
     rendered = render(err, request_id=call.request_id if call else NO_REQUEST_ID, close=close)

@@ -64,6 +64,7 @@ class CallMiddleware:
             client_key=headers.get("x-allm-api-key") or None,
             client_bearer=bearer(headers),
             forward_headers={name: headers[name] for name in FORWARDED_HEADERS if name in headers},
+            fault_header=headers.get("x-allm-fault") or None,
         )
         state = scope.setdefault("state", {})
         state["call"] = call
@@ -72,6 +73,13 @@ class CallMiddleware:
         journal = state["journal"] = (begin_journal(engine, _OPERATIONS[image_route.group(2)])
                                       if image_route and engine is not None else None)
         status: int | None = None
+        reported = False
+
+        def report() -> None:
+            nonlocal reported
+            if not reported:
+                reported = True
+                ended(scope, call, journal)
 
         async def tracked(message: Message) -> None:
             nonlocal status
@@ -85,6 +93,8 @@ class CallMiddleware:
                 call.bytes_out += len(message.get("body", b""))
                 if not message.get("more_body", False):
                     call.finish(status or 500)
+                    # Reported before the last bytes go: a client that has its answer finds it in the journal.
+                    report()
             await send(message)
 
         try:
@@ -99,7 +109,7 @@ class CallMiddleware:
                 raise
         finally:
             call.finish(499)  # no complete answer: nobody was left to take it (nginx's "client closed request")
-            ended(scope, call, journal)
+            report()
 
 
 def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
@@ -108,7 +118,7 @@ def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
         journal.finish(call, method=scope["method"], path=scope["path"])
     route = call.route
     access_log.info(
-        "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
+        "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d%s",
         printable(scope["method"]),
         printable(scope["path"]),
         printable(route.requested_model or "-") if route else "-",
@@ -116,6 +126,7 @@ def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
         call.status or 0,
         call.ms,
         call.bytes_out,
+        f" fault={call.fault.kind}" if call.fault is not None else "",
     )
 
 

@@ -30,8 +30,6 @@ import base64
 import hashlib
 import io
 import json
-import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -47,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from allm_proxy.server.faulted import drop_connection
 from tests.support.asgi_server import serve_asgi
 
 GPT_PREFIXES = ("gpt-image", "chatgpt-image")
@@ -499,11 +498,7 @@ async def _break_connection(request: Request, *, reset: bool) -> None:
     transport = request.scope.get("fake_openai.transport")
     if transport is None:
         raise RuntimeError("reset() needs uvicorn's h11 server (FakeOpenAI.serving())")
-    sock = transport.get_extra_info("socket")
-    if reset and sock is not None:
-        # Linger 0: closing sends RST, which the client reads as "connection reset by peer".
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+    drop_connection(transport, reset=reset)
     await request.receive()
 
 
