@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ _ENV = {
     "gemini_mask_hint": "ALLM_PROXY_GEMINI_MASK_HINT",
     "gemini_max_concurrency": "ALLM_PROXY_GEMINI_MAX_CONCURRENCY",
     "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
+    "state_url": "ALLM_PROXY_STATE_URL",  # hook: state
 }
 
 # Flags that become one option of one provider: (flag name, provider, option key).
@@ -135,6 +137,9 @@ def main() -> None:
 @_option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
 @_option("--access-token", key="access_token", help="Require this token from clients (never sent upstream).")
 @_option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
+@_option("--state-url", key="state_url",  # hook: state
+         help="Shared state in Redis, redis://HOST:PORT/DB, so workers and replicas act as one proxy. "
+              "[default: process memory]")
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
@@ -158,6 +163,8 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     if config.cassettes.enabled:
         where = config.cassettes.path or f"{config.cassettes.directory}/"
         click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
+    if config.state.url is not None:  # hook: state
+        click.echo(f"allm-proxy: shared state {engine.state.describe()} prefix={config.state.prefix}")
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
     run_server(engine, config, log_level="warning" if config.log_level != "debug" else "debug")
@@ -189,6 +196,11 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
         config.timeout = flags["timeout"]
     if given("max_body_mb"):
         config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
+    if given("state_url"):  # hook: state - a URL that does not parse is a usage error naming the form
+        try:
+            config.state = dataclasses.replace(config.state, url=flags["state_url"])
+        except ValueError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
     providers = config.providers
     for flag, provider, key in _PROVIDER_FLAGS:
         if given(flag):

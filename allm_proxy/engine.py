@@ -31,6 +31,8 @@ from .capabilities import ModelCatalog, ModelDefault, ModelFamily
 from .config import CassetteSettings, ModelAlias, ProxyConfig
 from .context import current_call
 from .files import HostedFiles
+from .metrics import TimedTransport
+from .state import MemoryState, StateStore, check_recording, open_state
 from .types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, InputFile
 from .upstream import AiohttpTransport
 from .validation import validate_request
@@ -60,6 +62,8 @@ class CallOptions:
     relay_body: bool = False
     request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
     route: Route | None = None
+    # hook: metrics - facts the layers below note (shared with CallContext.facts), read by the access log
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         files: HostedFiles | None = None,
         env: Mapping[str, str] | None = None,
+        state: StateStore | None = None,
+        cursor_ttl: float = 86400.0,
     ) -> None:
         self.provider = image_adapter
         self._info = get_adapter_info(image_adapter)
@@ -135,7 +141,9 @@ class Engine:
             self.aliases[name] = alias
         self.catalog = ModelCatalog.from_config(families)
         self.cassettes = cassettes if cassettes is not None and cassettes.enabled else None
-        self.files = files if files is not None else HostedFiles()  # an empty store is falsy (__len__)
+        # hook: state - every piece of cross-request state sits in one store (memory, or Redis)
+        self.state: StateStore = state or (files.state if files is not None else MemoryState())
+        self.files = files if files is not None else HostedFiles(self.state)
         self._transport = transport
         self._env = os.environ if env is None else env
         self._runtimes: dict[asyncio.AbstractEventLoop, _Runtime] = {}
@@ -145,7 +153,8 @@ class Engine:
         if self.cassettes is not None:
             from .cassettes import CassetteLibrary
 
-            self._cassette_library = CassetteLibrary(self.cassettes)
+            self._cassette_library = CassetteLibrary(self.cassettes, state=self.state,  # hook: state
+                                                     cursor_ttl=cursor_ttl)
 
     @classmethod
     def from_config(
@@ -156,6 +165,9 @@ class Engine:
         env: Mapping[str, str] | None = None,
     ) -> Engine:
         """An engine for a resolved `ProxyConfig` (what `allm-proxy serve` builds)."""
+        # hook: state - recording across hosts is refused here (a ValueError: a usage error of `serve`)
+        check_recording(config.state, config.cassettes.record_mode, config.cassettes.enabled)
+        state = open_state(config.state)
         return cls(
             image_adapter=config.provider,
             image_default_model=config.default_model,
@@ -165,8 +177,10 @@ class Engine:
             families=config.families,
             cassettes=config.cassettes,
             transport=transport,
-            files=HostedFiles(ttl=config.file_ttl),
+            files=HostedFiles(state, ttl=config.file_ttl),
             env=env,
+            state=state,
+            cursor_ttl=config.state.cursor_ttl,
         )
 
     @property
@@ -244,6 +258,7 @@ class Engine:
             cassette=options.cassette,
             request_id=options.request_id,
             timeout=self.timeout,
+            facts=options.facts,  # hook: metrics
         )
         wanted = request.response_format or self._default_format(request, route)
         ctx.relay = options.relay_body and _needs_no_conversion(request, route.family, wanted, provider_opts)
@@ -254,6 +269,7 @@ class Engine:
         adapter = await self._adapter(route.provider)
         operation = {"generate": adapter.generate, "edit": adapter.edit, "variation": adapter.variation}
         token = current_call.set(ctx)
+        ctx.facts["reached_adapter"] = True  # hook: metrics - the provider (not the proxy) answers from here on
         try:
             result = await operation[request.operation](upstream_request, ctx)
         finally:
@@ -319,7 +335,7 @@ class Engine:
                 await self._fetch(image)
                 changed = True
             if wanted == "url" and image.has_bytes:
-                image = self._host(image, options.public_base_url)
+                image = await self._host(image, options.public_base_url)  # hook: state
                 changed = True
             delivered.append(image)
         response.images = delivered
@@ -338,12 +354,12 @@ class Engine:
         image._data = fetched.content  # the URL's bytes become the image's own
         image.mime_type = image.mime_type or fetched.headers.get("content-type")
 
-    def _host(self, image: Image, base_url: str | None) -> Image:
+    async def _host(self, image: Image, base_url: str | None) -> Image:
         mime = image.mime_type or "image/png"
         if base_url is None:
             url = f"data:{mime};base64,{image.b64_json()}"
         else:
-            url = f"{base_url.rstrip('/')}/images/files/{self.files.put(image.data, mime)}"
+            url = f"{base_url.rstrip('/')}/images/files/{await self.files.put(image.data, mime)}"
         hosted = Image(url, mime_type=mime, revised_prompt=image.revised_prompt, extra=image.extra)
         return hosted
 
@@ -361,7 +377,8 @@ class Engine:
         adapter = runtime.adapters.get(provider)
         if adapter is None:
             info = get_adapter_info(provider)
-            setup = AdapterSetup(http=runtime.http, options=self.provider_options(provider), catalog=self.catalog)
+            setup = AdapterSetup(http=runtime.http, options=self.provider_options(provider), catalog=self.catalog,
+                                 state=self.state)  # hook: state
             adapter = runtime.adapters[provider] = info.factory(setup)
         return adapter
 
@@ -370,7 +387,8 @@ class Engine:
         with self._runtime_lock:
             runtime = self._runtimes.get(loop)
             if runtime is None:
-                transport: httpx.AsyncBaseTransport = self._transport or AiohttpTransport()
+                # hook: metrics - upstream time measured under the cassette layer (replays take none)
+                transport: httpx.AsyncBaseTransport = TimedTransport(self._transport or AiohttpTransport())
                 if self._cassette_library is not None:
                     transport = self._cassette_library.transport(transport)
                 runtime = _Runtime(
@@ -392,6 +410,7 @@ class Engine:
             for adapter in runtime.adapters.values():
                 await adapter.aclose()
             await runtime.http.aclose()
+        await self.state.aclose()  # hook: state - this loop's connections
         if self._cassette_library is not None:
             self._cassette_library.flush()
 

@@ -23,6 +23,7 @@ their usual typed exceptions.
     +-- UpstreamError                502    server_error            upstream_error
     |   +-- NoImageGeneratedError    502    server_error            no_image_generated
     +-- UpstreamTimeoutError         504    server_error            timeout
+    +-- StateUnavailableError        503    server_error            state_unavailable
     +-- UpstreamStatusError          (the upstream's own status and body, relayed)
     +-- InternalProxyError           500    server_error            internal_error
 """
@@ -168,6 +169,19 @@ class UpstreamTimeoutError(ProxyError):
     status = 504
     type = "server_error"
     default_code = "timeout"
+
+
+class StateUnavailableError(ProxyError):
+    """The shared state store (Redis) did not answer; retrying once it is back succeeds."""
+
+    status = 503
+    type = "server_error"
+    default_code = "state_unavailable"
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        headers.setdefault("retry-after", "1")
+        return headers
 
 
 class InternalProxyError(ProxyError):

@@ -37,7 +37,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from . import errors
 from .config import ProxyConfig, ServerLimits
 from .engine import CallOptions, Engine
+from .metrics import CallRecord, Metrics
 from .openapi import openapi_document
+from .pricing import PriceTable, account, format_usd
+from .state.health import readiness
 from .types import ImageResponse, ImageStream, Operation
 from .wire.openai import parse_request, render_error_event, render_event, render_models, render_response
 
@@ -60,9 +63,22 @@ class _Call:
         )
         self.bytes_out = 0
         self.body_read = request.method in ("GET", "HEAD")
+        # hook: metrics - the operation label (None: not counted, e.g. /metrics itself, /healthz)
+        self.operation: str | None = None
+        self.logged = False
 
     def log(self, status: int) -> None:
+        if self.logged:
+            return  # one line (and one count) per request, whichever path answered it
+        self.logged = True
         route = self.options.route
+        metrics: Metrics | None = getattr(self.request.app.state, "metrics", None)
+        if metrics is not None and self.operation is not None:  # hook: metrics - updated with the log line
+            metrics.observe(CallRecord(
+                operation=self.operation, model=route.requested_model or "-" if route else "-",
+                provider=route.provider if route else "-", status=status,
+                seconds=time.perf_counter() - self.started, facts=self.options.facts,
+                model_known=route is None or not route.family.name.endswith("generic")))
         access_log.info(
             "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d",
             _printable(self.request.method),
@@ -83,6 +99,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     max_body = config.max_body_bytes
     openapi_body = json.dumps(openapi_document()).encode()
     inflight = 0
+    metrics = Metrics()  # hook: metrics - one registry per app
+    prices = PriceTable.from_config(config.prices)  # hook: cost
 
     def error_response(err: errors.ProxyError, call: _Call | None) -> Response:
         headers = err.response_headers()
@@ -168,6 +186,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     def images_endpoint(operation: Operation) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request, call: _Call) -> Response:
             nonlocal inflight
+            call.operation = operation  # hook: metrics
             authorize(request, call)
             if inflight >= limits.max_inflight:
                 raise errors.ProxyError(
@@ -175,6 +194,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                     status=503, error_type="server_error", code="server_overloaded", headers={"retry-after": "1"},
                 )
             inflight += 1
+            metrics.inflight.inc()  # hook: metrics
             held = True
 
             def release() -> None:
@@ -182,6 +202,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                 if held:
                     held = False
                     inflight -= 1
+                    metrics.inflight.dec()  # hook: metrics
 
             stream_holds_slot = False
             try:
@@ -200,9 +221,16 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
                     route = call.options.route
                     payload = render_response(result, gpt_style=bool(route and route.family.gpt_style_response))
                     headers = {k: v for k, v in result.headers.items() if k.lower() == "x-request-id"}
+                    cost = account(  # hook: cost - images, usage and price of the answer, for header and metrics
+                        call.options.facts, prices, provider=route.provider if route else "-",
+                        model=result.model or (route.model if route else None), images=len(result.images),
+                        usage=result.usage, quality=result.quality or image_request.quality,
+                        size=result.size or image_request.size)
+                    if cost is not None:
+                        headers["x-allm-cost-usd"] = format_usd(cost)
                     return Response(payload, media_type="application/json", headers=headers)
                 else:
-                    streamed = stream_response(result, call, release)
+                    streamed = stream_response(result, call, release, image_request)
                 stream_holds_slot = True  # a stream keeps its max_inflight slot until it ends
                 return streamed
             finally:
@@ -235,11 +263,18 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
             headers["content-length"] = str(raw.length)
         return StreamingResponse(body(), media_type=raw.content_type, headers=headers)
 
-    def stream_response(stream: ImageStream, call: _Call, release: Callable[[], None]) -> StreamingResponse:
+    def stream_response(stream: ImageStream, call: _Call, release: Callable[[], None],
+                        image_request: Any = None) -> StreamingResponse:
         async def events() -> AsyncIterator[bytes]:
             status = 499  # unless the loop ends: the client left mid-stream
             try:
                 async for event in stream:
+                    if event.kind == "completed":  # hook: cost - a stream is priced as its images complete
+                        route = call.options.route
+                        account(call.options.facts, prices, provider=route.provider if route else "-",
+                                model=route.model if route else None, images=1, usage=event.usage,
+                                quality=event.fields.get("quality") or getattr(image_request, "quality", None),
+                                size=event.fields.get("size") or getattr(image_request, "size", None))
                     chunk = render_event(event)
                     call.bytes_out += len(chunk)
                     yield chunk
@@ -270,15 +305,16 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         return JSONResponse(engine.describe_model(request.path_params["model_id"]))
 
     async def get_file(request: Request, call: _Call) -> Response:
+        call.operation = "file"  # hook: metrics
         file_id = request.path_params["file_id"]
-        hosted = engine.files.get(file_id) if _FILE_ID.match(file_id) else None
+        hosted = await engine.files.get(file_id) if _FILE_ID.match(file_id) else None  # hook: state
         if hosted is None:
             raise errors.NotFoundError(
                 "No such image: hosted image URLs expire (after the proxy's file_ttl, 60 minutes by default) "
                 "and do not survive a proxy restart. Ask for response_format='b64_json' to keep the bytes.",
                 code="file_not_found",
             )
-        max_age = max(0, int(hosted.expires_at - time.monotonic()))
+        max_age = max(0, int(hosted.expires_at - time.time()))  # hook: state - wall clock, shared by hosts
         return Response(hosted.data, media_type=hosted.mime_type,
                         headers={"cache-control": f"private, max-age={max_age}"})
 
@@ -291,6 +327,15 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
 
     async def healthz(request: Request, call: _Call) -> Response:
         return JSONResponse({"status": "ok", "provider": engine.provider, "default_model": engine.default_model})
+
+    async def readyz(request: Request, call: _Call) -> Response:  # hook: state
+        return JSONResponse(await readiness(engine))
+
+    async def metrics_endpoint(request: Request, call: _Call) -> Response:  # hook: metrics
+        if not config.public_metrics:
+            authorize(request, call)
+        body, content_type = metrics.render()
+        return Response(body, media_type=None, headers={"content-type": content_type})
 
     async def openapi(request: Request, call: _Call) -> Response:
         return Response(openapi_body, media_type="application/json")
@@ -306,6 +351,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
             Route(f"{prefix}/models/{{model_id:path}}", handler(get_model), methods=["GET"]),
         ]
     routes.append(Route("/healthz", handler(healthz), methods=["GET"]))
+    routes.append(Route("/readyz", handler(readyz), methods=["GET"]))  # hook: state
+    routes.append(Route("/metrics", handler(metrics_endpoint), methods=["GET"]))  # hook: metrics
     routes.append(Route("/openapi.json", handler(openapi), methods=["GET"]))
     if engine.cassette_library is not None:
         # Switching cassettes changes what every client gets: it takes the access token too.
@@ -316,6 +363,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     async def http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         call = _Call(request)
+        call.operation = "unknown" if exc.status_code == 404 else None  # hook: metrics
         err: errors.ProxyError
         if exc.status_code == 405:
             err = errors.MethodNotAllowedError(
@@ -344,6 +392,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_exception}, lifespan=lifespan)
     app.state.engine = engine
+    app.state.metrics = metrics  # hook: metrics
     app.state.config = config
     app.state.limits = limits
     return app

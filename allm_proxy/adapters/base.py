@@ -43,6 +43,9 @@ class CallContext:
     # True when the caller can take the provider's answer as it arrives (an ImageResponse
     # with `raw_body` and no images): the server, when the proxy has nothing to convert.
     relay: bool = False
+    # hook: metrics - what layers below learnt about the call (cassette hit/miss/recorded, upstream
+    # seconds); the same dict as CallOptions.facts, read where the access log line is written.
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +55,8 @@ class AdapterSetup:
     http: httpx.AsyncClient
     options: Mapping[str, Any]
     catalog: ModelCatalog
+    # hook: state - the engine's state store (fake-script cursors), None outside an engine
+    state: Any = None
 
 
 class ImageAdapter(Protocol):

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..capabilities import OPENAI_DOCUMENTED_DEFAULT, ModelFamily
 from ..imaging import FORMAT_MIME, decoded_size, format_of
+from ..state.cursors import ScriptCursors  # hook: state
 from ..types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, Usage, parse_size
 from .base import AdapterInfo, AdapterSetup, CallContext, ImageAdapter
 from .fake_jobs import ImageCache, Job, frames, frames_of, plan
@@ -39,13 +40,16 @@ class FakeImages:
 
     name = "fake"
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, options: Mapping[str, Any] | None = None, *, state: Any = None) -> None:
         options = dict(options or {})
         unknown = set(options) - _OWN_OPTIONS - _ENGINE_OPTIONS
         if unknown:
             raise ValueError(f"unknown options for the fake provider: {sorted(unknown)}; "
                              f"known: {', '.join(sorted(_OWN_OPTIONS))}")
         self.script = script_from_options(options)
+        # hook: state - with a shared store every worker walks one script; in memory the script counts
+        self.script_cursors = ScriptCursors(state, self.script.replies if self.script else (),
+                                            self.script.source if self.script else "")
         self.cache = ImageCache(int(options.get("cache_entries", 64)),
                                 int(options.get("cache_bytes", 256 * 1024 * 1024)))
 
@@ -67,7 +71,8 @@ class FakeImages:
 
     async def _answer(self, request: ImageRequest, ctx: CallContext) -> ImageResponse | ImageStream:
         if self.script is not None:
-            reply = self.script.take(request, session=ctx.session, model=ctx.model or "")
+            position = await self.script_cursors.take(ctx.session)  # hook: state - shared script cursor
+            reply = self.script.take(request, session=ctx.session, model=ctx.model or "", position=position)
             if reply.error is not None:
                 raise reply.error.to_exception()
             if not reply.generate:
@@ -210,7 +215,7 @@ def script_from_options(options: Mapping[str, Any]) -> FakeScript | None:
 
 
 def _build(setup: AdapterSetup) -> ImageAdapter:
-    return FakeImages(setup.options)
+    return FakeImages(setup.options, state=setup.state)
 
 
 INFO = AdapterInfo(name="fake", factory=_build, key_env=(), needs_key=False, default_model=OPENAI_DOCUMENTED_DEFAULT)

@@ -9,7 +9,6 @@ the cassette's replay cursors (a fresh run). Errors are OpenAI envelopes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ def control_routes(library: CassetteLibrary) -> list[BaseRoute]:
         try:
             if request.method == "POST":
                 name, mode = _parse(await request.body())
-                await asyncio.to_thread(library.activate, name, record_mode=mode)
+                await library.aactivate(name, record_mode=mode)  # hook: state - rewinds every worker
             return JSONResponse(library.status())
         except errors.ProxyError as err:
             return JSONResponse(err.envelope(), status_code=err.status, headers=err.response_headers())

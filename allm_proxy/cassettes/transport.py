@@ -43,12 +43,16 @@ class CassetteTransport(httpx.AsyncBaseTransport):
         seen = Request(request.method, str(request.url), body, request.headers)
         clean, secrets = tape.filter.request(seen, known)
         key = tape.key(clean)
-        recorded = tape.next_response(key, session)
+        recorded = await tape.next_response(key, session)  # hook: state - cursors in the state store
+        facts = call.facts if call is not None else {}  # hook: metrics
         if recorded is not None:
+            facts["cassette"] = "hit"
             paced = self._library.settings.replay_timing == "recorded"
             return replayed_response(recorded.response, paced=paced)
         if not tape.may_record:
+            facts["cassette"] = "miss"
             raise tape.miss(clean, key, session)
+        facts["cassette"] = "recorded"
         response = await self._inner.handle_async_request(request)
         head = {"status": {"code": response.status_code, "message": _reason(response)},
                 "headers": _multi_headers(response.headers)}
