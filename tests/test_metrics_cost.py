@@ -137,3 +137,23 @@ def test_the_price_table_takes_the_longest_prefix_and_config_overrides_it() -> N
     assert table.cost("unknown-model", images=1, usage=usage) is None
     with pytest.raises(ValueError, match="per_image"):
         config_from_mapping({"prices": {"x": {"input_text": 1}}})
+
+
+def test_cassettes_list_shows_what_the_cassette_saved(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from allm_proxy.cli import main
+
+    cassette = tmp_path / "c.json"
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url:
+        recording = openai_engine(upstream_url, cassettes=CassetteSettings(path=str(cassette), record_mode="once"))
+        with running_proxy(recording) as base:
+            assert generate(base, "gpt-image-1", size="1024x1024").status_code == 200
+            assert generate(base, "gpt-image-1", size="1024x1024", n=2).status_code == 200
+            assert generate(base, "gpt-image-2", size="1024x1024").status_code == 200  # no price: adds nothing
+    result = CliRunner().invoke(main, ["cassettes", "list", str(cassette)])
+    assert result.exit_code == 0, result.output
+    expected = GPT_IMAGE_1_ONE_IMAGE + (10 * 5.0 + 100 * 40.0) / 1e6
+    saved = re.search(r"this cassette saved \$([0-9.]+)", result.output)
+    assert saved is not None and float(saved.group(1)) == pytest.approx(expected)
