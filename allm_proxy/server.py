@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -553,12 +552,9 @@ def bind_warning(host: str, access_token: str | None) -> str | None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    from .state.settings import host_is_loopback  # hook: state - one loopback rule
+
+    return host_is_loopback(host)
 
 
 def run_server(engine: Engine, config: ProxyConfig, *, limits: ServerLimits | None = None,

@@ -46,6 +46,17 @@ def generate(base: str, model: str, **fields: object) -> httpx.Response:
                       timeout=30)
 
 
+def recorded_cassette(cassette: Path, *requests: dict[str, object]) -> tuple[str, str]:
+    """Record `requests` (gpt-image-1 fields) into `cassette`; (the gone upstream's URL, the metrics text)."""
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url:
+        recording = openai_engine(upstream_url, cassettes=CassetteSettings(path=str(cassette), record_mode="once"))
+        with running_proxy(recording) as base:
+            for fields in requests:
+                assert generate(base, **fields).status_code == 200  # type: ignore[arg-type]
+            return upstream_url, httpx.get(f"{base}/metrics").text
+
+
 def test_counters_and_histograms_move_as_requests_are_made_correctly_labelled() -> None:
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url, running_proxy(openai_engine(upstream_url)) as base:
@@ -87,17 +98,12 @@ def test_the_cost_header_is_the_hand_computed_price_and_an_unknown_model_has_non
 
 def test_a_replayed_answer_carries_the_cost_it_saved_and_counts_as_a_cassette_hit(tmp_path: Path) -> None:
     cassette = tmp_path / "c.json"
-    upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url:
-        recording = openai_engine(upstream_url, cassettes=CassetteSettings(path=str(cassette), record_mode="once"))
-        with running_proxy(recording) as base:
-            assert generate(base, "gpt-image-1", size="1024x1024").status_code == 200
-            recorded = httpx.get(f"{base}/metrics").text
-        replaying = openai_engine(upstream_url, cassettes=CassetteSettings(path=str(cassette), record_mode="none"))
-        with running_proxy(replaying) as base:
-            replayed = generate(base, "gpt-image-1", size="1024x1024")
-            missed = generate(base, "gpt-image-1", size="1024x1536")
-            text = httpx.get(f"{base}/metrics").text
+    upstream_url, recorded = recorded_cassette(cassette, {"model": "gpt-image-1", "size": "1024x1024"})
+    replaying = openai_engine(upstream_url, cassettes=CassetteSettings(path=str(cassette), record_mode="none"))
+    with running_proxy(replaying) as base:  # the upstream is gone: only the cassette can answer
+        replayed = generate(base, "gpt-image-1", size="1024x1024")
+        missed = generate(base, "gpt-image-1", size="1024x1536")
+        text = httpx.get(f"{base}/metrics").text
     assert sample(recorded, "allm_cassette_events_total", event="recorded") == 1
     assert float(replayed.headers["x-allm-cost-usd"]) == pytest.approx(GPT_IMAGE_1_ONE_IMAGE)
     assert missed.status_code == 400
@@ -145,13 +151,9 @@ def test_cassettes_list_shows_what_the_cassette_saved(tmp_path: Path) -> None:
     from allm_proxy.cli import main
 
     cassette = tmp_path / "c.json"
-    upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url:
-        recording = openai_engine(upstream_url, cassettes=CassetteSettings(path=str(cassette), record_mode="once"))
-        with running_proxy(recording) as base:
-            assert generate(base, "gpt-image-1", size="1024x1024").status_code == 200
-            assert generate(base, "gpt-image-1", size="1024x1024", n=2).status_code == 200
-            assert generate(base, "gpt-image-2", size="1024x1024").status_code == 200  # no price: adds nothing
+    recorded_cassette(cassette, {"model": "gpt-image-1", "size": "1024x1024"},
+                      {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
+                      {"model": "gpt-image-2", "size": "1024x1024"})  # no price: adds nothing
     result = CliRunner().invoke(main, ["cassettes", "list", str(cassette)])
     assert result.exit_code == 0, result.output
     expected = GPT_IMAGE_1_ONE_IMAGE + (10 * 5.0 + 100 * 40.0) / 1e6

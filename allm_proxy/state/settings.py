@@ -52,7 +52,11 @@ def parse_state_url(url: str) -> tuple[str, int, int]:
 
 def is_loopback(url: str) -> bool:
     """True when the state URL's host is this machine."""
-    host = parse_state_url(url)[0]
+    return host_is_loopback(parse_state_url(url)[0])
+
+
+def host_is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (the server's bind warning asks this too)."""
     if host == "localhost":
         return True
     try:
