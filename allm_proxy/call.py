@@ -27,6 +27,7 @@ from .capabilities import ModelFamily
 
 if TYPE_CHECKING:
     from .faults import FaultDecision
+    from .types import Usage
 
 T = TypeVar("T")
 
@@ -80,6 +81,10 @@ class CallScope:
     upstream: list[dict[str, Any]] | None = None
 
 
+# The `httpx.Request.extensions` key of the note each upstream call gets (a dict, also in `Call.upstream`):
+# the layers under the adapter add what they know of it (the cassette layer: hit, miss or recorded).
+UPSTREAM_NOTE = "allm_upstream_note"
+
 current_scope: ContextVar[CallScope | None] = ContextVar("allm_proxy_call_scope", default=None)
 
 
@@ -132,10 +137,13 @@ class Call:
     # -- produced while it runs: each upstream call (method, redacted URL, status, ms, source) ---------
     upstream: list[dict[str, Any]] = field(default_factory=list)
 
-    # -- set once by whoever answers the client ---------------------------------------------------
+    # -- set by whoever answers the client: the outcome, once; what the answer held, as it goes out --
     status: int | None = None
     bytes_out: int = 0
     ended: float | None = None
+    images: int = 0
+    usage: Usage | None = None
+    cost_usd: float | None = None  # None: no price applies (the fake, an unknown model)
 
     @property
     def model(self) -> str | None:
@@ -164,6 +172,27 @@ class Call:
         if self.ended is None:
             self.status = status
             self.ended = time.perf_counter()
+
+    @property
+    def source(self) -> str | None:
+        """Who answered: `fault`, `fake`, `upstream` or `cassette`; None when the proxy itself did
+        (a bad request, a missing key). The journal and the metrics both read it."""
+        if self.fault is not None and self.fault.replaces_answer:
+            return "fault"
+        if self.route is not None and self.route.provider == "fake":
+            return "fake"
+        sources = {note.get("source") for note in self.upstream}
+        if "upstream" in sources:
+            return "upstream"
+        if "cassette" in sources:
+            return "cassette"
+        return None
+
+    @property
+    def upstream_seconds(self) -> float | None:
+        """Time spent waiting on the provider itself (replays and faults take none)."""
+        waited = [note["ms"] for note in self.upstream if note.get("source") == "upstream" and note.get("ms")]
+        return sum(waited) / 1000 if waited else None
 
     @property
     def ms(self) -> float:

@@ -40,6 +40,7 @@ _ENV = {
     "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
     "journal": "ALLM_PROXY_JOURNAL",  # hook: journal
     "fault_seed": "ALLM_PROXY_FAULT_SEED",  # hook: faults
+    "state_url": "ALLM_PROXY_STATE_URL",  # hook: state
 }
 
 # Flags that become one option of one provider: (flag name, provider, option key).
@@ -146,6 +147,9 @@ def main() -> None:
 @click.option("--fault", "fault", multiple=True, metavar="SPEC",
               help="Inject a fault, e.g. 'latency; ms=300; p=0.5' (repeatable; replaces the config's [[faults]]).")
 @_option("--fault-seed", key="fault_seed", type=int, help="Seed that makes probabilistic faults reproducible.")
+@_option("--state-url", key="state_url",  # hook: state
+         help="Shared state in Redis, redis://HOST:PORT/DB, so workers and replicas act as one proxy. "
+              "[default: process memory]")
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
@@ -169,6 +173,8 @@ def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
     if config.cassettes.enabled:
         where = config.cassettes.path or f"{config.cassettes.directory}/"
         click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
+    if config.state.url is not None:  # hook: state
+        click.echo(f"allm-proxy: shared state {engine.state.describe()} prefix={config.state.prefix}")
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
     click.echo(f"allm-proxy: inspector page at {base[:-3]}/allm/")  # hook: journal
@@ -210,6 +216,11 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
         config.fault_seed = flags["fault_seed"]
     if given("max_body_mb"):
         config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
+    if given("state_url"):  # hook: state - a URL that does not parse is a usage error naming the form
+        try:
+            config.state = dataclasses.replace(config.state, url=flags["state_url"])
+        except ValueError as exc:
+            raise click.UsageError(str(exc), ctx=ctx) from None
     providers = config.providers
     for flag, provider, key in _PROVIDER_FLAGS:
         if given(flag):

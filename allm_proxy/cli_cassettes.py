@@ -31,12 +31,23 @@ def cassettes() -> None:
 @cassettes.command(name="list")
 @click.argument("path", type=_PATH)
 def list_(path: Path) -> None:
-    """One line per interaction: method, path, model, prompt, status, images and their sizes."""
+    """One line per interaction: method, path, model, prompt, status, images and their sizes.
+
+    Then what the cassette's answers cost upstream, which replaying them saves (shipped prices; a
+    model without a price counts nothing).
+    """
+    from .pricing import PriceTable, format_usd
+
+    prices = PriceTable.from_config({})  # hook: cost
     for cassette in report.cassette_files(path):
         if path.is_dir():
             click.echo(f"{cassette}:")
-        for entry in _read(cassette):
+        entries = _read(cassette)
+        for entry in entries:
             click.echo(report.line(entry))
+        saved = report.total_cost(entries, prices)  # hook: cost
+        if saved is not None:
+            click.echo(f"this cassette saved ${format_usd(saved)} (what its answers cost upstream)")
 
 
 @cassettes.command()

@@ -57,6 +57,8 @@ from typing import Any, NoReturn
 
 from .faults.config import faults_from_mapping
 from .faults.grammar import Fault
+from .pricing import PriceTable
+from .state.settings import StateSettings
 
 
 class RecordMode(enum.StrEnum):
@@ -179,15 +181,20 @@ class ProxyConfig:
     # the server-wide fault list (`[[faults]]`, `serve --fault`) and `fault_seed`
     faults: tuple[Fault, ...] = ()
     fault_seed: int | None = None
+    # [state], [server] public_metrics, [prices."MODEL-OR-PREFIX"]
+    state: StateSettings = field(default_factory=StateSettings)
+    public_metrics: bool = False
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
 
 
 _TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
-             "connect_timeout", "journal", "faults", "fault_seed"}
+             "connect_timeout", "journal", "faults", "fault_seed", "state", "prices"}
+_STATE_KEYS = {"url", "prefix", "cursor_ttl", "journal_max"}
 _LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
-_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl"} | _LIMIT_KEYS
+_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl", "public_metrics"} | _LIMIT_KEYS
 
 
 def load_config(path: str | Path | None) -> ProxyConfig:
@@ -236,7 +243,13 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
             raise ValueError(f'{source} [models."{name}"] needs both provider and model')
         config.aliases[name] = ModelAlias(name=name, provider=str(alias["provider"]), model=str(alias["model"]))
     config.families = {str(k): dict(v) for k, v in raw.get("families", {}).items()}
-    config.faults, config.fault_seed = faults_from_mapping(raw, source=source)  # hook: faults
+    config.faults, config.fault_seed = faults_from_mapping(raw, source=source)
+    state = dict(raw.get("state", {}))
+    _reject_unknown(state, _STATE_KEYS, f"{source} [state]")
+    config.state = StateSettings(**state)
+    config.public_metrics = bool(server.get("public_metrics", False))
+    config.prices = {str(k): dict(v) for k, v in raw.get("prices", {}).items()}
+    PriceTable.from_config(config.prices)  # a bad price table fails at load, naming the table
     cassettes = dict(raw.get("cassettes", {}))
     if cassettes:
         config.cassettes = cassette_settings_from_mapping(cassettes, source=f"{source} [cassettes]")

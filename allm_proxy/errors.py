@@ -29,6 +29,8 @@ SDKs raise their usual typed exceptions. An instance chooses only its message,
     |   +-- InsufficientQuotaError    429    insufficient_quota      insufficient_quota
     +-- InternalProxyError            500    server_error            internal_error
     +-- ServerOverloadedError         503    server_error            server_overloaded
+    +-- ProviderNotConfiguredError    503    server_error            provider_not_configured
+    +-- StateUnavailableError         503    server_error            state_unavailable (shared state down)
     +-- UpstreamError                 502    server_error            upstream_error
         +-- NoImageGeneratedError     502    server_error            no_image_generated
         +-- UpstreamServerError       500    server_error            null (as OpenAI's own 500s)
@@ -238,6 +240,27 @@ class UpstreamTimeoutError(UpstreamError):
     status = 504
     type = "server_error"
     default_code = "timeout"
+
+
+class StateUnavailableError(ProxyError):
+    """The shared state store (Redis) did not answer; retrying once it is back succeeds."""
+
+    status = 503
+    type = "server_error"
+    default_code = "state_unavailable"
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        headers.setdefault("retry-after", "1")
+        return headers
+
+
+class ProviderNotConfiguredError(ProxyError):
+    """`/readyz`: the provider's adapter cannot be built from the proxy's options."""
+
+    status = 503
+    type = "server_error"
+    default_code = "provider_not_configured"
 
 
 class InternalProxyError(ProxyError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -122,11 +123,11 @@ def test_replay_is_a_hash_lookup_and_only_a_miss_scans_the_matchers(tmp_path: Pa
     tape = Tape(path, "none", build(settings_.match_on), SecretFilter())
     tape.load()
     request, _ = interaction(b"", json.dumps({"prompt": "p2999"}).encode())
-    found = tape.next_response(tape.key(request), "default")
+    found = asyncio.run(tape.next_response(tape.key(request), "default"))
     assert found is not None and found.response["body"]["string"] == b"answer 2999"
     assert tape.stats.scans == 0
     miss, _ = interaction(b"", json.dumps({"prompt": "p3000"}).encode())
-    assert tape.next_response(tape.key(miss), "default") is None
+    assert asyncio.run(tape.next_response(tape.key(miss), "default")) is None
     assert "matchers that differ: body (prompt: 'p3000' != recorded" in tape.miss(miss, tape.key(miss),
                                                                                    "default").message
     assert tape.stats.scans == 1

@@ -171,9 +171,9 @@ def test_binding_beyond_loopback_without_a_token_is_warned_about(host: str, toke
         assert host in warning and "--access-token" in warning
 
 
-def test_hosted_file_ids_are_unguessable() -> None:
+async def test_hosted_file_ids_are_unguessable() -> None:
     files = HostedFiles()
-    ids = [files.put(b"x", "image/png") for _ in range(1000)]
+    ids = [await files.put(b"x", "image/png") for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert all(re.fullmatch(r"img_[A-Za-z0-9_-]{43,}", i) for i in ids)  # 32 random bytes: 256 bits
 

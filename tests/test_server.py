@@ -105,10 +105,10 @@ def test_hosted_file_urls_serve_the_bytes_and_unknown_ids_are_404(fake_proxy_url
     assert_envelope(httpx.get(f"{fake_proxy_url}/v1/images/files/..%2F..%2Fetc%2Fpasswd"), 404)
 
 
-def test_hosted_files_expire() -> None:
+async def test_hosted_files_expire() -> None:
     files = HostedFiles(ttl=0.0)
-    file_id = files.put(b"data", "image/png")
-    assert files.get(file_id) is None
+    file_id = await files.put(b"data", "image/png")
+    assert await files.get(file_id) is None
 
 
 def test_every_response_has_a_request_id(fake_proxy_url: str) -> None:

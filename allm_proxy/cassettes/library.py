@@ -23,6 +23,7 @@ import httpx
 
 from .. import errors
 from ..config import CassetteSettings, RecordMode
+from ..state import MemoryState, ReplayCursors, StateStore
 from .filters import SecretFilter
 from .formats import FORMATS
 from .matchers import build
@@ -37,8 +38,11 @@ MAX_NAME = 255
 class CassetteLibrary:
     """Engine-level cassette state: loaded cassettes, replay cursors, the active cassette."""
 
-    def __init__(self, settings: CassetteSettings) -> None:
+    def __init__(self, settings: CassetteSettings, *, state: StateStore | None = None,
+                 cursor_ttl: float = 86400.0) -> None:
         self.settings = settings
+        # hook: state - replay cursors live in the state store (shared by workers when it is Redis)
+        self.cursors = ReplayCursors(state if state is not None else MemoryState(), ttl=cursor_ttl)
         self.matchers = build(settings.match_on)
         self.filter = SecretFilter.from_settings(settings)
         self.directory = Path(settings.directory).resolve() if settings.directory else None
@@ -76,6 +80,13 @@ class CassetteLibrary:
         with self._lock:
             self._active = target
         return target or self._default
+
+    async def aactivate(self, name: str | None = None, *, record_mode: str | None = None) -> Path | None:
+        """`activate` from a request: also rewinds the cassette's cursors on every worker sharing the state."""
+        target = await asyncio.to_thread(self.activate, name, record_mode=record_mode)
+        if target is not None and self.cursors.store.shared:
+            await (await self.tape_for(name)).rewind()
+        return target
 
     @property
     def active(self) -> Path | None:
@@ -126,7 +137,7 @@ class CassetteLibrary:
             tape = self._tapes.get(path)
             if tape is None:
                 tape = Tape(path, RecordMode(self.settings.record_mode), self.matchers, self.filter,
-                            allow_repeats=self.settings.allow_playback_repeats)
+                            allow_repeats=self.settings.allow_playback_repeats, cursors=self.cursors)
                 tape.load()
                 self._tapes[path] = tape
             return tape

@@ -8,11 +8,12 @@ interface, for plain vcrpy users: ``my_vcr.register_persister(AtomicPersister)``
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,27 @@ def write_atomic(path: str | Path, chunks: Iterable[str]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive `flock` for writing `path` (blocking), across the processes of this host.
+
+    The cassette itself is replaced by each write (os.replace), so the lock is
+    taken on what stays: the cassette's directory (flock works on a directory's
+    descriptor, and no lock file clutters the cassettes). Every process
+    recording into that directory takes it around its read-merge-write.
+    flock does not cross hosts.
+    """
+    directory = Path(path).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def remove_stale_temps(path: Path, older_than: float = 60.0) -> None:

@@ -229,3 +229,37 @@ def _indent(text: str) -> list[str]:
 def _excerpt(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def cost(entry: Entry, prices: Any) -> float | None:
+    """What one recorded answer cost (what replaying it saves), from its usage or images; None: no price.
+
+    `prices` is a `pricing.PriceTable`. OpenAI answers carry ``usage``; Gemini answers ``usageMetadata``.
+    """
+    from ..adapters.gemini.response import usage_from_metadata
+    from ..types import Usage
+
+    if entry.response.get("status", {}).get("code") != 200:
+        return None
+    summary = summarize_request(entry.request)
+    body = as_bytes(entry.response.get("body", {}).get("string"))
+    try:
+        data = json_data(content_type_of(entry.response), body)
+    except ValueError:
+        return None  # a stream or an image: no usage to read
+    usage = None
+    if isinstance(data, dict) and isinstance(data.get("usage"), dict):
+        usage = Usage.from_dict(data["usage"])
+    elif isinstance(data, dict) and isinstance(data.get("usageMetadata"), dict):
+        usage = usage_from_metadata(data["usageMetadata"])
+    fields = summary.fields
+    quality = (data.get("quality") if isinstance(data, dict) else None) or fields.get("quality")
+    size = (data.get("size") if isinstance(data, dict) else None) or fields.get("size")
+    return prices.cost(summary.model, usage=usage, images=len(response_images(entry.response)),
+                       quality=str(quality) if quality else None, size=str(size) if size else None)
+
+
+def total_cost(entries: list[Entry], prices: Any) -> float | None:
+    """The sum over the entries that have a price; None when none has."""
+    costs = [c for c in (cost(e, prices) for e in entries) if c is not None]
+    return sum(costs) if costs else None

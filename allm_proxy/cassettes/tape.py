@@ -17,6 +17,12 @@ through.
 Thread- and asyncio-safe: state changes happen under a lock and never await;
 file writes happen in a worker thread, one at a time per file, always of the
 newest state, so a burst of recordings coalesces into few writes.
+
+Several processes may record into one file (workers on one host): each
+write holds an `flock` on a sidecar lock file and first merges what other
+processes wrote since (read-merge-write), so no recording is lost and the
+file order is the order of the answers. Replay cursors live in the state
+store (`state.ReplayCursors`), shared by every worker when it is Redis.
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from vcr.request import Request
 
 from .. import errors
 from ..config import RecordMode
+from ..state.cursors import ReplayCursors, cassette_id
+from ..state.memory import MemoryState
 from .filters import SecretFilter
 from .formats import format_for
 from .matchers import Matcher, nearest, request_key
-from .persister import is_empty, remove_stale_temps, write_atomic
+from .persister import file_lock, is_empty, remove_stale_temps, write_atomic
 from .summary import summarize_request
 
 Key = tuple[Hashable, ...]
@@ -49,6 +57,7 @@ class Interaction:
     key: Key
     loaded: bool = False
     chunk: str | None = None  # serialized once, then reused by every save
+    saved: bool = False  # in the file already (loaded, or written by us)
 
 
 @dataclass
@@ -69,6 +78,8 @@ class Tape:
     allow_repeats: bool = False
     existed: bool = False
     stats: TapeStats = field(default_factory=TapeStats)
+    # hook: state - replay cursors in the state store (process memory unless the engine shares Redis)
+    cursors: ReplayCursors = field(default_factory=lambda: ReplayCursors(MemoryState()))
 
     def __post_init__(self) -> None:
         self.record_mode = RecordMode(self.record_mode)  # a plain string is welcome too
@@ -77,7 +88,7 @@ class Tape:
         self._write_lock = threading.Lock()
         self._interactions: list[Interaction] = []
         self._index: dict[Key, list[int]] = {}
-        self._cursors: dict[str, dict[Key, int]] = {}
+        self.ident = cassette_id(self.path.name, b"", shared=False)
         self._metadata: dict[str, Any] = {}
         self._version = 0
         self._saved_version = 0
@@ -87,36 +98,44 @@ class Tape:
 
     def load(self) -> None:
         """Read the file (if any); a fresh start for every session. Blocking: call it off the event loop."""
-        interactions: list[Interaction] = []
-        metadata: dict[str, Any] = {}
         existed = not is_empty(self.path)
         remove_stale_temps(self.path)
-        if existed:
-            try:
-                requests, responses, metadata = self.format.load(self.path)
-            except (ValueError, KeyError, TypeError, OSError) as exc:  # a format error, or not a cassette
-                raise errors.InvalidRequestError(
-                    f"The cassette {self.path} cannot be read ({exc}). "
-                    "Repair it, or delete it to record it again.",
-                    code="cassette_unreadable",
-                ) from None
-            for request, response in zip(requests, responses, strict=True):
-                # Cassettes recorded elsewhere (plain vcrpy) may still hold secrets:
-                # filter them as recordings are filtered, so they also match alike.
-                clean, secrets = self.filter.request(request)
-                kept = self.filter.response(response, secrets)
-                interactions.append(Interaction(clean, kept, request_key(clean, self.matchers), loaded=True))
+        interactions, metadata = self._read_file() if existed else ([], {})
+        shared = self.cursors.store.shared
+        content = self.path.read_bytes() if shared and existed else b""
         with self._lock:
             self._interactions = interactions
             self._metadata = metadata
             self._rebuild_index()
-            self._cursors = {}
+            self.ident = cassette_id(self.path.name, content, shared=shared)
             self.existed = existed
             self._version = self._saved_version = 0
             self._disk_state = _stat(self.path)
 
+    def _read_file(self) -> tuple[list[Interaction], dict[str, Any]]:
+        try:
+            requests, responses, metadata = self.format.load(self.path)
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # a format error, or not a cassette
+            raise errors.InvalidRequestError(
+                f"The cassette {self.path} cannot be read ({exc}). "
+                "Repair it, or delete it to record it again.",
+                code="cassette_unreadable",
+            ) from None
+        interactions = []
+        for request, response in zip(requests, responses, strict=True):
+            # Cassettes recorded elsewhere (plain vcrpy) may still hold secrets:
+            # filter them as recordings are filtered, so they also match alike.
+            clean, secrets = self.filter.request(request)
+            kept = self.filter.response(response, secrets)
+            interactions.append(Interaction(clean, kept, request_key(clean, self.matchers), loaded=True,
+                                            saved=True))
+        return interactions, metadata
+
     def begin(self, record_mode: RecordMode) -> None:
-        """A fresh use, as `vcr.use_cassette`: cursors rewound, the file re-read if it changed."""
+        """A fresh use, as `vcr.use_cassette`: cursors rewound, the file re-read if it changed.
+
+        With a shared store the rewind of every worker's cursors is `await tape.rewind()`.
+        """
         if _stat(self.path) != self._disk_state:  # deleted or replaced since we read or wrote it
             self.load()
         with self._lock:
@@ -124,7 +143,8 @@ class Tape:
             for interaction in self._interactions:
                 interaction.loaded = True
             self._rebuild_index()
-            self._cursors = {}
+            if not self.cursors.store.shared:
+                self.ident = cassette_id(self.path.name, b"", shared=False)
             self.existed = not is_empty(self.path)
             self.record_mode = record_mode
 
@@ -138,22 +158,31 @@ class Tape:
     def key(self, request: Request) -> Key:
         return request_key(request, self.matchers)
 
-    def next_response(self, key: Key, session: str) -> Interaction | None:
-        """The recorded answer this session gets next for `key`, or None (record it, or miss)."""
+    async def rewind(self) -> None:
+        """Every session starts again from the first recording, on every worker sharing the store."""
+        await self.cursors.rewind(self.ident)
+
+    async def next_response(self, key: Key, session: str) -> Interaction | None:
+        """The recorded answer this session gets next for `key`, or None (record it, or miss).
+
+        The position comes from the state store, so it may raise `StateUnavailableError`:
+        a store that does not answer is a 503, never a replay of the wrong recording.
+        """
         with self._lock:
             if self.record_mode in (RecordMode.ALL, RecordMode.OFF) or not (self.existed or self.allow_repeats):
                 return None
-            hits = self._index.get(key)
-            if not hits:
+            hits = list(self._index.get(key, ()))
+            ident = self.ident
+        if not hits:
+            return None
+        position = await self.cursors.take(ident, session, hits[0])
+        if position >= len(hits):
+            if not self.allow_repeats:
                 return None
-            cursor = self._cursors.setdefault(session, {})
-            position = cursor.get(key, 0)
-            if position < len(hits):
-                cursor[key] = position + 1
-            elif not self.allow_repeats:
-                return None
+            position = len(hits) - 1
+        with self._lock:
             self.stats.replayed += 1
-            return self._interactions[hits[min(position, len(hits) - 1)]]
+            return self._interactions[hits[position]]
 
     @property
     def may_record(self) -> bool:
@@ -166,34 +195,55 @@ class Tape:
             self._interactions.append(interaction)
             hits = self._index.setdefault(interaction.key, [])
             hits.append(len(self._interactions) - 1)
-            # This session has had this answer: its next identical request records again.
-            self._cursors.setdefault(session, {})[interaction.key] = len(hits)
+            first, count, ident = hits[0], len(hits), self.ident
             self._version += 1
             self.stats.recorded += 1
         await asyncio.to_thread(self.save)
+        # This session has had this answer: its next identical request records again.
+        await self.cursors.put(ident, session, first, count)
 
     # -- saving ----------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Write the newest state if it is not on disk yet. Blocking; safe from any thread."""
+        """Write the newest state if it is not on disk yet. Blocking; safe from any thread and process."""
         with self._write_lock:
             with self._lock:
                 if self._version == self._saved_version:
                     return
-                version = self._version
-                interactions = self._persisted()
-                metadata = dict(self._metadata)
-            chunks = []
-            for interaction in interactions:
-                if interaction.chunk is None:
-                    interaction.chunk = self.format.dump_interaction(interaction.request,
-                                                                     interaction.response)
-                chunks.append(interaction.chunk)
-            write_atomic(self.path, self.format.document(chunks, metadata))
-            with self._lock:
-                self._saved_version = version
-                self._disk_state = _stat(self.path)
-                self.stats.writes += 1
+            with file_lock(self.path):
+                if _stat(self.path) != self._disk_state and not is_empty(self.path):
+                    self._merge_from_disk()
+                with self._lock:
+                    version = self._version
+                    interactions = self._persisted()
+                    metadata = dict(self._metadata)
+                chunks = []
+                for interaction in interactions:
+                    if interaction.chunk is None:
+                        interaction.chunk = self.format.dump_interaction(interaction.request,
+                                                                         interaction.response)
+                    chunks.append(interaction.chunk)
+                write_atomic(self.path, self.format.document(chunks, metadata))
+                with self._lock:
+                    for interaction in interactions:
+                        interaction.saved = True
+                    self._saved_version = version
+                    self._disk_state = _stat(self.path)
+                    self.stats.writes += 1
+
+    def _merge_from_disk(self) -> None:
+        """Another process wrote the file since we read it: keep its interactions, then add ours not on disk.
+
+        Called under the file lock. What is on disk comes first, in its order; our unsaved
+        recordings follow in the order we answered them.
+        """
+        on_disk, metadata = self._read_file()
+        with self._lock:
+            unsaved = [i for i in self._interactions if not i.saved]
+            self._interactions = on_disk + unsaved
+            self._metadata = metadata or self._metadata
+            self._rebuild_index()
+            self.existed = True
 
     def _persisted(self) -> list[Interaction]:
         """What the file holds: in `all` mode, new recordings replace the loaded ones they match."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from vcr.request import Request
 
-from ..call import CallScope, current_scope
+from ..call import UPSTREAM_NOTE, CallScope, current_scope
 from ..config import RecordMode
 from .streams import TIMING_KEY, RecordingStream, ReplayStream, is_event_stream
 from .tape import Interaction
@@ -44,12 +44,17 @@ class CassetteTransport(httpx.AsyncBaseTransport):
         seen = Request(request.method, str(request.url), body, request.headers)
         clean, secrets = tape.filter.request(seen, call.secrets)
         key = tape.key(clean)
-        recorded = tape.next_response(key, session)
+        # The cursors sit in the state store: a store that does not answer is a 503, never a wrong replay.
+        recorded = await tape.next_response(key, session)
+        note = request.extensions.get(UPSTREAM_NOTE, {})  # what the journal and metrics learn of this call
         if recorded is not None:
+            note["cassette"] = "hit"
             paced = self._library.settings.replay_timing == "recorded"
             return replayed_response(recorded.response, paced=paced)
         if not tape.may_record:
+            note["cassette"] = "miss"
             raise tape.miss(clean, key, session)
+        note["cassette"] = "recorded"
         response = await self._inner.handle_async_request(request)
         head = {"status": {"code": response.status_code, "message": _reason(response)},
                 "headers": _multi_headers(response.headers)}

@@ -33,6 +33,7 @@ from ..faults import FaultInjector
 from ..faults.effects import intercept
 from ..files import HostedFiles
 from ..journal import Journal, MemoryJournal, upstream_transport
+from ..state import MemoryState, StateStore, check_recording, open_state
 from ..types import EventStream, ImageRequest, ImageResponse, ImageResult, ImageStream, RawBody
 from ..validation import validate_request
 from . import delivery
@@ -80,6 +81,8 @@ class Engine:
         env: Mapping[str, str] | None = None,
         journal: Journal | bool = True,
         faults: FaultInjector | None = None,
+        state: StateStore | None = None,
+        cursor_ttl: float = 86400.0,
     ) -> None:
         self.provider = image_adapter
         self.faults = faults if faults is not None else FaultInjector()
@@ -91,13 +94,15 @@ class Engine:
         connect_timeout = float(request_options.pop("connect_timeout", 5.0))
         if request_options:
             raise ValueError(f"unknown request_options {sorted(request_options)}; known: timeout, connect_timeout")
+        # Every piece of cross-request state sits in one store: process memory, or Redis (`--state-url`).
+        self.state: StateStore = state or (files.state if files is not None else MemoryState())
         self.cassettes = cassettes if cassettes is not None and cassettes.enabled else None
         self.cassette_library: Any = None  # the cassette layer's state (active cassette, sessions), or None
         if self.cassettes is not None:
             from ..cassettes import CassetteLibrary
 
-            self.cassette_library = CassetteLibrary(self.cassettes)
-        self.files = files if files is not None else HostedFiles()  # an empty store is falsy (__len__)
+            self.cassette_library = CassetteLibrary(self.cassettes, state=self.state, cursor_ttl=cursor_ttl)
+        self.files = files if files is not None else HostedFiles(self.state)
         # What the server answered (`/allm/requests`); True: in memory with the defaults.
         # (An empty store is falsy: compare with the booleans, never test its truth.)
         self.journal: Journal | None = (MemoryJournal() if journal is True else None if journal is False
@@ -106,7 +111,7 @@ class Engine:
         library = self.cassette_library
         self.runtime = Runtime(
             catalog=self.router.catalog, provider_options=self.provider_options, timeout=self.timeout,
-            connect_timeout=connect_timeout, transport=transport,
+            connect_timeout=connect_timeout, transport=transport, state=self.state,
             # The cassette layer, with the journal's taps around and under it.
             wrap_transport=lambda network: upstream_transport(network, library),
         )
@@ -121,7 +126,12 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Engine:
-        """An engine for a resolved `ProxyConfig` (what `allm-proxy serve` builds)."""
+        """An engine for a resolved `ProxyConfig` (what `allm-proxy serve` builds).
+
+        ValueError (a usage error of `serve`) for recording with state shared across hosts.
+        """
+        check_recording(config.state, config.cassettes.record_mode, config.cassettes.enabled)
+        state = open_state(config.state)
         return cls(
             image_adapter=config.provider,
             image_default_model=config.default_model,
@@ -131,7 +141,9 @@ class Engine:
             families=config.families,
             cassettes=config.cassettes,
             transport=transport,
-            files=HostedFiles(ttl=config.file_ttl),
+            files=HostedFiles(state, ttl=config.file_ttl),
+            state=state,
+            cursor_ttl=config.state.cursor_ttl,
             env=env,
             journal=MemoryJournal(config.journal) if config.journal.enabled else False,
             faults=FaultInjector(config.faults, seed=config.fault_seed),
@@ -214,6 +226,7 @@ class Engine:
     async def aclose(self) -> None:
         """Close adapters and HTTP clients of this loop; flush cassettes."""
         await self.runtime.aclose()
+        await self.state.aclose()  # this loop's connections
         if self.cassette_library is not None:
             self.cassette_library.flush()
 

@@ -72,7 +72,7 @@ class Deliverer:
                 await self.fetch(image, http)
                 changed = True
             if delivery.format == "url" and image.has_bytes:
-                image = self.host(image, public_base_url)
+                image = await self.host(image, public_base_url)
                 changed = True
             delivered.append(image)
         response.images = delivered
@@ -101,10 +101,12 @@ class Deliverer:
         image._data = fetched.content  # the URL's bytes become the image's own
         image.mime_type = image.mime_type or fetched.headers.get("content-type")
 
-    def host(self, image: Image, base_url: str | None) -> Image:
+    async def host(self, image: Image, base_url: str | None) -> Image:
+        """A URL for the image's bytes: served by the proxy (from the state store, so any worker can),
+        or a `data:` URL in-process."""
         mime = image.mime_type or "image/png"
         if base_url is None:
             url = f"data:{mime};base64,{image.b64_json()}"
         else:
-            url = f"{base_url.rstrip('/')}/images/files/{self.files.put(image.data, mime)}"
+            url = f"{base_url.rstrip('/')}/images/files/{await self.files.put(image.data, mime)}"
         return Image(url, mime_type=mime, revised_prompt=image.revised_prompt, extra=image.extra)

@@ -43,7 +43,9 @@ class Runtime:
         connect_timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
         wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+        state: Any = None,
     ) -> None:
+        self._state_store = state
         self._catalog = catalog
         self._provider_options = provider_options
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
@@ -59,7 +61,8 @@ class Runtime:
         state = self._state()
         adapter = state.adapters.get(provider)
         if adapter is None:
-            setup = AdapterSetup(http=state.http, options=self._provider_options(provider), catalog=self._catalog)
+            setup = AdapterSetup(http=state.http, options=self._provider_options(provider), catalog=self._catalog,
+                                 state=self._state_store)
             adapter = state.adapters[provider] = get_adapter_info(provider).factory(setup)
         return adapter
 

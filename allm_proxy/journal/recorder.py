@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .. import errors
-from ..call import Call, current_scope
+from ..call import UPSTREAM_NOTE, Call, current_scope
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
 from .record import Blob, Record
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 # Request fields that carry file bytes: described as `inputs`, never copied into `params`.
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRequest) if f.name not in FILE_FIELDS)
-EXTENSION = "allm_journal"
 _HOSTED = re.compile(r"/images/files/(img_[A-Za-z0-9_-]+)$")
 
 
@@ -75,7 +74,7 @@ class JournalCall:
         else:
             self.relayed = []  # too big to keep: the entry says its images are not known
 
-    def finish(self, call: Call, *, method: str, path: str) -> None:
+    async def finish(self, call: Call, *, method: str, path: str) -> None:
         """Build the entry and append it; only the first call counts."""
         if self.done:
             return
@@ -99,7 +98,7 @@ class JournalCall:
             "ms": round(call.ms, 1),
             "session": call.session,
             "cassette": self._cassette(call),
-            "source": self._source(call),
+            "source": call.source,
             "stream": bool(request and request.stream),
             "params": None,
             "usage": None,
@@ -125,16 +124,17 @@ class JournalCall:
             record.pending_bytes = len(raw)
         else:
             images = self.streamed or (result.images if result is not None else [])
-            record.images = [self._blob(i) for i in images]
+            record.images = [await self._blob(i) for i in images]
         started = self.time
         record.pending = lambda r: _settle(r, request, started, raw, content_type)
         self.journal.append(record)
 
-    def _blob(self, image: Image) -> Blob:
+    async def _blob(self, image: Image) -> Blob:
         if image.has_bytes:
             return Blob(image, _estimated_size(image), declared_mime=image.mime_type)
         match = _HOSTED.search(image.url or "")
-        hosted = self.engine.files.get(match.group(1)) if match else None
+        # A URL the proxy hosts: its bytes are in the state store (a lookup, no copy in memory).
+        hosted = await self.engine.files.get(match.group(1)) if match else None
         if hosted is not None:
             return Blob(hosted.data, len(hosted.data), declared_mime=hosted.mime_type)
         if (image.url or "").startswith("data:"):
@@ -151,20 +151,6 @@ class JournalCall:
             except ValueError:
                 pass
         return self.error.envelope()
-
-    def _source(self, call: Call) -> str | None:
-        if call.fault is not None and call.fault.replaces_answer:
-            return "fault"
-        provider = call.route.provider if call.route else None
-        upstream = call.upstream
-        if provider == "fake":
-            return "fake"
-        sources = {u["source"] for u in upstream}
-        if "upstream" in sources:
-            return "upstream"
-        if "cassette" in sources:
-            return "cassette"
-        return None  # answered by the proxy itself (a bad request, a missing key)
 
     def _cassette(self, call: Call) -> str | None:
         library = self.engine.cassette_library
@@ -260,7 +246,7 @@ class UpstreamRecorder(httpx.AsyncBaseTransport):
         note: dict[str, Any] = {"method": request.method, "url": redact_url(str(request.url), set(scope.secrets)),
                                 "status": None, "ms": None,
                                 "source": "cassette" if self._replayable else "upstream"}
-        request.extensions[EXTENSION] = note
+        request.extensions[UPSTREAM_NOTE] = note
         started = time.perf_counter()
         try:
             response = await self._inner.handle_async_request(request)
@@ -287,7 +273,7 @@ class NetworkMark(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        note = request.extensions.get(EXTENSION)
+        note = request.extensions.get(UPSTREAM_NOTE)
         if isinstance(note, dict):
             note["source"] = "upstream"
         return await self._inner.handle_async_request(request)

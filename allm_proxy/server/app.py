@@ -20,7 +20,9 @@ from ..config import ProxyConfig, ServerLimits
 from ..engine import Engine
 from ..inspector import PAGE, inspector_routes, page_routes
 from ..inspector.cassettes import CassetteShelf
+from ..metrics import Metrics
 from ..openapi import openapi_document
+from ..pricing import PriceTable
 from . import control, endpoints
 from .failures import EXCEPTION_HANDLERS
 from .middleware import AccessTokenMiddleware, CallMiddleware, InflightLimitMiddleware
@@ -39,6 +41,8 @@ def routes(engine: Engine) -> list[BaseRoute]:
             Route(f"{prefix}/models/{{model_id:path}}", endpoints.get_model, methods=["GET"]),
         ]
     table.append(Route("/healthz", endpoints.healthz, methods=["GET"]))
+    table.append(Route("/readyz", endpoints.readyz, methods=["GET"]))
+    table.append(Route("/metrics", endpoints.metrics, methods=["GET"]))
     table.append(Route("/openapi.json", endpoints.openapi, methods=["GET"]))
     if engine.cassette_library is not None:
         table.append(Route(control.PATH, control.cassette_control, methods=["GET", "POST"]))
@@ -67,7 +71,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         routes=routes(engine),
         middleware=[
             Middleware(CallMiddleware),
-            Middleware(AccessTokenMiddleware, token=config.access_token),
+            Middleware(AccessTokenMiddleware, token=config.access_token, public_metrics=config.public_metrics),
             Middleware(InflightLimitMiddleware, limit=limits.max_inflight),
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
@@ -77,6 +81,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     app.state.config = config
     app.state.limits = limits
     app.state.openapi_body = json.dumps(openapi_document()).encode()
+    app.state.metrics = Metrics()  # one registry per app
+    app.state.prices = PriceTable.from_config(config.prices)
     return app
 
 

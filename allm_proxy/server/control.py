@@ -15,7 +15,6 @@ server's one error funnel like every other error.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -36,7 +35,7 @@ async def cassette_control(request: Request) -> Response:
     if request.method == "POST":
         name, mode = _parse(await request.body())
         request.state.body_read = True
-        await asyncio.to_thread(library.activate, name, record_mode=mode)
+        await library.aactivate(name, record_mode=mode)  # rewinds every worker sharing the state
     return JSONResponse(library.status())
 
 

@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 from .. import errors
 from ..call import Call
 from ..engine import Engine
+from ..pricing import account, format_usd
+from ..state.health import readiness
 from ..types import ImageResponse, Operation, RawBody
 from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
@@ -65,9 +67,16 @@ async def _images(request: Request, operation: Operation) -> Response:
         if journal is not None:
             journal.result = result
         payload = render_response(result, gpt_style=call.family.gpt_style_response)
-        answer = Response(payload, media_type="application/json", headers=streaming.relayed_headers(result.headers))
+        headers = streaming.relayed_headers(result.headers)
+        cost = account(call, request.app.state.prices, model=result.model or call.model, images=len(result.images),
+                       usage=result.usage, quality=result.quality or image_request.quality,
+                       size=result.size or image_request.size)
+        if cost is not None:
+            headers["x-allm-cost-usd"] = format_usd(cost)
+        answer = Response(payload, media_type="application/json", headers=headers)
         return shape_response(answer, call.fault)  # `slow` and `truncate` act on the connection
-    return shape_response(streaming.event_stream(result, call, journal), call.fault)
+    stream = streaming.event_stream(result, call, journal, prices=request.app.state.prices, request=image_request)
+    return shape_response(stream, call.fault)
 
 
 async def read_body(request: Request) -> bytes:
@@ -132,20 +141,30 @@ async def get_model(request: Request) -> Response:
 
 async def get_file(request: Request) -> Response:
     file_id = request.path_params["file_id"]
-    hosted = _engine(request).files.get(file_id) if _FILE_ID.match(file_id) else None
+    hosted = await _engine(request).files.get(file_id) if _FILE_ID.match(file_id) else None
     if hosted is None:
         raise errors.NotFoundError(
             "No such image: hosted image URLs expire (after the proxy's file_ttl, 60 minutes by default) "
             "and do not survive a proxy restart. Ask for response_format='b64_json' to keep the bytes.",
             code="file_not_found",
         )
-    max_age = max(0, int(hosted.expires_at - time.monotonic()))
+    max_age = max(0, int(hosted.expires_at - time.time()))  # wall clock: every host agrees on it
     return Response(hosted.data, media_type=hosted.mime_type, headers={"cache-control": f"private, max-age={max_age}"})
 
 
 async def healthz(request: Request) -> Response:
     engine = _engine(request)
     return JSONResponse({"status": "ok", "provider": engine.provider, "default_model": engine.default_model})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready for traffic: the provider is configured and the state store answers (else a 503 envelope)."""
+    return JSONResponse(await readiness(_engine(request)))
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.render()
+    return Response(body, headers={"content-type": content_type})
 
 
 async def openapi(request: Request) -> Response:

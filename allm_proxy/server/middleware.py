@@ -28,6 +28,7 @@ FORWARDED_HEADERS = ("openai-organization", "openai-project")
 # hosted images (their ids are unguessable, and SDK users fetch them with plain HTTP clients).
 _PUBLIC = re.compile(r"^/(healthz|readyz|openapi\.json|(v1/)?images/files/[^/]+)$")
 _IMAGE_ROUTES = re.compile(r"^(/v1)?/images/(generations|edits|variations)$")
+_FILES = re.compile(r"^(/v1)?/images/files/[^/]+$")
 _OPERATIONS = {"generations": "generate", "edits": "edit", "variations": "variation"}
 
 
@@ -75,11 +76,11 @@ class CallMiddleware:
         status: int | None = None
         reported = False
 
-        def report() -> None:
+        async def report() -> None:
             nonlocal reported
             if not reported:
                 reported = True
-                ended(scope, call, journal)
+                await ended(scope, call, journal)
 
         async def tracked(message: Message) -> None:
             nonlocal status
@@ -94,7 +95,7 @@ class CallMiddleware:
                 if not message.get("more_body", False):
                     call.finish(status or 500)
                     # Reported before the last bytes go: a client that has its answer finds it in the journal.
-                    report()
+                    await report()
             await send(message)
 
         try:
@@ -109,13 +110,16 @@ class CallMiddleware:
                 raise
         finally:
             call.finish(499)  # no complete answer: nobody was left to take it (nginx's "client closed request")
-            report()
+            await report()
 
 
-def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
-    """The one place a finished request is reported: the access-log line and the journal entry."""
+async def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
+    """The one place a finished request is reported: the access-log line, the metrics, the journal entry."""
     if journal is not None:
-        journal.finish(call, method=scope["method"], path=scope["path"])
+        await journal.finish(call, method=scope["method"], path=scope["path"])
+    metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+    if metrics is not None:
+        metrics.observe(call, operation=_operation_label(scope))
     route = call.route
     access_log.info(
         "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d%s",
@@ -130,6 +134,19 @@ def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
     )
 
 
+def _operation_label(scope: Scope) -> str | None:
+    """The `operation` metric label; None for routes not counted (health, metrics, the inspector)."""
+    path = scope["path"]
+    image_route = _IMAGE_ROUTES.match(path)
+    if image_route:
+        return _OPERATIONS[image_route.group(2)]
+    if _FILES.match(path):
+        return "file"
+    if path.startswith("/allm") or path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        return None
+    return "models" if "/models" in path else "unknown"
+
+
 def bearer(headers: Headers) -> str | None:
     scheme, _, token = headers.get("authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
@@ -138,12 +155,16 @@ def bearer(headers: Headers) -> str | None:
 class AccessTokenMiddleware:
     """With an access token set, every route but the public ones needs it; it is never passed upstream."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, token: str | None, public_metrics: bool = False) -> None:
         self.app = app
         self.token = token
+        self.public_metrics = public_metrics  # `[server] public_metrics`: scrapers need no token
+
+    def _public(self, path: str) -> bool:
+        return bool(_PUBLIC.match(path)) or (self.public_metrics and path == "/metrics")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.token is None or _PUBLIC.match(scope["path"]):
+        if scope["type"] != "http" or self.token is None or self._public(scope["path"]):
             await self.app(scope, receive, send)
             return
         call: Call = scope["state"]["call"]
@@ -192,7 +213,12 @@ class InflightLimitMiddleware:
             await send_error(err, scope, send, close=True)
             return
         self.inflight += 1
+        gauge = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+        if gauge is not None:
+            gauge.inflight.inc()
         try:
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
+            if gauge is not None:
+                gauge.inflight.dec()

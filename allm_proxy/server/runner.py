@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import threading
 from typing import Any
@@ -11,6 +10,7 @@ import uvicorn
 
 from ..config import ProxyConfig, ServerLimits
 from ..engine import Engine
+from ..state.settings import host_is_loopback
 from .app import create_app
 from .h11_guard import guarded_protocol
 
@@ -28,19 +28,10 @@ def uvicorn_options(limits: ServerLimits | None = None) -> dict[str, Any]:
 
 def bind_warning(host: str, access_token: str | None) -> str | None:
     """The warning to print when `host` lets other machines in and no access token guards the keys."""
-    if access_token or _is_loopback(host):
+    if access_token or host_is_loopback(host):
         return None
     return (f"WARNING: binding {host} without --access-token: anyone who can reach this port can spend "
             "your provider keys.")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def run_server(engine: Engine, config: ProxyConfig, *, limits: ServerLimits | None = None,

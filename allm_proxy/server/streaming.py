@@ -9,7 +9,8 @@ from starlette.responses import StreamingResponse
 from .. import errors
 from ..call import Call
 from ..journal import JournalCall
-from ..types import ImageStream, RawBody
+from ..pricing import PriceTable, account
+from ..types import ImageRequest, ImageStream, RawBody
 from ..wire.openai import render_event
 from . import failures
 
@@ -21,14 +22,22 @@ def relayed_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in RELAYED}
 
 
-def event_stream(stream: ImageStream, call: Call, journal: JournalCall | None = None) -> StreamingResponse:
-    """The OpenAI SSE answer; a failure half-way ends it with an `error` event, as OpenAI's do."""
+def event_stream(stream: ImageStream, call: Call, journal: JournalCall | None = None, *,
+                 prices: PriceTable | None = None, request: ImageRequest | None = None) -> StreamingResponse:
+    """The OpenAI SSE answer; a failure half-way ends it with an `error` event, as OpenAI's do.
+
+    A stream is priced as its images complete (the metric and journal carry it; no header can,
+    since the headers are sent first)."""
 
     async def events() -> AsyncIterator[bytes]:
         try:
             async for event in stream:
                 if journal is not None:
                     journal.saw_event(event)
+                if event.kind == "completed" and prices is not None:
+                    account(call, prices, model=call.model, images=1, usage=event.usage,
+                            quality=event.fields.get("quality") or (request.quality if request else None),
+                            size=event.fields.get("size") or (request.size if request else None))
                 yield render_event(event)
         except errors.ProxyError as err:
             call.finish(err.status)

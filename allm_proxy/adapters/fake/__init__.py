@@ -24,7 +24,7 @@ _LAZY = frozenset({"FakeImages", "script_from_options", "usage_for"})
 def _build(setup: AdapterSetup) -> ImageAdapter:
     from .adapter import FakeImages
 
-    return FakeImages(setup.options)
+    return FakeImages(setup.options, state=setup.state)
 
 
 def __getattr__(name: str) -> Any:

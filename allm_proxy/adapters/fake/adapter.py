@@ -22,6 +22,7 @@ from typing import Any
 from ...call import Call
 from ...capabilities import ModelFamily
 from ...imaging import FORMAT_MIME, decoded_size, format_of
+from ...state.cursors import ScriptCursors
 from ...types import EventStream, Image, ImageEvent, ImageRequest, ImageResponse, ImageStream, Usage, parse_size
 from .jobs import ImageCache, Job, frames, frames_of, plan
 from .meta import image_tokens, output_tokens, resolved_quality, revised_prompt, text_tokens
@@ -35,10 +36,13 @@ class FakeImages:
 
     name = "fake"
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, options: Mapping[str, Any] | None = None, *, state: Any = None) -> None:
         options = dict(options or {})
         self.options = FakeOptions.from_mapping(options)
         self.script = script_from_options(options)
+        # With a shared store every worker walks one script; in memory the script counts itself.
+        self.script_cursors = ScriptCursors(state, self.script.replies if self.script else (),
+                                            self.script.source if self.script else "")
         self.cache = ImageCache(self.options.cache_entries, self.options.cache_bytes)
 
     async def generate(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
@@ -59,7 +63,8 @@ class FakeImages:
 
     async def _answer(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         if self.script is not None:
-            reply = self.script.take(request, session=ctx.session, model=ctx.model or "")
+            position = await self.script_cursors.take(ctx.session)  # hook: state - shared script cursor
+            reply = self.script.take(request, session=ctx.session, model=ctx.model or "", position=position)
             if reply.error is not None:
                 raise reply.error.to_exception()
             if not reply.generate:

@@ -159,11 +159,15 @@ class FakeScript:
             self._cursors.clear()
             self.history.clear()
 
-    def take(self, request: ImageRequest, *, session: str = "default", model: str = "") -> Reply:
-        """Record `request` and return the session's next reply; `FakeScriptExhausted` when none is left."""
+    def take(self, request: ImageRequest, *, session: str = "default", model: str = "",
+             position: int | None = None) -> Reply:
+        """Record `request` and return the session's next reply; `FakeScriptExhausted` when none is left.
+
+        `position` is the reply to serve when a shared state store keeps the cursor (workers on Redis).
+        """
         with self._lock:
             self.history.append(FakeCall(request=request, session=session, model=model))
-            used = self._cursors.get(session, 0)
+            used = self._cursors.get(session, 0) if position is None else position  # hook: state
             if used >= len(self._replies):
                 raise errors.FakeScriptExhausted(self._exhausted_message(session))
             self._cursors[session] = used + 1

@@ -1,0 +1,144 @@
+"""`RedisState`: the state store every worker and replica shares, in Redis (`redis.asyncio`).
+
+Hosted images are strings with a Redis TTL, counters are INCR (+ EXPIRE in
+the same transaction), the journal a list capped with LTRIM. A Redis that
+stops answering turns into `StateUnavailableError` (503, retryable) within
+about `timeout` seconds, never a guess; redis-py reconnects by itself, so the
+proxy recovers as soon as Redis is back.
+
+One client per event loop: redis-py's asyncio connections belong to the loop
+that opened them, and an engine may run on more than one (the sync API's
+background loop, `serve`'s start-up check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .. import errors
+from .base import DEFAULT_JOURNAL_MAX, DEFAULT_PREFIX, StateStore
+
+T = TypeVar("T")
+JOURNAL = "journal"
+
+
+class RedisState(StateStore):
+    """Redis behind the `StateStore` interface.
+
+        store = RedisState("redis://127.0.0.1:6379/0", prefix="allm:")
+    """
+
+    shared = True
+
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, journal_max: int = DEFAULT_JOURNAL_MAX,
+                 timeout: float = 2.0) -> None:
+        super().__init__(prefix=prefix, journal_max=journal_max)
+        self.url = url
+        self.timeout = timeout
+        self._clients: dict[asyncio.AbstractEventLoop, Redis] = {}
+        self._lock = threading.Lock()
+
+    def _client(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.get(loop)
+            if client is None:
+                client = Redis.from_url(
+                    self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                    # One quick retry: the first command after a Redis restart meets a dead pooled connection.
+                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+                    health_check_interval=0,
+                )
+                self._clients[loop] = client
+            return client
+
+    async def _call(self, what: str, action: Callable[[Redis], Awaitable[T]]) -> T:
+        try:
+            return await action(self._client())
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise errors.StateUnavailableError(
+                f"The proxy's shared state store ({self.describe()}) did not answer while {what} "
+                f"({type(exc).__name__}). Retry in a moment; if it persists, check that Redis is running "
+                "and reachable at the proxy's --state-url."
+            ) from None
+
+    async def get(self, name: str) -> bytes | None:
+        async def run(client: Redis) -> Any:
+            return await client.get(self.key(name))
+
+        value = await self._call("reading", run)
+        return bytes(value) if value is not None else None
+
+    async def set(self, name: str, value: bytes, *, ttl: float | None = None) -> None:
+        async def run(client: Redis) -> Any:
+            return await client.set(self.key(name), value, px=_ms(ttl) if ttl is not None else None)
+
+        await self._call("writing", run)
+
+    async def incr(self, name: str, *, ttl: float | None = None) -> int:
+        key = self.key(name)
+
+        async def run(client: Redis) -> Any:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                if ttl is not None:
+                    pipe.pexpire(key, _ms(ttl))
+                return (await pipe.execute())[0]
+
+        return int(await self._call("counting", run))
+
+    async def delete(self, name: str) -> None:
+        async def run(client: Redis) -> Any:
+            return await client.delete(self.key(name))
+
+        await self._call("deleting", run)
+
+    async def journal_append(self, entry_json: str) -> None:
+        key = self.key(JOURNAL)
+
+        async def run(client: Redis) -> Any:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, entry_json)
+                pipe.ltrim(key, -self.journal_max, -1)
+                return await pipe.execute()
+
+        await self._call("writing the journal", run)
+
+    async def journal_list(self) -> list[str]:
+        async def run(client: Redis) -> Any:
+            return await client.lrange(self.key(JOURNAL), 0, -1)
+
+        return [bytes(v).decode() for v in await self._call("reading the journal", run)]
+
+    async def journal_clear(self) -> None:
+        await self.delete(JOURNAL)
+
+    async def ping(self) -> None:
+        async def run(client: Redis) -> Any:
+            return await client.ping()
+
+        await self._call("answering a ping", run)
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+    def describe(self) -> str:
+        parts = urlsplit(self.url)
+        return f"redis://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
