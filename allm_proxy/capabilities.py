@@ -62,7 +62,7 @@ class FlexibleSizes:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """The rules one family of models follows (spec/openai-images.md section 5).
+    """The rules one family of models follows (docs/spec/openai-images.md §5).
 
     `accepts` names the optional typed fields the family takes beyond
     model/prompt/n/size/response_format/user; the wire validator rejects the
@@ -224,7 +224,7 @@ class ModelDefault:
     """The model a request that names none gets: a provider's rule (`AdapterInfo.default_model`).
 
     `fixed` is one model for every request. Without it, `legacy` and `gpt`
-    follow OpenAI's documented rule (spec/openai-images.md sections 2 to 4):
+    follow OpenAI's documented rule (docs/spec/openai-images.md §2-4):
     `legacy` (dall-e-2) unless the request uses a parameter only the GPT-image
     models have, then `gpt`; variations always get `legacy`. With neither,
     the proxy names no model and the provider applies its own default.
@@ -252,7 +252,7 @@ class ModelDefault:
 
 
 def uses_gpt_image_parameters(request: ImageRequest) -> bool:
-    """True when `request` uses a parameter that only the GPT-image models have (spec section 2).
+    """True when `request` uses a parameter that only the GPT-image models have (docs/spec/openai-images.md §2).
 
     `stream=false` is what the SDK sends for "no streaming", so only `stream=true` counts.
     """

@@ -371,7 +371,7 @@ EventKind = Literal["partial_image", "completed", "error"]
 
 @dataclass
 class ImageEvent:
-    """One event of a streamed answer (spec section 7), provider-neutral.
+    """One event of a streamed answer (docs/spec/openai-images.md §7), provider-neutral.
 
     `prefix` is `image_generation` or `image_edit`; the wire type is
     `f"{prefix}.{kind}"`. `fields` holds the echo fields (`size`, `quality`,

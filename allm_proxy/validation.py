@@ -1,4 +1,4 @@
-"""Validate an `ImageRequest` against the rules of its model family (spec section 5).
+"""Validate an `ImageRequest` against the rules of its model family (docs/spec/openai-images.md §5).
 
 Every rejection is a 400 that names the `param` and says what is allowed, in
 the words OpenAI uses where we know them. Permissive families (model ids no

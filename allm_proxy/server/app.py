@@ -30,7 +30,7 @@ from .middleware import AccessTokenMiddleware, CallMiddleware, InflightLimitMidd
 
 def routes(engine: Engine) -> list[BaseRoute]:
     table: list[BaseRoute] = []
-    # SDKs whose base_url has no /v1 send /images/... (spec/openai-images.md section 0).
+    # SDKs whose base_url has no /v1 send /images/... (docs/spec/openai-images.md §0).
     for prefix in ("/v1", ""):
         table += [
             Route(f"{prefix}/images/generations", endpoints.generations, methods=["POST"]),

@@ -1,4 +1,5 @@
-"""The OpenAI image stream's events (spec section 7), both ways: rendered for clients, parsed from OpenAI.
+"""The OpenAI image stream's events (docs/spec/openai-images.md §7), both ways: rendered for clients,
+parsed from OpenAI.
 
 Each event is `event: <type>\ndata: <json>\n\n`, the JSON `type` equal to
 the event name; an error after the 200 is an `error` event whose data has
@@ -19,14 +20,14 @@ from .sse import Event
 # The last part of an event's type, e.g. `image_generation.completed`.
 KINDS: dict[str, EventKind] = {"partial_image": "partial_image", "completed": "completed"}
 StreamEnd = Literal["done", "error", "completed"]
-# The echo fields (`responses.ECHO_FIELDS`) in the order events carry them (spec section 7).
+# The echo fields (`responses.ECHO_FIELDS`) in the order events carry them (docs/spec/openai-images.md §7).
 _EVENT_ECHO = ("size", "quality", "background", "output_format")
 # Fields an event carries outside `fields` (type is rebuilt from prefix and kind).
 _OWN_FIELDS = frozenset({"type", "b64_json", "partial_image_index", "usage"})
 
 
 def render_event(event: ImageEvent) -> bytes:
-    """One SSE event, `event: <type>\\ndata: <json>\\n\\n` (spec section 7)."""
+    """One SSE event, `event: <type>\\ndata: <json>\\n\\n` (docs/spec/openai-images.md §7)."""
     spliced = Splicer()
     if event.kind == "error":
         payload: dict[str, Any] = {"type": "error", "error": event.error or {}}

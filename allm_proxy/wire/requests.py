@@ -1,6 +1,6 @@
 """OpenAI Images requests, both ways: HTTP body -> `ImageRequest` (the server), and back (the adapter).
 
-Parsing accepts exactly what the official SDKs send (spec section 10): JSON
+Parsing accepts exactly what the official SDKs send (docs/spec/openai-images.md §10): JSON
 generations, multipart edits and variations with `image` or `image[]`,
 values as strings in multipart, `null` meaning "not given", file parts with
 a wrong Content-Type, and any extra field (kept, in order, for providers
@@ -12,7 +12,7 @@ Rendering is the pass-through: it keeps the client's form
 order), and every file with its part name (`image` vs `image[]`), filename,
 content type and bytes. Typed values are rendered as each form expects: JSON
 values, or multipart strings (`2`, `true`). Multipart parts come in the order
-the Python SDK uses (spec section 10.3): `prompt`, the typed fields
+the Python SDK uses (docs/spec/openai-images.md §10.3): `prompt`, the typed fields
 alphabetically, the extra fields, then the files (`image`/`image[]`, extra
 files such as `markup`, `mask`).
 """
@@ -229,7 +229,7 @@ def typed_fields(request: ImageRequest, model: str | None) -> Iterator[tuple[str
 def render_json(request: ImageRequest, model: str | None) -> Body:
     payload: dict[str, Any] = dict(typed_fields(request, model))
     if request.operation == "edit":
-        # The JSON edit form (spec section 3): images travel as data: URLs.
+        # The JSON edit form (docs/spec/openai-images.md §3): images travel as data: URLs.
         if request.images:
             payload["images"] = [{"image_url": _data_url(f)} for f in request.images]
         if request.mask is not None:
@@ -249,7 +249,7 @@ def render_multipart(request: ImageRequest, model: str | None) -> Body:
              for field_name, text in form_values(name, value)]
     files = [*request.images, *request.extra_files, *([request.mask] if request.mask is not None else [])]
     # A part with no filename would read as a text field upstream; the SDKs call such files "upload".
-    # The client's label is kept even when wrong (spec rule 3: the provider sniffs);
+    # The client's label is kept even when wrong (docs/spec/openai-images.md §0 rule 3: the provider sniffs);
     # a file that came with none (library callers) gets the type its bytes show.
     parts += [Part(upload.field, upload.data, filename=upload.filename or "upload",
                    content_type=upload.content_type or upload.mime_type) for upload in files]

@@ -15,7 +15,7 @@ from typing import Any
 from ..types import Image, ImageResponse, Usage
 from .jsonbytes import Splicer
 
-# The GPT-image settings an answer echoes (spec section 6), in OpenAI's order.
+# The GPT-image settings an answer echoes (docs/spec/openai-images.md §6), in OpenAI's order.
 ECHO_FIELDS = ("background", "output_format", "quality", "size")
 _OWN_FIELDS = frozenset({"created", "data", "usage", *ECHO_FIELDS})
 _IMAGE_FIELDS = frozenset({"b64_json", "url", "revised_prompt"})

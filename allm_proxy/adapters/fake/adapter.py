@@ -139,9 +139,9 @@ class FakeImages:
 
 
 def _events(request: ImageRequest, encoded: list[Image], size: tuple[int, int]) -> list[ImageEvent]:
-    """partial_image events for all but the last image, then completed (spec section 7)."""
+    """partial_image events for all but the last image, then completed (docs/spec/openai-images.md §7)."""
     prefix = "image_edit" if request.operation == "edit" else "image_generation"
-    # Stream events echo the settings as requested, so "auto" can appear (spec section 7).
+    # Stream events echo the settings as requested, so "auto" can appear (docs/spec/openai-images.md §7).
     echo = {
         "size": request.size or "auto",
         "quality": request.quality or "auto",

@@ -1,7 +1,7 @@
 """The Gemini adapter: OpenAI image requests as Gemini generateContent calls.
 
 Generations and edits become ``POST {base}/{version}/models/{model}:generateContent``
-(spec/gemini-images.md sections 3-5); the answers become one `ImageResponse`.
+(docs/spec/gemini-images.md §3-5); the answers become one `ImageResponse`.
 What Gemini lacks, the proxy does itself: `n` fans out into n calls (image
 models refuse candidateCount > 1), masks are composited locally
 (mask.py), output formats are transcoded, variations are an edit when

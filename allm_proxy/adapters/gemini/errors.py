@@ -1,4 +1,4 @@
-"""Google's error answers (and safety blocks) as the OpenAI errors spec/gemini-images.md section 11 tabulates.
+"""Google's error answers (and safety blocks) as the OpenAI errors docs/spec/gemini-images.md §11 tabulates.
 
 Google's envelope is ``{"error": {"code", "message", "status", "details"}}``;
 the proxy keeps Google's message text and picks the OpenAI status, type and
@@ -35,7 +35,8 @@ from ...errors import (
 )
 
 SAFETY_CODES = ("content_policy_violation", "moderation_blocked")
-# finishReason values that mean "blocked by a filter" (spec 11), as opposed to "no image for another reason".
+# finishReason values that mean "blocked by a filter" (docs/spec/gemini-images.md §11), as opposed
+# to "no image for another reason".
 SAFETY_FINISH_REASONS = frozenset({
     "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
     "RECITATION", "IMAGE_RECITATION",

@@ -1,4 +1,4 @@
-"""One generateContent answer (spec/gemini-images.md section 4) as an image, its text and its usage.
+"""One generateContent answer (docs/spec/gemini-images.md §4) as an image, its text and its usage.
 
 Google answers safety blocks with HTTP 200, labels JPEG bytes `image/png`,
 and sends interim "thought" images before the final one, so the parser trusts
@@ -68,7 +68,8 @@ def parse_generate_response(body: bytes, *, model: str, safety_code: str) -> Gem
 
 
 def usage_from_metadata(meta: Mapping[str, Any]) -> Usage:
-    """`usageMetadata` in OpenAI's `ImagesUsage` terms (spec 11 table); thoughts count as text output."""
+    """`usageMetadata` in OpenAI's `ImagesUsage` terms (docs/spec/gemini-images.md §11 table); thoughts
+    count as text output."""
     prompt = _modalities(meta.get("promptTokensDetails"))
     output = _modalities(meta.get("candidatesTokensDetails"))
     thoughts = _int(meta.get("thoughtsTokenCount"))

@@ -1,6 +1,6 @@
 """OpenAI `size` (+ `quality`) as a Gemini `imageConfig`: an aspect ratio and an imageSize tier.
 
-Gemini never takes pixels (spec/gemini-images.md section 11): the nearest
+Gemini never takes pixels (docs/spec/gemini-images.md §11): the nearest
 aspect ratio the model supports (minimising |ln(W/H) - ln(ratio)|) and a tier
 chosen from the long edge. What each model supports comes from its
 `ModelFamily` in capabilities.py; this module only does the arithmetic.
@@ -22,10 +22,10 @@ from ...types import parse_size
 # Tiers from small to large; Gemini spells the half-K tier as the literal "512".
 TIER_ORDER = ("512", "1K", "2K", "4K")
 _RANK = {tier: rank for rank, tier in enumerate(TIER_ORDER)}
-# The longest edge each tier is asked to serve (spec 11: <=1536 -> 1K, <=3072 -> 2K, else 4K).
+# The longest edge each tier is asked to serve (docs/spec/gemini-images.md §11: <=1536 -> 1K, <=3072 -> 2K, else 4K).
 TIER_LONG_EDGE = {"512": 512, "1K": 1536, "2K": 3072, "4K": 8192}
 
-# The OpenAI sizes spec 11 tabulates. dall-e-3's 1792-wide sizes are 1K there (Gemini's
+# The OpenAI sizes docs/spec/gemini-images.md §11 tabulates. dall-e-3's 1792-wide sizes are 1K there (Gemini's
 # 1K 16:9 is ~1376x768) and reach 2K with quality=hd, so they cannot follow the long-edge rule.
 _OPENAI_SIZE_TIERS = {
     "256x256": "512",

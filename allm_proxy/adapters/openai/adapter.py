@@ -34,7 +34,7 @@ log = logging.getLogger("allm_proxy.adapters.openai")
 
 _PATHS = {"generate": "/images/generations", "edit": "/images/edits", "variation": "/images/variations"}
 _STREAM_PREFIX = {"generate": "image_generation", "edit": "image_edit"}
-# The statuses the SDKs retry (spec section 9); used only when max_retries > 0.
+# The statuses the SDKs retry (docs/spec/openai-images.md §9); used only when max_retries > 0.
 _RETRY_STATUSES = frozenset({408, 409, 429})
 _MAX_RETRY_DELAY = 60.0
 

@@ -16,7 +16,7 @@ import httpx
 
 from ...errors import ProxyError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 
-# The response headers the SDKs read (spec sections 8 and 9).
+# The response headers the SDKs read (docs/spec/openai-images.md §8, §9).
 RELAYED_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry", "x-request-id")
 _SNIPPET = 120
 

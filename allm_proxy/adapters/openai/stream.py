@@ -1,4 +1,4 @@
-"""OpenAI's image SSE stream, relayed event by event as it arrives (spec section 7).
+"""OpenAI's image SSE stream, relayed event by event as it arrives (docs/spec/openai-images.md §7).
 
 Nothing is buffered beyond the event being read: each `data:` line becomes
 an `ImageEvent` as soon as its blank line arrives. `aclose()` closes the
