@@ -8,6 +8,7 @@ copied to /tmp/inspector-shots/ for people to look at.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,11 +83,19 @@ def sdk(url: str, **headers: str) -> openai.OpenAI:
                          default_headers=headers or None)
 
 
+def wait_until(page: Any, expression: str, arg: Any = None) -> None:
+    """Poll `expression` from Python until it is true (bounded). Playwright's own wait_for_function
+    re-evaluates its predicate with eval inside the page, which the page's CSP rightly forbids."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not page.evaluate(expression, arg):
+        assert time.monotonic() < deadline, f"not true within {WAIT_MS} ms: {expression}"
+        time.sleep(0.05)
+
+
 def loaded(page: Any, selector: str) -> None:
     """Wait until an <img> matching `selector` has really decoded."""
-    page.wait_for_function(
-        "sel => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }",
-        arg=selector, timeout=WAIT_MS)
+    decoded = "sel => { const i = document.querySelector(sel); return !!(i && i.complete && i.naturalWidth > 0); }"
+    wait_until(page, decoded, selector)
 
 
 def test_live_traffic_thumbnails_detail_and_mask_overlay(browser: Any, tmp_path: Path) -> None:
@@ -101,7 +110,7 @@ def test_live_traffic_thumbnails_detail_and_mask_overlay(browser: Any, tmp_path:
         sdk(url, **{"X-ALLM-Session": "edits"}).images.edit(
             image=("in.png", image, "image/png"), mask=("mask.png", mask, "image/png"), prompt="add a hat",
             size="256x256")
-        page.wait_for_function("document.querySelectorAll('.entry').length === 2", timeout=WAIT_MS)
+        wait_until(page, "() => document.querySelectorAll('.entry').length === 2")
         assert page.locator(".entry").first.locator(".op").text_content() == "edit"  # newest first
         loaded(page, ".entry .thumb.mask")
         view.shot("02-traffic")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from .. import errors
+from ..wire import sse
 from .store import Journal
 
 PREFIX = "/allm/requests"
@@ -28,55 +29,69 @@ KEEPALIVE_SECONDS = 15.0
 OPERATIONS = ("generate", "edit", "variation")
 
 
-def sse_frame(event: str, data: Any) -> bytes:
-    """One server-sent event; JSON has no raw newlines, so one `data:` line always holds it."""
-    return b"event: " + event.encode() + b"\ndata: " + json.dumps(data).encode() + b"\n\n"
-
-
+# A comment line keeps proxies from timing the feed out (spec: keepalives are comments, never empty events).
 SSE_KEEPALIVE = b": keepalive\n\n"
 
 
 def journal_routes(journal: Journal, *, keepalive: float = KEEPALIVE_SECONDS) -> list[BaseRoute]:
     """The `/allm/requests` routes over `journal`."""
+    endpoints = _Endpoints(journal, keepalive)
+    return [
+        Route(PREFIX, endpoints.listing, methods=["GET", "DELETE"]),
+        Route(f"{PREFIX}/stream", endpoints.stream, methods=["GET"]),
+        Route(PREFIX + "/{entry_id}", endpoints.one, methods=["GET"]),
+        Route(PREFIX + "/{entry_id}/{kind}/{index:int}", endpoints.blob, methods=["GET"]),
+    ]
 
-    async def listing(request: Request) -> Response:
+
+def parse_filters(query: Mapping[str, str]) -> dict[str, Any]:
+    """`?session=&status=&operation=&limit=` as `Journal.list` keywords; a 400 naming what is wrong."""
+    unknown = set(query) - {"session", "status", "operation", "limit"}
+    if unknown:
+        raise errors.UnknownParameterError(
+            f"Unknown filter(s) {sorted(unknown)}; /allm/requests filters by session, status, operation "
+            "and limit.", param=sorted(unknown)[0])
+    status = query.get("status")
+    if status is not None and status != "error" and not status.isdigit():
+        raise errors.InvalidRequestError(
+            f"status={status!r} is not a status code (like 400) or 'error' (any 4xx or 5xx).", param="status")
+    operation = query.get("operation")
+    if operation is not None and operation not in OPERATIONS:
+        raise errors.InvalidRequestError(
+            f"operation={operation!r} is not one of {', '.join(OPERATIONS)}.", param="operation")
+    limit = query.get("limit")
+    if limit is not None and not limit.isdigit():
+        raise errors.InvalidRequestError(f"limit={limit!r} is not a whole number.", param="limit")
+    return {"session": query.get("session"), "status": status, "operation": operation,
+            "limit": int(limit) if limit is not None else None}
+
+
+class _Endpoints:
+    def __init__(self, journal: Journal, keepalive: float) -> None:
+        self.journal = journal
+        self.keepalive = keepalive
+
+    async def listing(self, request: Request) -> Response:
         if request.method == "DELETE":
             session = request.query_params.get("session")
-            return JSONResponse({"object": "list", "deleted": journal.clear(session)})
-        query = request.query_params
-        unknown = set(query) - {"session", "status", "operation", "limit"}
-        if unknown:
-            raise errors.UnknownParameterError(
-                f"Unknown filter(s) {sorted(unknown)}; /allm/requests filters by session, status, operation "
-                "and limit.", param=sorted(unknown)[0])
-        status = query.get("status")
-        if status is not None and status != "error" and not status.isdigit():
-            raise errors.InvalidRequestError(
-                f"status={status!r} is not a status code (like 400) or 'error' (any 4xx or 5xx).", param="status")
-        operation = query.get("operation")
-        if operation is not None and operation not in OPERATIONS:
-            raise errors.InvalidRequestError(
-                f"operation={operation!r} is not one of {', '.join(OPERATIONS)}.", param="operation")
-        limit = query.get("limit")
-        if limit is not None and not limit.isdigit():
-            raise errors.InvalidRequestError(f"limit={limit!r} is not a whole number.", param="limit")
-        entries = await asyncio.to_thread(journal.list, session=query.get("session"), status=status,
-                                          operation=operation, limit=int(limit) if limit is not None else None)
+            return JSONResponse({"object": "list", "deleted": self.journal.clear(session)})
+        filters = parse_filters(request.query_params)
+        entries = await asyncio.to_thread(self.journal.list, **filters)
         return JSONResponse({"object": "list", "data": entries})
 
-    async def one(request: Request) -> Response:
-        entry = await asyncio.to_thread(journal.get, request.path_params["entry_id"])
+    async def one(self, request: Request) -> Response:
+        entry = await asyncio.to_thread(self.journal.get, request.path_params["entry_id"])
         if entry is None:
             raise _no_entry(request.path_params["entry_id"])
         return JSONResponse(entry)
 
-    async def blob(request: Request) -> Response:
+    async def blob(self, request: Request) -> Response:
         entry_id, kind, index = (request.path_params[k] for k in ("entry_id", "kind", "index"))
         if kind not in ("inputs", "images"):
             raise errors.NotFoundError(f"Use /inputs/{index} or /images/{index}.", code="unknown_url")
-        found = await asyncio.to_thread(journal.blob, entry_id, kind, int(index))
+        found = await asyncio.to_thread(self.journal.blob, entry_id, kind, int(index))
         if found is None:
-            if journal.get(entry_id) is None:
+            if self.journal.get(entry_id) is None:
                 raise _no_entry(entry_id)
             raise errors.NotFoundError(
                 f"Entry {entry_id} has no {kind[:-1]} {index} with bytes: there is no such one, the journal let "
@@ -85,29 +100,22 @@ def journal_routes(journal: Journal, *, keepalive: float = KEEPALIVE_SECONDS) ->
         data, mime = found
         return Response(data, media_type=mime, headers={"cache-control": "private, max-age=3600"})
 
-    async def stream(request: Request) -> Response:
-        async def events() -> AsyncIterator[bytes]:
-            async with journal.subscribe() as feed:
-                yield SSE_KEEPALIVE  # headers and a first byte now: EventSource reports "open"
-                while True:
-                    try:
-                        entry_id = await asyncio.wait_for(feed.get(), keepalive)
-                    except TimeoutError:
-                        yield SSE_KEEPALIVE
-                        continue
-                    entry = await asyncio.to_thread(journal.get, entry_id)
-                    if entry is not None:
-                        yield sse_frame("entry", entry)
-
-        return StreamingResponse(events(), media_type="text/event-stream",
+    async def stream(self, request: Request) -> Response:
+        return StreamingResponse(self._feed(), media_type=sse.MEDIA_TYPE,
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
-    return [
-        Route(PREFIX, listing, methods=["GET", "DELETE"]),
-        Route(f"{PREFIX}/stream", stream, methods=["GET"]),
-        Route(PREFIX + "/{entry_id}", one, methods=["GET"]),
-        Route(PREFIX + "/{entry_id}/{kind}/{index:int}", blob, methods=["GET"]),
-    ]
+    async def _feed(self) -> AsyncIterator[bytes]:
+        async with self.journal.subscribe() as feed:
+            yield SSE_KEEPALIVE  # headers and a first byte now: EventSource reports "open"
+            while True:
+                try:
+                    entry_id = await asyncio.wait_for(feed.get(), self.keepalive)
+                except TimeoutError:
+                    yield SSE_KEEPALIVE
+                    continue
+                entry = await asyncio.to_thread(self.journal.get, entry_id)
+                if entry is not None:
+                    yield sse.encode("entry", json.dumps(entry).encode())
 
 
 def _no_entry(entry_id: str) -> errors.NotFoundError:
