@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from .config import ProxyConfig, RecordMode, cassette_settings_from_mapping, load_config
 from .faults.grammar import parse_faults
@@ -66,7 +68,8 @@ Examples:
 """
 
 
-def _option(*names: str, key: str, **kwargs: Any) -> Any:
+def _option(*names: str, key: str, **kwargs: Any) -> Callable[[FC], FC]:
+    """A `serve` option that an `ALLM_PROXY_*` environment variable can also set."""
     return click.option(*names, envvar=_ENV[key], show_envvar=True, **kwargs)
 
 
@@ -153,7 +156,7 @@ def main() -> None:
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
-def serve(ctx: click.Context, config_path: Path | None, **flags: Any) -> None:
+def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None:
     """Serve the OpenAI Images API on HOST:PORT (default http://127.0.0.1:8400/v1)."""
     config = _resolve_config(ctx, config_path, flags)
     _setup_logging(config.log_level)

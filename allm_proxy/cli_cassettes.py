@@ -124,7 +124,7 @@ Exit status: 0 all same, 1 something drifted (or could not be sent), 2 usage.
 @click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Requests in flight at once (--live).")
 @click.pass_context
-def check(ctx: click.Context, paths: tuple[Path, ...], live: bool, yes: bool, update: bool, as_json: bool,
+def check(ctx: click.Context, /, paths: tuple[Path, ...], live: bool, yes: bool, update: bool, as_json: bool,
           config_path: Path | None, concurrency: int, **flags: Any) -> None:
     """Do recordings still match the API? Compares answer shapes, not values.
 

@@ -57,7 +57,7 @@ class _RunCommand(click.Command):
 @click.command(cls=_RunCommand, epilog=RUN_EXAMPLES, options_metavar="[SERVE OPTIONS] -- CMD [ARGS]...",
                context_settings={"ignore_unknown_options": True})
 @click.pass_context
-def run(ctx: click.Context, **_: Any) -> None:
+def run(ctx: click.Context, /, **_: Any) -> None:
     """Start `allm-proxy serve [serve options]` on a free port, run CMD against it, exit with CMD's status.
 
     CMD gets OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and ALLM_PROXY_URL=http://127.0.0.1:PORT. The proxy is

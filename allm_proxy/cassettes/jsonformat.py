@@ -164,7 +164,7 @@ def _load_lines(lines: _Lines, header: dict[str, Any]) -> Loaded | None:
         if buf.startswith(b"]}", start, end):
             return requests, responses, dict(header.get("metadata") or {})
         for trailer in (b"\n", b"\r", b","):
-            if buf[end - 1:end] == trailer:
+            if buf.endswith(trailer, 0, end):
                 end -= 1
         interaction = _parse_line(buf, start, end)
         if interaction is None:

@@ -118,7 +118,7 @@ def _uri(request: Request) -> str:
     # As vcrpy's uri matcher: a bare-host URL and the same URL with "/" are one.
     if request.parsed_uri.path:
         return str(request.uri)
-    return request.parsed_uri._replace(path="/").geturl()
+    return str(request.parsed_uri._replace(path="/").geturl())
 
 
 MATCHERS: dict[str, Matcher] = {

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from PIL import Image as PILImage
 from vcr.request import Request
 
+from ..pricing import PriceTable
 from ..types import sniff_mime
 from ..wire import sse
 from ..wire.multipart import is_multipart, parse_multipart
@@ -231,7 +232,7 @@ def _excerpt(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def cost(entry: Entry, prices: Any) -> float | None:
+def cost(entry: Entry, prices: PriceTable) -> float | None:
     """What one recorded answer cost (what replaying it saves), from its usage or images; None: no price.
 
     `prices` is a `pricing.PriceTable`. OpenAI answers carry ``usage``; Gemini answers ``usageMetadata``.
@@ -259,7 +260,7 @@ def cost(entry: Entry, prices: Any) -> float | None:
                        quality=str(quality) if quality else None, size=str(size) if size else None)
 
 
-def total_cost(entries: list[Entry], prices: Any) -> float | None:
+def total_cost(entries: list[Entry], prices: PriceTable) -> float | None:
     """The sum over the entries that have a price; None when none has."""
     costs = [c for c in (cost(e, prices) for e in entries) if c is not None]
     return sum(costs) if costs else None

@@ -132,7 +132,8 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 def _int(value: object) -> int:
     try:
-        return int(value)  # type: ignore[call-overload]
+        number: int = int(value)  # type: ignore[call-overload]
+        return number
     except (TypeError, ValueError):
         return 0
 
