@@ -25,6 +25,7 @@ import httpx
 from .. import errors
 from ..call import UPSTREAM_NOTE, Call, current_scope
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
+from ..wire.jsonbytes import loads
 from .record import Blob, Record
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
     record.images = [Blob(data, len(data)) for data in
                      response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})]
     try:
-        usage = json.loads(raw).get("usage")
+        usage = loads(raw).get("usage")  # hook: fast-path (the codec's parser, five times the stdlib's speed)
     except (ValueError, AttributeError):
         usage = None
     if isinstance(usage, dict):
