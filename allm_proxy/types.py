@@ -260,6 +260,9 @@ class ImageRequest:
     extra_files: list[InputFile] = field(default_factory=list)
     # "json" or "multipart": how the client sent it, so pass-through keeps the form.
     encoding: Literal["json", "multipart"] = "json"
+    # The client's JSON body as it came, kept only when sending it on is the same as rendering the
+    # request again (`wire.requests.render_body` forwards it; whoever changes a field drops it).
+    verbatim: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:

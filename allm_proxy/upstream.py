@@ -14,6 +14,7 @@ a reset or cut-short answer (ReadError / RemoteProtocolError) and a timeout
 from __future__ import annotations
 
 import contextlib
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -41,8 +42,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_expiry)
-            # trust_env: honour HTTPS_PROXY / NO_PROXY as httpx does.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, auto_decompress=False)
+            # trust_env: honour HTTPS_PROXY / NO_PROXY as httpx does. Only when a proxy is set, though:
+            # with trust_env aiohttp also reads ~/.netrc on a worker thread for every request (a thread
+            # hop and a file read per call), which httpx never does.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=_proxy_configured(),
+                                                  auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -99,6 +103,11 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.release()  # the connection goes back to the pool
         else:
             self._response.close()  # unread body: this connection cannot be reused
+
+
+def _proxy_configured() -> bool:
+    """True when the environment names an HTTP(S) proxy (what aiohttp's trust_env is for)."""
+    return any(scheme in ("http", "https", "ws", "wss", "all") for scheme in urllib.request.getproxies())
 
 
 def _is_read(request: httpx.Request) -> bool:

@@ -7,7 +7,8 @@ a wrong Content-Type, and any extra field (kept, in order, for providers
 that pass requests through). Everything else becomes an `InvalidRequestError`
 or `UnsupportedMediaTypeError` naming what to change.
 
-Rendering is the pass-through: it keeps the client's form
+Rendering is the pass-through: a JSON generation whose bytes say exactly the
+parsed request (`ImageRequest.verbatim`) goes on as it came; otherwise it keeps the client's form
 (`ImageRequest.encoding`), every field it sent (typed ones and `extra`, in
 order), and every file with its part name (`image` vs `image[]`), filename,
 content type and bytes. Typed values are rendered as each form expects: JSON
@@ -77,13 +78,20 @@ def _parse_json(operation: Operation, body: bytes) -> ImageRequest:
             f"The request body must be a JSON object, got a JSON {type(raw).__name__}. " + JSON_PARSE_ERROR
         )
     request = ImageRequest(operation=operation, encoding="json")
+    # Whether rendering this request again would send what the client sent (parsed-equal):
+    # not when a typed field is null (rendering leaves it out) or an integer came as 2.0.
+    verbatim = operation == "generate"
     for name, value in raw.items():
         if name in ("images", "mask") and operation == "edit":
             _set_json_edit_files(request, name, value)
         elif name in KNOWN_FIELDS:
-            setattr(request, name, _coerce_json(name, value))
+            coerced = _coerce_json(name, value)
+            verbatim = verbatim and coerced is not None and type(coerced) is type(value)
+            setattr(request, name, coerced)
         else:
             request.extra.append((name, value))
+    if verbatim:
+        request.verbatim = body
     return request
 
 
@@ -210,7 +218,12 @@ class Body:
 
 
 def render_body(request: ImageRequest, model: str | None) -> Body:
-    """The body for `request`, sending `model` (the provider model, aliases resolved)."""
+    """The body for `request`, sending `model` (the provider model, aliases resolved).
+
+    The fast path: a JSON body the client sent that says exactly this request (`verbatim`)
+    goes on as it came, with no second encoding."""
+    if request.verbatim is not None and request.encoding == "json" and model == request.model:
+        return Body(request.verbatim, "application/json")
     if request.encoding == "multipart":
         return render_multipart(request, model)
     return render_json(request, model)
