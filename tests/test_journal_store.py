@@ -92,3 +92,21 @@ def test_params_are_every_request_field_but_the_file_bytes() -> None:
     assert set(params) == set(PARAM_FIELDS)
     assert {"images", "mask", "extra_files"}.isdisjoint(params)
     assert params["prompt"] == "p" and params["extra"] == {"quality_hint": "max"}
+
+
+def test_unread_base64_images_and_relayed_bodies_are_dropped_without_decoding() -> None:
+    picture = png_bytes((64, 48))
+    image = Image(b64_json=base64.b64encode(picture).decode())
+    relayed_ran: list[bool] = []
+    journal = MemoryJournal(JournalSettings(max_image_mb=(len(picture) * 1.5) / 2**20))
+    journal.append(Record({"id": "req_b64"}, images=[Blob(image, len(picture))]))
+    relayed = Record({"id": "req_relayed"}, pending=lambda r, relayed=True: relayed_ran.append(relayed),
+                     pending_bytes=len(picture))
+    journal.append(relayed)
+    journal.append(record(9, image=picture))  # over the budget: the two older ones let their bytes go
+    assert image._data is None  # never decoded
+    described = journal.get("req_b64")["images"][0]  # type: ignore[index]
+    assert described["bytes_dropped"] is True and described["sha256"] is None
+    assert (described["mime_type"], described["width"], described["height"]) == ("image/png", 64, 48)
+    assert relayed_ran == [False]  # the relayed body was let go unparsed
+    assert journal.get("req_relayed")["images_dropped"] is True  # type: ignore[index]

@@ -3,7 +3,11 @@
 Building an entry on the hot path costs a few dict writes: the images are kept
 as they came (bytes, or an `Image` still holding the provider's base64), and
 their MIME type, width, height and sha256 are worked out the first time
-somebody reads the entry (or just before their bytes are dropped).
+somebody reads the entry, or just before their bytes are dropped (the
+`max_image_mb` bound). A provider's base64 image dropped before anyone read it
+is described from its first bytes only (MIME type, size, dimensions; no
+sha256), and a relayed answer nobody read is let go unparsed, so keeping the
+journal never costs a decode of every big answer the proxy relays.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from typing import Any
 
 from PIL import Image as PILImage
 
-from ..types import Image, sniff_mime
+from ..types import Image, b64decode_lenient, sniff_mime
+
+# Enough of an image to read its type and dimensions (PNG's IHDR is at byte 16, JPEG's SOF within a
+# few kB unless big EXIF blocks come first; then the dimensions stay unknown).
+HEAD_BYTES = 64 * 1024
 
 # Where a blob's bytes come from: bytes, an Image (base64 decoded on first use), or a callable.
 BlobSource = bytes | Image | Callable[[], bytes | None]
@@ -67,13 +75,46 @@ class Blob:
         return {**self.info, "bytes_dropped": self.dropped}
 
     def drop(self) -> int:
-        """Let the bytes go (after describing them); how many bytes that frees."""
+        """Let the bytes go; how many bytes that frees. An unread blob keeps what its head tells."""
         if self.dropped or self.source is None:
             return 0
-        self.describe()
+        if self.info is None:
+            # Bytes in hand hash at memory speed; base64 text would have to be decoded first.
+            source = self.source
+            in_hand = isinstance(source, bytes) or (isinstance(source, Image) and source._data is not None)
+            if in_hand:
+                self.describe()
+            else:
+                self.info = self._described_from_head()
         self.source = None
         self.dropped = True
         return self.size
+
+    def _described_from_head(self) -> dict[str, Any]:
+        """MIME type, size and dimensions from the first bytes (a PNG, JPEG or WEBP header is near the
+        start); the sha256 would need every byte, so it stays unknown."""
+        head = self._head(HEAD_BYTES)
+        info: dict[str, Any] = {"mime_type": (sniff_mime(head) if head else None) or self.declared_mime,
+                                "width": None, "height": None, "bytes": self.size, "sha256": None}
+        if head:
+            info["width"], info["height"] = _dimensions(head)
+        if self.part is not None:
+            info = {"part": self.part, **info}
+        return info
+
+    def _head(self, count: int) -> bytes:
+        source = self.source
+        if isinstance(source, bytes):
+            return source[:count]
+        if isinstance(source, Image) and source.has_bytes:
+            if source._data is not None:
+                return source._data[:count]
+            text = (source._b64 or "")[: (count // 3 + 1) * 4]
+            try:
+                return b64decode_lenient(text)
+            except ValueError:
+                return b""
+        return b""
 
 
 @dataclass
@@ -85,7 +126,8 @@ class Record:
     images: list[Blob] = field(default_factory=list)
     # Work left for the first reader (parsing a relayed body for its images and usage),
     # and the bytes that work holds until then.
-    pending: Callable[[Record], None] | None = None
+    # Called with the record (and `relayed=False` to skip parsing a relayed body about to be dropped).
+    pending: Callable[..., None] | None = None
     pending_bytes: int = 0
 
     @property
@@ -102,6 +144,15 @@ class Record:
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending(self)
+
+    def drop_pending(self) -> int:
+        """Let a relayed body go unread; the entry says its images were not kept. Bytes freed."""
+        freed, self.pending_bytes = self.pending_bytes, 0
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending(self, relayed=False)  # the cheap part: time and params
+            self.fields["images_dropped"] = True
+        return freed
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as the API answers it."""

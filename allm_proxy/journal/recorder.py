@@ -130,7 +130,7 @@ class JournalCall:
             images = self.streamed or (result.images if result is not None else [])
             record.images = [await self._blob(i) for i in images]
         started = self.time
-        record.pending = lambda r: _settle(r, request, started, raw, content_type)
+        record.pending = lambda r, relayed=True: _settle(r, request, started, raw if relayed else None, content_type)
         self.journal.append(record)
 
     async def _blob(self, image: Image) -> Blob:
