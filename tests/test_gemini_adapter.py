@@ -15,8 +15,8 @@ from PIL import Image as PILImage
 from allm_proxy import Call, errors
 from allm_proxy.engine import Engine
 from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
-from tests.conftest import half_transparent_mask, noise_png
 from tests.support.asgi_server import free_port
+from tests.support.images import half_transparent_mask, noise_png
 from tests.upstreams import gemini_upstream as g
 from tests.upstreams.gemini_upstream import FakeGemini
 

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image as PILImage
 
 from allm_proxy import Engine
-from tests.conftest import half_transparent_mask, noise_png, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import half_transparent_mask, noise_png
 from tests.upstreams import gemini_upstream as g
 from tests.upstreams.gemini_upstream import FakeGemini
 

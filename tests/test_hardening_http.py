@@ -17,11 +17,10 @@ import pytest
 
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ServerLimits
-from tests.test_hardening_support import (
+from tests.support.asgi_server import guarded_proxy, port_of
+from tests.support.hardening import (
     captured_logs,
     envelope_of,
-    guarded_proxy,
-    port_of,
     read_response,
 )
 

@@ -17,7 +17,7 @@ import httpx
 from allm_proxy import Engine
 from allm_proxy.server import create_app, uvicorn_options
 from tests.support.asgi_server import free_port, serve_asgi
-from tests.test_hardening_support import captured_logs
+from tests.support.hardening import captured_logs
 from tests.upstreams import openai_upstream as up
 
 CONCURRENCY = 8

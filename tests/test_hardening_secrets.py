@@ -15,8 +15,9 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.files import HostedFiles
 from allm_proxy.server import bind_warning
-from tests.support.asgi_server import free_port
-from tests.test_hardening_support import captured_logs, guarded_proxy, png
+from tests.support.asgi_server import free_port, guarded_proxy
+from tests.support.hardening import captured_logs
+from tests.support.images import png_bytes
 from tests.upstreams import gemini_upstream as gem
 from tests.upstreams import openai_upstream as up
 
@@ -38,7 +39,7 @@ def calls(url: str, *, bearer: str = BEARER_KEY) -> Iterator[httpx.Response]:
     with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
         yield client.post("/v1/images/generations", json={"prompt": "a kestrel", "size": "1024x1024"})
         yield client.post("/v1/images/generations", json={"prompt": "a kestrel", "n": 99})
-        yield client.post("/v1/images/edits", files={"image": ("a.png", png())}, data={"prompt": "a moon"})
+        yield client.post("/v1/images/edits", files={"image": ("a.png", png_bytes())}, data={"prompt": "a moon"})
         yield client.get("/v1/models")
         yield client.get("/v1/models/gpt-image-1.5")
         yield client.get("/healthz")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.asgi_server import free_port
-from tests.test_hardening_support import read_response
+from tests.support.hardening import read_response
 from tests.upstreams import openai_upstream as up
 
 ALLM_PROXY = Path(sys.executable).parent / "allm-proxy"

@@ -20,8 +20,8 @@ import pytest
 from allm_proxy import Engine
 from allm_proxy.config import CassetteSettings
 from allm_proxy.server.app import create_inspect_app
-from tests.conftest import half_transparent_mask, noise_png, running_proxy
-from tests.support.asgi_server import serve_asgi
+from tests.support.asgi_server import running_proxy, serve_asgi
+from tests.support.images import half_transparent_mask, noise_png
 from tests.support.system_parts import require
 from tests.upstreams.openai_upstream import FakeOpenAI
 

@@ -14,7 +14,8 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import CassetteSettings, JournalSettings
 from allm_proxy.journal import MemoryJournal
-from tests.conftest import half_transparent_mask, png_bytes, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 UPSTREAM_KEY = "sk-test-journal-upstream-key-0123456789"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.node.test_node_sdk import HERE as NODE_DIR
 from tests.node.test_node_sdk import node_sdk_ready
+from tests.support.asgi_server import port_of
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 TIMEOUT = 90
@@ -37,10 +38,6 @@ console.log(JSON.stringify({ base: process.env.OPENAI_BASE_URL, images: answer.d
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "allm_proxy", "run", *args], capture_output=True, text=True,
                           timeout=TIMEOUT, check=False, env=env or dict(os.environ))
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 def port_is_free(port: int) -> bool:

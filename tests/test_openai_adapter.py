@@ -27,8 +27,8 @@ from allm_proxy.errors import (
 )
 from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
 from allm_proxy.wire.requests import form_values
-from tests.conftest import half_transparent_mask, png_bytes
 from tests.support.asgi_server import free_port
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import (
     FakeOpenAI,
     bad_request,

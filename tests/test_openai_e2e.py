@@ -20,8 +20,8 @@ import openai
 import pytest
 
 from allm_proxy import Engine
-from tests.conftest import half_transparent_mask, png_bytes, running_proxy
-from tests.support.asgi_server import free_port
+from tests.support.asgi_server import free_port, running_proxy
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import (
     FakeOpenAI,
     bad_request,

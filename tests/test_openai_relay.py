@@ -12,7 +12,7 @@ import pytest
 
 from allm_proxy import Engine
 from allm_proxy.adapters.openai.relay import RELAY_MIN_BYTES
-from tests.conftest import running_proxy
+from tests.support.asgi_server import running_proxy
 from tests.upstreams.openai_upstream import FakeOpenAI, garbage, raw, truncated_body
 
 

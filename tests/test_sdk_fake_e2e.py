@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image as PILImage
 
-from tests.conftest import half_transparent_mask, png_bytes
+from tests.support.images import half_transparent_mask, png_bytes
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ModelAlias
 from allm_proxy.files import HostedFiles
-from tests.conftest import running_proxy
+from tests.support.asgi_server import running_proxy
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict:

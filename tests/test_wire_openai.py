@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from allm_proxy.errors import InvalidRequestError, ProxyError, UnsupportedMediaTypeError
 from allm_proxy.types import Image, ImageEvent, ImageResponse, Usage
 from allm_proxy.wire.openai import parse_request, render_event, render_response
-from tests.conftest import png_bytes
+from tests.support.images import png_bytes
 
 # What openai 3.54 sent in the spec's capture run (shared/spec/captures), kept beside the tests.
 CAPTURES = json.loads((Path(__file__).parent / "fixtures" / "capture_openai_sdk.out.json").read_text())
