@@ -62,7 +62,8 @@ class Upstream(FakeUpstream[None, str]):
         data = await request.json()
         serial = self._serial(request)
         image = png_bytes(ANSWER_SIZE, (serial % 255, 0, 0), "RGB")
-        body = {"created": serial, "prompt": data.get("prompt"), "data": [{"b64_json": base64.b64encode(image).decode()}]}
+        body = {"created": serial, "prompt": data.get("prompt"),
+                "data": [{"b64_json": base64.b64encode(image).decode()}]}
         return JSONResponse(body, headers={"set-cookie": COOKIE, "openai-organization": ORG_ID,
                                            "x-request-id": f"req_{serial}"})
 
