@@ -83,7 +83,13 @@ class FakeUpstream(Generic[ReplyT, ReceivedT]):
             yield url
 
     def asgi_transport(self) -> httpx.ASGITransport:
-        """An httpx transport that calls the app in-process: no socket, no port (pair it with ASGI_BASE_URL)."""
+        """An httpx transport that calls the app in-process: no socket, no port. Point clients at
+        ASGI_BASE_URL; URLs the fake hands out are under it too (`base_url`), reachable the same way.
+
+        httpx buffers an ASGI answer whole, so a test of timeouts, resets, slow or cancelled streams
+        needs `serving()` instead.
+        """
+        self.base_url = ASGI_BASE_URL
         return httpx.ASGITransport(app=self.app)
 
     # -- for subclasses ---------------------------------------------------------------------
