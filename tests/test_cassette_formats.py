@@ -49,6 +49,7 @@ bodies = st.one_of(
 )
 
 
+@pytest.mark.slow  # hypothesis: 150 examples
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, request_body=st.one_of(st.none(), st.binary(max_size=64)))
 def test_the_fast_json_loader_gives_back_exactly_what_was_written(tmp_path: Path, body: bytes,
@@ -86,6 +87,7 @@ def test_binary_bodies_survive_a_json_cassette_as_base64(tmp_path: Path) -> None
     assert requests[0].body == b"\xff\xfe raw"
 
 
+@pytest.mark.slow  # timing
 def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) -> None:
     path = tmp_path / "big.json"
     image = os.urandom(2_400_000)  # ~3.2 MB as base64, like a 1024x1024 PNG
@@ -114,6 +116,7 @@ def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) ->
     assert seconds <= 0.6, f"loading took {seconds:.2f} s"
 
 
+@pytest.mark.slow  # timing
 def test_replay_is_a_hash_lookup_and_only_a_miss_scans_the_matchers(tmp_path: Path) -> None:
     path = tmp_path / "many.json"
     write(path, [interaction(f"answer {i}".encode(), json.dumps({"prompt": f"p{i}"}).encode())
@@ -152,6 +155,7 @@ RECORDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # subprocess, SIGKILL
 @pytest.mark.parametrize("kill_after", [4, 9, 15])
 def test_sigkill_during_a_burst_of_recordings_leaves_a_parseable_cassette(tmp_path: Path,
                                                                           kill_after: int) -> None:

@@ -277,6 +277,7 @@ async def test_streams_replay_event_by_event(tmp_path: Path) -> None:
     assert b"".join(events) == live.content
 
 
+@pytest.mark.slow  # timing
 async def test_recorded_timing_reproduces_the_stream_pacing(tmp_path: Path) -> None:
     cassette = tmp_path / "paced.json"
     with serve_asgi(Upstream(event_delay=0.15).app) as url:

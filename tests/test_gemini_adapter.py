@@ -167,6 +167,7 @@ def test_n_3_makes_three_calls_without_candidate_count_and_sums_usage(upstream: 
     assert resp.usage.output_image_tokens == 3 * 1120 and resp.usage.total_tokens == 3 * one.total_tokens
 
 
+@pytest.mark.slow  # timing
 def test_concurrency_is_bounded_by_max_concurrency(upstream: FakeGemini) -> None:
     upstream.script(*[g.image(delay=0.2) for _ in range(4)])
     started = asyncio.run(_timed(make_engine(upstream, max_concurrency=2), gen(n=4)))
@@ -360,6 +361,7 @@ def test_streamed_edit_events_are_image_edit_completed(upstream: FakeGemini) -> 
 # -- transport failures ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # timing
 def test_an_upstream_that_does_not_answer_in_time_is_a_504(networked: tuple[FakeGemini, str]) -> None:
     upstream, url = networked  # the ASGI transport has no timeouts
     upstream.script(g.image(delay=0.8))

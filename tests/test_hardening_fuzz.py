@@ -32,6 +32,8 @@ from allm_proxy.server import create_app
 from allm_proxy.types import KNOWN_FIELDS
 from tests.support.images import image_bytes, png_bytes
 
+pytestmark = pytest.mark.slow  # hardening: schemathesis and hypothesis fuzzing
+
 PIXEL = png_bytes((1, 1), (1, 2, 3, 255))
 
 

@@ -24,6 +24,8 @@ from tests.support.hardening import (
     read_response,
 )
 
+pytestmark = pytest.mark.slow  # hardening: raw sockets and slow clients against the guarded server
+
 LIMITS = ServerLimits(header_timeout=1.0, body_timeout=1.0, keep_alive=5, max_inflight=1)
 HEAD = b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 

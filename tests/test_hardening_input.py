@@ -22,6 +22,8 @@ from tests.support.hardening import (
 )
 from tests.support.images import noise_jpeg, png_bomb, png_bytes
 
+pytestmark = pytest.mark.slow  # hardening: hostile inputs through the guarded server
+
 GEN, EDIT, VAR = "/v1/images/generations", "/v1/images/edits", "/v1/images/variations"
 JSON = "application/json"
 BOUNDARY = "hardening-boundary"

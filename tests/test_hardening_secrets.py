@@ -21,6 +21,8 @@ from tests.support.images import png_bytes
 from tests.upstreams import gemini_upstream as gem
 from tests.upstreams import openai_upstream as up
 
+pytestmark = pytest.mark.slow  # hardening: every failure path, searched for keys
+
 PROVIDER_KEY = "sk-test-prov-7f3a9c"
 HEADER_KEY = "sk-test-hdr-4d8e2a6"
 BEARER_KEY = "sk-test-brr-9a1c3e5"

@@ -21,6 +21,8 @@ from tests.support.asgi_server import free_port
 from tests.support.hardening import read_response
 from tests.upstreams import openai_upstream as up
 
+pytestmark = pytest.mark.slow  # hardening: SIGTERM to a served subprocess
+
 ALLM_PROXY = Path(sys.executable).parent / "allm-proxy"
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,6 +25,8 @@ from tests.support.images import half_transparent_mask, noise_png
 from tests.support.system_parts import require
 from tests.upstreams.openai_upstream import FakeOpenAI
 
+pytestmark = pytest.mark.slow  # a browser (Debian's chromium)
+
 SHOTS = Path("/tmp/inspector-shots")
 INJECTION = "<img src=x onerror=alert(1)>"
 WAIT_MS = 10_000

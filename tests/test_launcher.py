@@ -17,6 +17,8 @@ from tests.node.test_node_sdk import node_sdk_ready
 from tests.support.asgi_server import port_of
 from tests.upstreams.openai_upstream import FakeOpenAI
 
+pytestmark = pytest.mark.slow  # subprocesses: `allm-proxy run` and the clients it starts
+
 TIMEOUT = 90
 PY_CLIENT = """
 import json, os, sys
@@ -29,6 +31,7 @@ sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
 """
 NODE_CLIENT = """
 import OpenAI from "openai";
+
 const client = new OpenAI({ apiKey: "sk-test-run", maxRetries: 0 });
 const answer = await client.images.generate({ prompt: "a heron", size: "256x256", response_format: "b64_json" });
 console.log(JSON.stringify({ base: process.env.OPENAI_BASE_URL, images: answer.data.length }));

@@ -334,6 +334,7 @@ def test_connection_refused_is_a_502_naming_host_and_port_not_the_key() -> None:
     assert KEY not in caught.value.message
 
 
+@pytest.mark.slow  # timing
 def test_upstream_that_hangs_past_the_timeout_is_a_504(networked: tuple[FakeOpenAI, str]) -> None:
     upstream, base_url = networked
     upstream.script(hang(10))

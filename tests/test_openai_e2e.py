@@ -239,6 +239,7 @@ def test_openai_unreachable_is_a_502_naming_where(sdk: Sdk) -> None:
     assert CLIENT_KEY not in caught.value.message
 
 
+@pytest.mark.slow  # timing
 def test_openai_hanging_past_the_timeout_is_a_504(upstream: FakeOpenAI, upstream_url: str, sdk: Sdk) -> None:
     upstream.script(hang(10))
     with proxy_for(upstream_url, request_options={"timeout": 0.5}) as proxy:
@@ -263,6 +264,7 @@ def test_unusable_answers_are_a_502(upstream: FakeOpenAI, proxy: str, sdk: Sdk, 
 # -- streaming ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # timing
 def test_stream_events_arrive_in_order_as_they_happen(upstream: FakeOpenAI, proxy: str, sdk: Sdk) -> None:
     upstream.script(slow_stream(0.3))
     started = time.monotonic()

@@ -185,6 +185,7 @@ field_names = st.sampled_from(["prompt", "n", "size", "model", "stream", "qualit
                                "output_compression", "user", "x"])
 
 
+@pytest.mark.slow  # fuzz (hypothesis)
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(field_names, json_values, max_size=6))
 def test_any_json_object_parses_or_is_a_4xx(body: dict[str, Any]) -> None:

@@ -24,6 +24,8 @@ from tests.support.asgi_server import running_proxy
 from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI
 
+pytestmark = pytest.mark.slow  # Node subprocesses
+
 HERE = Path(__file__).parent
 INSTALL_TIMEOUT = 180
 RUN_TIMEOUT = 60
