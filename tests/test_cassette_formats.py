@@ -25,7 +25,7 @@ from allm_proxy.cassettes.filters import SecretFilter
 from allm_proxy.cassettes.matchers import build
 from allm_proxy.cassettes.persister import write_atomic
 from allm_proxy.cassettes.tape import Tape
-from allm_proxy.config import CassetteSettings
+from allm_proxy.config import CassetteSettings, RecordMode
 
 
 def interaction(body: bytes, request_body: bytes | None = b'{"prompt": "p"}',
@@ -122,7 +122,7 @@ def test_replay_is_a_hash_lookup_and_only_a_miss_scans_the_matchers(tmp_path: Pa
     write(path, [interaction(f"answer {i}".encode(), json.dumps({"prompt": f"p{i}"}).encode())
                  for i in range(3000)])
     settings_ = CassetteSettings(path=str(path), record_mode="none")
-    tape = Tape(path, "none", build(settings_.match_on), SecretFilter())
+    tape = Tape(path, RecordMode.NONE, build(settings_.match_on), SecretFilter())
     tape.load()
     request, _ = interaction(b"", json.dumps({"prompt": "p2999"}).encode())
     found = tape.next_response(tape.key(request), "default")

@@ -17,7 +17,7 @@ from allm_proxy.adapters.fake import FakeImages
 from allm_proxy.adapters.fake import adapter as fake_adapter
 from allm_proxy.adapters.fake.jobs import ImageCache
 from allm_proxy.adapters.fake.meta import image_tokens
-from allm_proxy.types import EventStream, ImageEvent, ImageResponse
+from allm_proxy.types import EventStream, ImageEvent, ImageResponse, RawBody
 from tests.support.images import ellipse_mask, gradient_png
 
 # gpt-image-2 takes any WxH in multiples of 16: small images keep the suite fast.
@@ -60,7 +60,7 @@ async def collect(request: ImageRequest) -> list[ImageEvent]:
     engine = Engine()
     try:
         stream = await engine.run(request)
-        assert not isinstance(stream, ImageResponse)
+        assert not isinstance(stream, ImageResponse | RawBody)
         return [event async for event in stream]
     finally:
         await engine.aclose()

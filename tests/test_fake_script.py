@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 
 from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, errors, generate_image
 from allm_proxy.adapters.fake.script import FakeScript
-from allm_proxy.types import ImageResponse
+from allm_proxy.types import ImageResponse, RawBody
 from tests.support.images import png_bytes
 
 SIZE = (32, 32)
@@ -182,7 +182,7 @@ def test_stream_of_a_scripted_image_ends_with_that_image(script: FakeScript) -> 
         try:
             stream = await engine.run(ImageRequest(operation="edit", prompt="x", stream=True, partial_images=2,
                                                    images=[InputFile(RED)]))
-            assert not isinstance(stream, ImageResponse)
+            assert not isinstance(stream, ImageResponse | RawBody)
             return [event async for event in stream]
         finally:
             await engine.aclose()

@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 
 from allm_proxy import Call, errors
 from allm_proxy.engine import Engine
-from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
+from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile, RawBody
 from tests.support.asgi_server import free_port
 from tests.support.images import half_transparent_mask, noise_png
 from tests.upstreams import gemini_upstream as g
@@ -69,6 +69,7 @@ def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> A
             result = await engine.run(request, options or Call())
             if isinstance(result, ImageResponse):
                 return result
+            assert not isinstance(result, RawBody)  # the library API never relays
             return [event async for event in result]
         finally:
             await engine.aclose()

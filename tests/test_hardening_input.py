@@ -255,7 +255,8 @@ def test_sdk_bad_inputs_raise_typed_exceptions_without_retrying(proxy_url: str) 
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(image=("a.png", b"not an image"), prompt="x")
     # The SDK labels a file named a.png image/png, so the bytes are tried as a PNG and fail to decode.
-    assert caught.value.code == "invalid_image" and caught.value.body["param"] == "image"
+    assert caught.value.code == "invalid_image"
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "image"
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.generate(prompt="x", n=0)
     assert caught.value.code == "integer_below_min_value"

@@ -128,7 +128,9 @@ def guarded_url() -> Iterator[str]:
 def test_a_wrong_access_token_is_401_in_every_shape(guarded_url: str, presented: str) -> None:
     for headers in ({"authorization": f"Bearer {presented}".strip()}, {"x-allm-access-token": presented}):
         encoded = {k: v.encode("latin-1") for k, v in headers.items()}
-        response = httpx.post(f"{guarded_url}/v1/images/generations", json={"prompt": "x"}, headers=encoded)
+        # Bytes on purpose: a token outside ASCII must reach the server as the client sent it.
+        response = httpx.post(f"{guarded_url}/v1/images/generations", json={"prompt": "x"},
+                              headers=encoded)  # type: ignore[arg-type]
         assert response.status_code == 401, response.text
         assert response.json()["error"]["code"] == "invalid_api_key"
         assert ACCESS_TOKEN not in response.text and (not presented or presented not in response.text)
@@ -146,7 +148,8 @@ def test_the_right_access_token_works_either_way_and_is_never_passed_on() -> Non
             assert "X-ALLM-Api-Key" in caught.value.message
             assert upstream.requests == []
             keyed = client.with_options(default_headers={"X-ALLM-Api-Key": HEADER_KEY})
-            assert keyed.images.generate(model="gpt-image-1.5", prompt="x").data[0].b64_json
+            keyed_result = keyed.images.generate(model="gpt-image-1.5", prompt="x")
+            assert keyed_result.data and keyed_result.data[0].b64_json
             other = httpx.post(f"{url}/v1/images/generations", json={"model": "gpt-image-1.5", "prompt": "y"},
                                headers={"x-allm-access-token": ACCESS_TOKEN, "x-allm-api-key": HEADER_KEY})
             assert other.status_code == 200

@@ -25,7 +25,7 @@ from allm_proxy.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
+from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile, RawBody
 from allm_proxy.wire.requests import form_values
 from tests.support.asgi_server import free_port
 from tests.support.images import half_transparent_mask, png_bytes
@@ -411,7 +411,7 @@ def collect(engine: Engine, request: ImageRequest, *, stop_after: int | None = N
         events: list[ImageEvent] = []
         try:
             stream = await engine.run(request, Call())
-            assert not isinstance(stream, ImageResponse)
+            assert not isinstance(stream, ImageResponse | RawBody)
             try:
                 async for event in stream:
                     events.append(event)
@@ -514,7 +514,7 @@ def test_closing_an_unread_stream_releases_the_upstream(networked: tuple[FakeOpe
             ctx = Call(route=Route(provider="openai", model="gpt-image-1", requested_model="gpt-image-1",
                                    family=ModelCatalog().for_provider("gpt-image-1", "openai")), api_key=KEY)
             stream = await adapter.generate(gen(stream=True, partial_images=3), ctx)
-            assert not isinstance(stream, ImageResponse)
+            assert not isinstance(stream, ImageResponse | RawBody)
             await stream.aclose()
             await async_wait_for(lambda: upstream.streams_cancelled == 1)
 

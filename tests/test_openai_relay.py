@@ -32,7 +32,7 @@ def upstream():
         yield fake
 
 
-def proxy_for(upstream: FakeOpenAI):  # type: ignore[no-untyped-def]
+def proxy_for(upstream: FakeOpenAI):
     engine = Engine("openai", image_adapter_opts={"base_url": upstream.base_url + "/v1"},
                     env={"OPENAI_API_KEY": "sk-test-relay"})
     return running_proxy(engine)

@@ -68,6 +68,13 @@ def gradient_png(size: tuple[int, int] = (256, 256), *, alpha: bool = False) -> 
     return encoded(img)
 
 
+def pixel(image: PILImage.Image, xy: tuple[int, int]) -> tuple[int, ...]:
+    """The bands of one pixel of a multi-band image (Pillow also answers a float or None for other modes)."""
+    value = image.getpixel(xy)
+    assert isinstance(value, tuple), (image.mode, value)
+    return value
+
+
 # -- masks (OpenAI's convention: transparent pixels are the ones to edit) ------------------------------
 
 

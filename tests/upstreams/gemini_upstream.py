@@ -373,9 +373,9 @@ class FakeGemini(FakeUpstream[Reply, Received]):
             content: dict[str, Any] = {}
             if reply.text:
                 content = {"role": "model", "parts": [{"text": reply.text}]}
-            out_tokens = {"TEXT": _text_tokens(reply.text)} if reply.text else {}
+            text_tokens = {"TEXT": _text_tokens(reply.text)} if reply.text else {}
             candidate = {"content": content, "finishReason": reply.reason, "index": 0}
-            return {"candidates": [candidate], "usageMetadata": _usage(prompt_tokens, out_tokens, 0), **base}
+            return {"candidates": [candidate], "usageMetadata": _usage(prompt_tokens, text_tokens, 0), **base}
         asked = received.generation_config.get("responseModalities") or ["TEXT", "IMAGE"]
         modalities = [m.upper() for m in asked]
         parts: list[dict[str, Any]] = []
