@@ -11,7 +11,7 @@ import pytest
 
 from allm_proxy import Engine
 from allm_proxy.config import CassetteSettings
-from tests.conftest import running_proxy
+from tests.support.asgi_server import running_proxy
 from tests.upstreams.gemini_upstream import VALID_KEY as GEMINI_KEY
 from tests.upstreams.gemini_upstream import FakeGemini
 from tests.upstreams.openai_upstream import FakeOpenAI

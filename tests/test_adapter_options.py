@@ -49,6 +49,7 @@ def test_a_misspelt_option_fails_preparing_the_engine(provider: str, typo: str,
     assert valid_keys_listed(message, options)
 
 
+@pytest.mark.slow  # subprocess: `allm-proxy serve`
 @pytest.mark.parametrize(("provider", "typo", "options"), MISSPELT)
 def test_a_misspelt_option_fails_serve_at_start_up_as_a_usage_error(
     tmp_path: Path, provider: str, typo: str, options: type[AdapterOptions]

@@ -126,6 +126,7 @@ def test_an_entry_point_whose_info_has_another_name_is_refused() -> None:
         registry.get("other")
 
 
+@pytest.mark.slow  # subprocess: `allm-proxy serve`
 def test_a_broken_entry_point_fails_serve_as_a_usage_error(tmp_path: Path) -> None:
     root = install_tiny_adapter(tmp_path / "site", entry_point="tiny_adapter:no_such_thing")
     result = run_cli(["serve", "--provider", "tiny", "--port", str(free_port())], root)
@@ -134,6 +135,7 @@ def test_a_broken_entry_point_fails_serve_as_a_usage_error(tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # subprocess: `allm-proxy serve`
 def test_an_unknown_provider_fails_serve_naming_every_known_one(tmp_path: Path) -> None:
     result = run_cli(["serve", "--provider", "tnyi", "--port", str(free_port())], install_tiny_adapter(tmp_path))
     assert result.returncode == 2
@@ -158,6 +160,7 @@ def test_an_installed_adapter_rejects_a_misspelt_option_too(tiny_installed: Path
         generate_image(engine, "a kestrel")
 
 
+@pytest.mark.slow  # subprocess: `allm-proxy serve`
 def test_serve_provider_tiny_answers_a_real_sdk_call(tmp_path: Path) -> None:
     root = install_tiny_adapter(tmp_path / "site")
     port = free_port()

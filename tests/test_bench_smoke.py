@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmark's subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_FIELDS = {
     "run", "kind", "target", "workload", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "requests",

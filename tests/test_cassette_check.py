@@ -20,7 +20,8 @@ from allm_proxy import Engine
 from allm_proxy.cassettes import report
 from allm_proxy.cli import main
 from allm_proxy.config import CassetteSettings
-from tests.conftest import png_bytes, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import png_bytes
 from tests.upstreams import gemini_upstream
 from tests.upstreams.gemini_upstream import FakeGemini
 from tests.upstreams.openai_upstream import FakeOpenAI, Received

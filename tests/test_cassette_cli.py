@@ -14,18 +14,19 @@ from vcr.request import Request
 from allm_proxy.cassettes import formats
 from allm_proxy.cassettes.persister import write_atomic
 from allm_proxy.cli_cassettes import cassettes
-from tests.test_cassette_support import Upstream, library_for, png, send
+from tests.support.cassette_helpers import Upstream, library_for, send
+from tests.support.images import png_bytes
 
 
 @pytest.fixture
 async def recorded(tmp_path: Path) -> Path:
     cassette = tmp_path / "demo.json"
     library, upstream = library_for(cassette), Upstream()
-    await send(library, upstream.transport(), "POST", "/images/generations",
+    await send(library, upstream.asgi_transport(), "POST", "/images/generations",
                json={"model": "gpt-image-1", "prompt": "a watercolor kestrel on a fence post"})
-    await send(library, upstream.transport(), "POST", "/images/edits",
+    await send(library, upstream.asgi_transport(), "POST", "/images/edits",
                data={"model": "gpt-image-1", "prompt": "add a hat"},
-               files={"image": ("in.png", png((12, 10)), "image/png")})
+               files={"image": ("in.png", png_bytes((12, 10), mode="RGB"), "image/png")})
     return cassette
 
 
@@ -82,7 +83,7 @@ def test_verify_lists_secrets_undecodable_bodies_and_broken_images_and_exits_1(t
     path = tmp_path / "bad.yaml"
     request = Request("POST", "https://generativelanguage.googleapis.com/v1beta/models/m:generateContent?key=abc",
                       b"{not json", {"content-type": "application/json", "Authorization": "Bearer x"})
-    broken = base64.b64encode(png()[:30]).decode()
+    broken = base64.b64encode(png_bytes((8, 8), mode="RGB")[:30]).decode()
     response = {"status": {"code": 200, "message": "OK"},
                 "headers": {"content-type": ["application/json"], "set-cookie": ["a=b"]},
                 "body": {"string": json.dumps({"data": [{"b64_json": broken}]}).encode()}}

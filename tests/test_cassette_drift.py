@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from vcr.request import Request
 
 from allm_proxy.cassettes.bodies import request_body_from_text, request_body_text
@@ -18,15 +16,13 @@ from allm_proxy.cassettes.filters import SecretFilter
 from allm_proxy.cassettes.live import Endpoint, plan, provider_of, resend_all, target_url
 from allm_proxy.cassettes.report import Entry
 from allm_proxy.wire.multipart import without_base64_parts
-from tests.conftest import png_bytes
+from tests.support.images import image_bytes, png_bytes
 
 KEY = "sk-test-drift-unit-4567"
 
 
 def picture(size: tuple[int, int] = (8, 8), fmt: str = "PNG") -> str:
-    buf = io.BytesIO()
-    PILImage.new("RGB", size, (1, 2, 3)).save(buf, format=fmt)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(image_bytes(size, (1, 2, 3), "RGB", fmt)).decode()
 
 
 def answer(body: Any, status: int = 200, content_type: str = "application/json") -> dict[str, Any]:

@@ -12,8 +12,9 @@ import pytest
 from allm_proxy import Engine
 from allm_proxy.cassettes import report
 from allm_proxy.config import CassetteSettings
-from tests.conftest import running_proxy
-from tests.test_cassette_support import OPENAI_KEY, png
+from tests.support.asgi_server import running_proxy
+from tests.support.cassette_helpers import OPENAI_KEY
+from tests.support.images import png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI, stream_ending_in_done
 
 
@@ -25,7 +26,7 @@ def proxy_engine(upstream_url: str, cassette: Path, record_mode: str) -> Engine:
 
 def calls(client: openai.OpenAI) -> dict[str, Any]:
     generated = client.images.generate(model="gpt-image-1", prompt="a kestrel at dawn", size="1024x1024", n=2)
-    edited = client.images.edit(model="gpt-image-1", image=("in.png", png((16, 16)), "image/png"),
+    edited = client.images.edit(model="gpt-image-1", image=("in.png", png_bytes((16, 16), mode="RGB"), "image/png"),
                                 prompt="add a tiny hat")
     events = [e.type for e in client.images.generate(model="gpt-image-1", prompt="a heron", stream=True,
                                                       partial_images=2)]

@@ -26,7 +26,7 @@ from allm_proxy.cassettes.filters import SecretFilter
 from allm_proxy.cassettes.matchers import build
 from allm_proxy.cassettes.persister import write_atomic
 from allm_proxy.cassettes.tape import Tape
-from allm_proxy.config import CassetteSettings
+from allm_proxy.config import CassetteSettings, RecordMode
 
 
 def interaction(body: bytes, request_body: bytes | None = b'{"prompt": "p"}',
@@ -50,6 +50,7 @@ bodies = st.one_of(
 )
 
 
+@pytest.mark.slow  # hypothesis: 150 examples
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, request_body=st.one_of(st.none(), st.binary(max_size=64)))
 def test_the_fast_json_loader_gives_back_exactly_what_was_written(tmp_path: Path, body: bytes,
@@ -87,6 +88,7 @@ def test_binary_bodies_survive_a_json_cassette_as_base64(tmp_path: Path) -> None
     assert requests[0].body == b"\xff\xfe raw"
 
 
+@pytest.mark.slow  # timing
 def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) -> None:
     path = tmp_path / "big.json"
     image = os.urandom(2_400_000)  # ~3.2 MB as base64, like a 1024x1024 PNG
@@ -115,12 +117,13 @@ def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) ->
     assert seconds <= 0.6, f"loading took {seconds:.2f} s"
 
 
+@pytest.mark.slow  # timing
 def test_replay_is_a_hash_lookup_and_only_a_miss_scans_the_matchers(tmp_path: Path) -> None:
     path = tmp_path / "many.json"
     write(path, [interaction(f"answer {i}".encode(), json.dumps({"prompt": f"p{i}"}).encode())
                  for i in range(3000)])
     settings_ = CassetteSettings(path=str(path), record_mode="none")
-    tape = Tape(path, "none", build(settings_.match_on), SecretFilter())
+    tape = Tape(path, RecordMode.NONE, build(settings_.match_on), SecretFilter())
     tape.load()
     request, _ = interaction(b"", json.dumps({"prompt": "p2999"}).encode())
     found = asyncio.run(tape.next_response(tape.key(request), "default"))
@@ -153,6 +156,7 @@ RECORDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # subprocess, SIGKILL
 @pytest.mark.parametrize("kill_after", [4, 9, 15])
 def test_sigkill_during_a_burst_of_recordings_leaves_a_parseable_cassette(tmp_path: Path,
                                                                           kill_after: int) -> None:

@@ -16,7 +16,7 @@ from allm_proxy.cassettes import CassetteLibrary
 from allm_proxy.config import CassetteSettings
 from allm_proxy.server import control
 from allm_proxy.server.failures import EXCEPTION_HANDLERS
-from tests.test_cassette_support import DeadUpstream, Upstream, send
+from tests.support.cassette_helpers import DeadUpstream, Upstream, send
 
 
 def directory_library(root: Path, record_mode: str = "once") -> CassetteLibrary:
@@ -34,7 +34,7 @@ async def generate(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, pr
 async def test_a_cassette_name_that_could_leave_the_directory_is_a_400(tmp_path: Path, name: str) -> None:
     library = directory_library(tmp_path / "cassettes")
     with pytest.raises(errors.InvalidRequestError) as caught:
-        await generate(library, Upstream().transport(), cassette=name)
+        await generate(library, Upstream().asgi_transport(), cassette=name)
     assert (caught.value.status, caught.value.code) == (400, "invalid_cassette_name")
     assert list(tmp_path.rglob("*.json")) == []
 
@@ -44,14 +44,14 @@ async def test_a_symlink_out_of_the_directory_is_refused(tmp_path: Path) -> None
     (tmp_path / "outside").mkdir()
     (tmp_path / "cassettes" / "link").symlink_to(tmp_path / "outside")
     with pytest.raises(errors.InvalidRequestError, match="leads outside"):
-        await generate(directory_library(tmp_path / "cassettes"), Upstream().transport(), cassette="link/x")
+        await generate(directory_library(tmp_path / "cassettes"), Upstream().asgi_transport(), cassette="link/x")
 
 
 async def test_the_header_picks_a_cassette_inside_the_directory(tmp_path: Path) -> None:
     root = tmp_path / "cassettes"
     library, upstream = directory_library(root), Upstream()
-    await generate(library, upstream.transport(), "a", cassette="suite/test-a")
-    await generate(library, upstream.transport(), "b", cassette="suite/test-b.yaml")
+    await generate(library, upstream.asgi_transport(), "a", cassette="suite/test-a")
+    await generate(library, upstream.asgi_transport(), "b", cassette="suite/test-b.yaml")
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*")) == [
         "suite/test-a.json", "suite/test-b.yaml"]
     replaying = directory_library(root, "none")
@@ -71,9 +71,9 @@ async def test_without_header_or_active_cassette_the_error_says_how_to_choose_on
 async def test_activate_switches_the_cassette_for_clients_that_cannot_send_headers(tmp_path: Path) -> None:
     library, upstream = directory_library(tmp_path), Upstream()
     library.activate("first")
-    await generate(library, upstream.transport(), "one")
+    await generate(library, upstream.asgi_transport(), "one")
     library.activate("second")
-    await generate(library, upstream.transport(), "two")
+    await generate(library, upstream.asgi_transport(), "two")
     assert library.status()["name"] == "second.json"
     assert {p.name for p in tmp_path.glob("*.json")} == {"first.json", "second.json"}
 
@@ -82,7 +82,7 @@ async def test_activating_again_rewinds_the_replay_cursors(tmp_path: Path) -> No
     library = directory_library(tmp_path, "none")
     recording = directory_library(tmp_path)
     recording.activate("rewind")
-    await generate(recording, Upstream().transport())
+    await generate(recording, Upstream().asgi_transport())
     library.activate("rewind")
     assert (await generate(library, DeadUpstream())).json()["created"] == 1
     with pytest.raises(errors.CassetteMissError):
@@ -94,10 +94,10 @@ async def test_activating_again_rewinds_the_replay_cursors(tmp_path: Path) -> No
 async def test_a_cassette_deleted_between_activations_is_recorded_again_in_once_mode(tmp_path: Path) -> None:
     library, upstream = directory_library(tmp_path), Upstream()
     library.activate("redo")
-    await generate(library, upstream.transport())
+    await generate(library, upstream.asgi_transport())
     (tmp_path / "redo.json").unlink()
     library.activate("redo")
-    assert (await generate(library, upstream.transport())).json()["created"] == 2
+    assert (await generate(library, upstream.asgi_transport())).json()["created"] == 2
     assert (tmp_path / "redo.json").exists()
 
 
@@ -168,7 +168,7 @@ async def test_a_file_that_is_json_but_not_a_cassette_is_a_clear_400(tmp_path: P
 
 def test_control_endpoint_requires_the_access_token(tmp_path: Path) -> None:
     from allm_proxy import Engine, ProxyConfig
-    from tests.conftest import running_proxy
+    from tests.support.asgi_server import running_proxy
 
     engine = Engine(cassettes=CassetteSettings(directory=str(tmp_path), record_mode="none"))
     with running_proxy(engine, ProxyConfig(access_token="proxy-token-1")) as url:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vcr.request import Request
 
 from allm_proxy.cassettes.matchers import MATCHERS, build, request_key
+
+pytestmark = pytest.mark.slow  # property tests of the matcher (hypothesis)
 
 ALL = build(list(MATCHERS))
 DEFAULT = build(["method", "scheme", "host", "port", "path", "query", "body"])

@@ -15,15 +15,15 @@ from allm_proxy import errors
 from allm_proxy.cassettes import CassetteLibrary
 from allm_proxy.config import CassetteSettings
 from tests.support.asgi_server import serve_asgi
-from tests.test_cassette_support import (
+from tests.support.cassette_helpers import (
     SECRETS,
     DeadUpstream,
     Upstream,
     library_for,
-    png,
     send,
     written_files,
 )
+from tests.support.images import png_bytes
 
 
 async def generate(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, prompt: str = "a red fox",
@@ -34,7 +34,7 @@ async def generate(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, pr
 
 async def test_recorded_answer_replays_byte_identical_with_the_upstream_stopped(tmp_path: Path) -> None:
     cassette = tmp_path / "demo.json"
-    live = await generate(library_for(cassette), Upstream().transport())
+    live = await generate(library_for(cassette), Upstream().asgi_transport())
     dead = DeadUpstream()
     replayed = await generate(library_for(cassette, "none"), dead)
     assert dead.attempts == 0
@@ -45,7 +45,7 @@ async def test_recorded_answer_replays_byte_identical_with_the_upstream_stopped(
 
 async def test_yaml_cassettes_record_and_replay_too(tmp_path: Path) -> None:
     cassette = tmp_path / "demo.yaml"
-    live = await generate(library_for(cassette), Upstream().transport())
+    live = await generate(library_for(cassette), Upstream().asgi_transport())
     replayed = await generate(library_for(cassette, "none"), DeadUpstream())
     assert replayed.content == live.content
     assert cassette.read_text().startswith("interactions:\n- request:")
@@ -54,7 +54,7 @@ async def test_yaml_cassettes_record_and_replay_too(tmp_path: Path) -> None:
 async def test_identical_requests_replay_in_recorded_order(tmp_path: Path) -> None:
     cassette = tmp_path / "order.json"
     recording, upstream = library_for(cassette), Upstream()
-    recorded = [(await generate(recording, upstream.transport())).json()["created"] for _ in range(3)]
+    recorded = [(await generate(recording, upstream.asgi_transport())).json()["created"] for _ in range(3)]
     assert recorded == [1, 2, 3]
     replaying = library_for(cassette, "none")
     replayed = [(await generate(replaying, DeadUpstream())).json()["created"] for _ in range(3)]
@@ -65,7 +65,7 @@ async def test_each_session_gets_its_own_replay_cursor(tmp_path: Path) -> None:
     cassette = tmp_path / "sessions.json"
     recording, upstream = library_for(cassette), Upstream()
     for _ in range(2):
-        await generate(recording, upstream.transport())
+        await generate(recording, upstream.asgi_transport())
     replaying, dead = library_for(cassette, "none"), DeadUpstream()
     a1 = (await generate(replaying, dead, session="a")).json()["created"]
     b1 = (await generate(replaying, dead, session="b")).json()["created"]
@@ -76,7 +76,7 @@ async def test_each_session_gets_its_own_replay_cursor(tmp_path: Path) -> None:
 
 async def test_json_bodies_match_as_data_whatever_the_key_order_and_whitespace(tmp_path: Path) -> None:
     cassette = tmp_path / "json.json"
-    await send(library_for(cassette), Upstream().transport(), "POST", "/images/generations",
+    await send(library_for(cassette), Upstream().asgi_transport(), "POST", "/images/generations",
                content=b'{"model": "gpt-image-1", "prompt": "a fox", "n": 1}',
                headers={"content-type": "application/json"})
     replayed = await send(library_for(cassette, "none"), DeadUpstream(), "POST", "/images/generations",
@@ -87,7 +87,7 @@ async def test_json_bodies_match_as_data_whatever_the_key_order_and_whitespace(t
 
 async def test_edit_recorded_with_one_multipart_boundary_replays_with_another(tmp_path: Path) -> None:
     cassette = tmp_path / "edit.json"
-    image = png((16, 16))
+    image = png_bytes((16, 16), mode="RGB")
 
     async def edit(library: CassetteLibrary, inner: httpx.AsyncBaseTransport,
                    boundary: str) -> httpx.Response:
@@ -98,7 +98,7 @@ async def test_edit_recorded_with_one_multipart_boundary_replays_with_another(tm
         return await send(library, inner, "POST", "/images/edits", content=content,
                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
 
-    live = await edit(library_for(cassette), Upstream().transport(), "boundary-recorded-1111")
+    live = await edit(library_for(cassette), Upstream().asgi_transport(), "boundary-recorded-1111")
     replayed = await edit(library_for(cassette, "none"), DeadUpstream(), "another-boundary-2222")
     assert replayed.content == live.content
     # The binary upload is kept as a base64 part, so the JSON cassette stays text.
@@ -112,17 +112,17 @@ async def test_edit_with_a_different_image_is_a_miss(tmp_path: Path) -> None:
         return await send(library, inner, "POST", "/images/edits", data={"prompt": "add a hat"},
                           files={"image": ("in.png", image, "image/png")})
 
-    await edit(library_for(cassette), Upstream().transport(), png(color=(1, 2, 3)))
+    await edit(library_for(cassette), Upstream().asgi_transport(), png_bytes((8, 8), (1, 2, 3), "RGB"))
     with pytest.raises(errors.CassetteMissError) as miss:
-        await edit(library_for(cassette, "none"), DeadUpstream(), png(color=(9, 9, 9)))
+        await edit(library_for(cassette, "none"), DeadUpstream(), png_bytes((8, 8), (9, 9, 9), "RGB"))
     assert "image: file sha256:" in miss.value.message
 
 
 async def test_miss_names_the_request_the_cassette_and_the_nearest_recording(tmp_path: Path) -> None:
     cassette = tmp_path / "miss.json"
     recording, upstream = library_for(cassette), Upstream()
-    await generate(recording, upstream.transport(), "a red cat")
-    await send(recording, upstream.transport(), "POST", "/echo-key", json={"x": 1})
+    await generate(recording, upstream.asgi_transport(), "a red cat")
+    await send(recording, upstream.asgi_transport(), "POST", "/echo-key", json={"x": 1})
     dead = DeadUpstream()
     with pytest.raises(errors.CassetteMissError) as caught:
         await generate(library_for(cassette, "none"), dead, "a red fox")
@@ -138,7 +138,7 @@ async def test_miss_names_the_request_the_cassette_and_the_nearest_recording(tmp
 
 async def test_replaying_more_times_than_recorded_is_a_miss_that_says_so(tmp_path: Path) -> None:
     cassette = tmp_path / "once.json"
-    await generate(library_for(cassette), Upstream().transport())
+    await generate(library_for(cassette), Upstream().asgi_transport())
     replaying = library_for(cassette, "none")
     await generate(replaying, DeadUpstream())
     with pytest.raises(errors.CassetteMissError, match="has already replayed every one"):
@@ -149,7 +149,7 @@ async def test_allow_playback_repeats_keeps_answering_with_the_last_recording(tm
     cassette = tmp_path / "repeat.json"
     recording, upstream = library_for(cassette), Upstream()
     for _ in range(2):
-        await generate(recording, upstream.transport())
+        await generate(recording, upstream.asgi_transport())
     replaying = library_for(cassette, "none", allow_playback_repeats=True)
     serials = [(await generate(replaying, DeadUpstream())).json()["created"] for _ in range(4)]
     assert serials == [1, 2, 2, 2]
@@ -157,21 +157,21 @@ async def test_allow_playback_repeats_keeps_answering_with_the_last_recording(tm
 
 async def test_once_mode_replays_an_existing_cassette_and_refuses_to_add_to_it(tmp_path: Path) -> None:
     cassette = tmp_path / "once.json"
-    await generate(library_for(cassette), Upstream().transport(), "first")
+    await generate(library_for(cassette), Upstream().asgi_transport(), "first")
     again, upstream = library_for(cassette, "once"), Upstream()
-    assert (await generate(again, upstream.transport(), "first")).json()["created"] == 1
+    assert (await generate(again, upstream.asgi_transport(), "first")).json()["created"] == 1
     with pytest.raises(errors.CassetteMissError, match="delete it to record it again"):
-        await generate(again, upstream.transport(), "second")
+        await generate(again, upstream.asgi_transport(), "second")
     assert upstream.calls == 0
 
 
 async def test_new_episodes_replays_what_matches_and_records_the_rest(tmp_path: Path) -> None:
     cassette = tmp_path / "episodes.json"
-    await generate(library_for(cassette), Upstream().transport(), "first")
+    await generate(library_for(cassette), Upstream().asgi_transport(), "first")
     upstream = Upstream()
     library = library_for(cassette, "new_episodes")
-    assert (await generate(library, upstream.transport(), "first")).json()["prompt"] == "first"
-    assert (await generate(library, upstream.transport(), "second")).json()["prompt"] == "second"
+    assert (await generate(library, upstream.asgi_transport(), "first")).json()["prompt"] == "first"
+    assert (await generate(library, upstream.asgi_transport(), "second")).json()["prompt"] == "second"
     assert upstream.calls == 1
     replaying = library_for(cassette, "none")
     prompts = [(await generate(replaying, DeadUpstream(), p)).json()["prompt"] for p in ("first", "second")]
@@ -181,11 +181,10 @@ async def test_new_episodes_replays_what_matches_and_records_the_rest(tmp_path: 
 async def test_all_mode_rerecords_and_replaces_the_interactions_it_matches(tmp_path: Path) -> None:
     cassette = tmp_path / "all.json"
     first = Upstream()
-    await generate(library_for(cassette), first.transport(), "kept")
-    await generate(library_for(cassette, "new_episodes"), first.transport(), "replaced")
-    second = Upstream()
-    second.calls = 100
-    await generate(library_for(cassette, "all"), second.transport(), "replaced")
+    await generate(library_for(cassette), first.asgi_transport(), "kept")
+    await generate(library_for(cassette, "new_episodes"), first.asgi_transport(), "replaced")
+    second = Upstream(serial_offset=100)
+    await generate(library_for(cassette, "all"), second.asgi_transport(), "replaced")
     lines = cassette.read_text().splitlines()[1:-1]
     bodies = [json.loads(json.loads(line.rstrip(","))["response"]["body"]["string"]) for line in lines]
     assert [(b["prompt"], b["created"]) for b in bodies] == [("kept", 1), ("replaced", 101)]
@@ -202,12 +201,12 @@ async def test_none_mode_never_reaches_the_upstream_even_for_unknown_requests(tm
 
 async def test_no_secret_reaches_any_written_cassette(tmp_path: Path) -> None:
     library, upstream = library_for(tmp_path / "secrets.json"), Upstream()
-    await generate(library, upstream.transport())
-    await send(library, upstream.transport(), "POST", "/echo-key", json={"x": 1},
+    await generate(library, upstream.asgi_transport())
+    await send(library, upstream.asgi_transport(), "POST", "/echo-key", json={"x": 1},
                headers={"openai-organization": "org-test-cassette-secret",
                         "cookie": "sid=test-cookie-cassette-77"})
     gemini = CassetteLibrary(CassetteSettings(path=str(tmp_path / "gemini.yaml"), record_mode="once"))
-    await send(gemini, upstream.transport(), "POST", "/models/gemini-3-pro-image:generateContent",
+    await send(gemini, upstream.asgi_transport(), "POST", "/models/gemini-3-pro-image:generateContent",
                base="http://127.0.0.1:9/v1beta", params={"key": "test-gemini-key-cassette-42"},
                headers={"x-goog-api-key": "test-gemini-key-cassette-42"}, json={"contents": []})
     files = list(written_files(tmp_path))
@@ -223,7 +222,7 @@ async def test_configured_headers_query_and_body_fields_are_filtered_too(tmp_pat
     cassette = tmp_path / "filtered.json"
     library = library_for(cassette, filter_headers=("x-team-token",), filter_query=("sig",),
                           filter_body_fields=("user",))
-    await send(library, Upstream().transport(), "POST", "/images/generations",
+    await send(library, Upstream().asgi_transport(), "POST", "/images/generations",
                params={"sig": "s1gnature-value"},
                json={"model": "gpt-image-1", "prompt": "p", "user": "person@example.com"},
                headers={"x-team-token": "team-token-value-9"})
@@ -239,7 +238,7 @@ async def test_configured_headers_query_and_body_fields_are_filtered_too(tmp_pat
 async def test_concurrent_recordings_are_all_kept(tmp_path: Path) -> None:
     cassette = tmp_path / "burst.json"
     library, upstream = library_for(cassette), Upstream()
-    await asyncio.gather(*(generate(library, upstream.transport(), f"prompt {i}") for i in range(20)))
+    await asyncio.gather(*(generate(library, upstream.asgi_transport(), f"prompt {i}") for i in range(20)))
     replaying = library_for(cassette, "none")
     prompts = [(await generate(replaying, DeadUpstream(), f"prompt {i}")).json()["prompt"] for i in range(20)]
     assert prompts == [f"prompt {i}" for i in range(20)]
@@ -250,7 +249,7 @@ def test_recordings_from_many_threads_and_event_loops_are_all_kept(tmp_path: Pat
     library, upstream = library_for(cassette), Upstream()
 
     def worker(n: int) -> None:
-        asyncio.run(generate(library, upstream.transport(), f"thread {n}"))
+        asyncio.run(generate(library, upstream.asgi_transport(), f"thread {n}"))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
     for t in threads:
@@ -278,6 +277,7 @@ async def test_streams_replay_event_by_event(tmp_path: Path) -> None:
     assert b"".join(events) == live.content
 
 
+@pytest.mark.slow  # timing
 async def test_recorded_timing_reproduces_the_stream_pacing(tmp_path: Path) -> None:
     cassette = tmp_path / "paced.json"
     with serve_asgi(Upstream(event_delay=0.15).app) as url:

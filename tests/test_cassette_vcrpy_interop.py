@@ -9,13 +9,14 @@ import pytest
 import vcr
 
 from tests.support.asgi_server import serve_asgi
-from tests.test_cassette_support import OPENAI_KEY, DeadUpstream, Upstream, library_for, png, send
+from tests.support.cassette_helpers import OPENAI_KEY, DeadUpstream, Upstream, library_for, send
+from tests.support.images import png_bytes
 
 SERIALIZERS = {".json": "json", ".yaml": "yaml"}
 
 
 def edit_files() -> dict[str, tuple[str, bytes, str]]:
-    return {"image": ("in.png", png((12, 12)), "image/png")}
+    return {"image": ("in.png", png_bytes((12, 12), mode="RGB"), "image/png")}
 
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])

@@ -42,16 +42,16 @@ def test_every_command_has_help_with_examples() -> None:
     assert "ALLM_PROXY_PORT" in runner.invoke(main, ["serve", "--help"]).output
 
 
-def resolve(args: list[str], env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def resolve(args: list[str], env: dict[str, str] | None = None):
     captured = {}
 
-    def fake_serve(**kwargs):  # type: ignore[no-untyped-def]
+    def fake_serve(**kwargs):
         raise AssertionError("not used")
 
     import click
 
     @click.pass_context
-    def grab(ctx, config_path, **flags):  # type: ignore[no-untyped-def]
+    def grab(ctx, config_path, **flags):
         captured["config"] = _resolve_config(ctx, config_path, flags)
 
     command = click.Command("serve", params=serve.params, callback=grab)

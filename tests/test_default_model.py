@@ -19,7 +19,8 @@ from PIL import Image as PILImage
 
 from allm_proxy import Engine, ImageRequest, generate_image
 from allm_proxy.capabilities import OPENAI_DOCUMENTED_DEFAULT, uses_gpt_image_parameters
-from tests.conftest import half_transparent_mask, png_bytes, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 

@@ -11,7 +11,7 @@ import pytest
 from allm_proxy import Engine
 from allm_proxy.config import CassetteSettings
 from examples.demo_calls import run
-from tests.conftest import running_proxy
+from tests.support.asgi_server import running_proxy
 
 DEMO = Path(__file__).resolve().parents[1] / "cassettes" / "demo-openai.json"
 

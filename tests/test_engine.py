@@ -19,7 +19,7 @@ from allm_proxy import (
     image_variations,
 )
 from allm_proxy.errors import AuthenticationError, InvalidRequestError, UnsupportedOperationError
-from tests.conftest import half_transparent_mask, png_bytes
+from tests.support.images import half_transparent_mask, png_bytes
 
 
 @pytest.fixture

@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from PIL import Image as PILImage
-from PIL import ImageDraw, ImageStat
+from PIL import ImageStat
 
 from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, generate_image, image_variations
 from allm_proxy.adapters.fake import FakeImages
 from allm_proxy.adapters.fake import adapter as fake_adapter
 from allm_proxy.adapters.fake.jobs import ImageCache
 from allm_proxy.adapters.fake.meta import image_tokens
-from allm_proxy.types import EventStream, ImageEvent, ImageResponse
+from allm_proxy.types import EventStream, ImageEvent, ImageResponse, RawBody
+from tests.support.images import ellipse_mask, gradient_png
 
 # gpt-image-2 takes any WxH in multiples of 16: small images keep the suite fast.
 SMALL = {"model": "gpt-image-2", "size": "256x256"}
@@ -45,28 +46,6 @@ def mean_abs_diff(a: PILImage.Image, b: PILImage.Image) -> float:
     return sum(abs(x - y) for x, y in zip(pa, pb, strict=True)) / len(pa)
 
 
-def photo(size: tuple[int, int] = (256, 256), *, alpha: bool = False) -> bytes:
-    """A structured test picture: gradients in every channel, so edits and crops show."""
-    red = PILImage.linear_gradient("L").resize(size)
-    green = PILImage.radial_gradient("L").resize(size)
-    blue = PILImage.linear_gradient("L").transpose(PILImage.Transpose.ROTATE_90).resize(size)
-    img = PILImage.merge("RGB", (red, green, blue))
-    if alpha:
-        img.putalpha(200)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def ellipse_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> bytes:
-    """Opaque everywhere (kept) except a transparent ellipse (edited)."""
-    mask = PILImage.new("RGBA", size, (0, 0, 0, 255))
-    ImageDraw.Draw(mask).ellipse(box, fill=(0, 0, 0, 0))
-    buf = io.BytesIO()
-    mask.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 async def run(request: ImageRequest, session: str = "default", **engine_opts: Any) -> ImageResponse | EventStream:
     engine = Engine(**engine_opts)
     try:
@@ -81,7 +60,7 @@ async def collect(request: ImageRequest) -> list[ImageEvent]:
     engine = Engine()
     try:
         stream = await engine.run(request)
-        assert not isinstance(stream, ImageResponse)
+        assert not isinstance(stream, ImageResponse | RawBody)
         return [event async for event in stream]
     finally:
         await engine.aclose()
@@ -198,8 +177,8 @@ def test_auto_quality_is_billed_and_echoed_as_high(engine: Engine) -> None:
 
 
 def test_edit_usage_counts_each_input_image(engine: Engine) -> None:
-    one = edit_image(engine, photo(), "make it dusk", model="gpt-image-2")
-    two = edit_image(engine, [photo(), photo((128, 128))], "make it dusk", model="gpt-image-2")
+    one = edit_image(engine, gradient_png(), "make it dusk", model="gpt-image-2")
+    two = edit_image(engine, [gradient_png(), gradient_png((128, 128))], "make it dusk", model="gpt-image-2")
     assert one.usage is not None and two.usage is not None
     assert one.usage.input_image_tokens == 65 + 85  # a 256px image is one 512px tile
     assert two.usage.input_image_tokens == 2 * one.usage.input_image_tokens
@@ -227,7 +206,7 @@ def test_dall_e_3_rewrites_the_prompt(engine: Engine) -> None:
 
 @pytest.mark.parametrize("output_format", ["png", "webp"])
 def test_edit_with_mask_keeps_unmasked_pixels(engine: Engine, output_format: str) -> None:
-    source = photo()
+    source = gradient_png()
     mask = ellipse_mask((256, 256), (64, 48, 200, 176))
     edited = edit_image(engine, source, "a giant flamingo", mask=mask, model="gpt-image-2",
                         output_format=output_format).images[0].data
@@ -247,15 +226,15 @@ def test_edit_with_mask_keeps_unmasked_pixels(engine: Engine, output_format: str
 
 
 def test_edit_with_fully_opaque_mask_changes_nothing(engine: Engine) -> None:
-    source = photo()
+    source = gradient_png()
     mask = ellipse_mask((256, 256), (0, 0, 0, 0))
     edited = edit_image(engine, source, "anything", mask=mask, model="gpt-image-2").images[0].data
     assert decode(edited).convert("RGB").tobytes() == decode(source).convert("RGB").tobytes()
 
 
 def test_edit_without_mask_changes_the_whole_image_recognisably(engine: Engine) -> None:
-    source = decode(photo())
-    edited = decode(edit_image(engine, photo(), "make it autumn", model="gpt-image-2").images[0].data)
+    source = decode(gradient_png())
+    edited = decode(edit_image(engine, gradient_png(), "make it autumn", model="gpt-image-2").images[0].data)
     unrelated = decode(generate_image(engine, "make it autumn", **SMALL).images[0].data)
     assert mean_abs_diff(edited, source) > 10  # visibly edited ...
     assert mean_abs_diff(edited, source) < mean_abs_diff(unrelated, source)  # ... but still that picture
@@ -264,8 +243,8 @@ def test_edit_without_mask_changes_the_whole_image_recognisably(engine: Engine) 
 
 
 def test_edit_with_several_images_insets_the_others(engine: Engine) -> None:
-    alone = decode(edit_image(engine, [photo()], "together", model="gpt-image-2").images[0].data)
-    with_other = decode(edit_image(engine, [photo(), photo((128, 96))], "together", model="gpt-image-2")
+    alone = decode(edit_image(engine, [gradient_png()], "together", model="gpt-image-2").images[0].data)
+    with_other = decode(edit_image(engine, [gradient_png(), gradient_png((128, 96))], "together", model="gpt-image-2")
                         .images[0].data)
     top_left = (0, 0, 128, 128)
     bottom_right = (128, 128, 256, 256)
@@ -274,19 +253,19 @@ def test_edit_with_several_images_insets_the_others(engine: Engine) -> None:
 
 
 def test_edit_output_size_defaults_to_the_first_input(engine: Engine) -> None:
-    response = edit_image(engine, [photo((320, 192)), photo()], "wider", model="gpt-image-2")
+    response = edit_image(engine, [gradient_png((320, 192)), gradient_png()], "wider", model="gpt-image-2")
     assert decode(response.images[0].data).size == (320, 192)
     assert response.size == "320x192"
 
 
 def test_edit_honours_a_requested_size(engine: Engine) -> None:
-    response = edit_image(engine, photo(), "bigger", model="gpt-image-2", size="512x512")
+    response = edit_image(engine, gradient_png(), "bigger", model="gpt-image-2", size="512x512")
     assert decode(response.images[0].data).size == (512, 512)
 
 
 def test_edit_keeps_the_input_alpha_unless_opaque_is_asked(engine: Engine) -> None:
-    kept = edit_image(engine, photo(alpha=True), "x", model="gpt-image-2")
-    flat = edit_image(engine, photo(alpha=True), "x", model="gpt-image-2", background="opaque")
+    kept = edit_image(engine, gradient_png(alpha=True), "x", model="gpt-image-2")
+    flat = edit_image(engine, gradient_png(alpha=True), "x", model="gpt-image-2", background="opaque")
     assert decode(kept.images[0].data).mode == "RGBA" and kept.background == "transparent"
     assert decode(flat.images[0].data).mode == "RGB" and flat.background == "opaque"
 
@@ -295,8 +274,8 @@ def test_edit_keeps_the_input_alpha_unless_opaque_is_asked(engine: Engine) -> No
 
 
 def test_variations_are_related_but_different(engine: Engine) -> None:
-    source = decode(photo())
-    response = image_variations(engine, photo(), model="dall-e-2", n=3, response_format="b64_json")
+    source = decode(gradient_png())
+    response = image_variations(engine, gradient_png(), model="dall-e-2", n=3, response_format="b64_json")
     images = [decode(i.data) for i in response.images]
     assert [i.size for i in images] == [(256, 256)] * 3
     want = ImageStat.Stat(source.convert("RGB")).mean
@@ -308,7 +287,7 @@ def test_variations_are_related_but_different(engine: Engine) -> None:
 
 
 def test_variation_honours_a_requested_size(engine: Engine) -> None:
-    response = image_variations(engine, photo(), model="dall-e-2", size="512x512", response_format="b64_json")
+    response = image_variations(engine, gradient_png(), model="dall-e-2", size="512x512", response_format="b64_json")
     assert decode(response.images[0].data).size == (512, 512)
 
 
@@ -358,7 +337,7 @@ def test_stream_without_partials_sends_only_completed() -> None:
 
 def test_stream_edit_uses_image_edit_events() -> None:
     request = ImageRequest(operation="edit", prompt="dusk", model="gpt-image-2", stream=True, partial_images=1,
-                           images=[InputFile(photo())])
+                           images=[InputFile(gradient_png())])
     events = asyncio.run(collect(request))
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
     assert events[-1].usage is not None and events[-1].usage.input_image_tokens > 0
@@ -398,7 +377,7 @@ def test_cache_drops_least_recently_used_beyond_its_bounds() -> None:
 
 def test_drawing_runs_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
     threads: list[threading.Thread] = []
-    real = fake_adapter.frames
+    real = fake_adapter.frames  # type: ignore[attr-defined]  # the name the adapter module calls
 
     def spy(*args: Any) -> tuple[bytes, ...]:
         threads.append(threading.current_thread())

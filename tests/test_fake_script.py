@@ -16,16 +16,11 @@ from PIL import Image as PILImage
 
 from allm_proxy import Call, Engine, ImageRequest, InputFile, edit_image, errors, generate_image
 from allm_proxy.adapters.fake.script import FakeScript
-from allm_proxy.types import ImageResponse
+from allm_proxy.types import ImageResponse, RawBody
+from tests.support.images import png_bytes
 
-
-def png(color: tuple[int, int, int, int] = (200, 40, 40, 255), size: tuple[int, int] = (32, 32)) -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGBA", size, color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-RED, GREEN, BLUE = png((200, 40, 40, 255)), png((40, 200, 40, 255)), png((40, 40, 200, 255))
+SIZE = (32, 32)
+RED, GREEN, BLUE = (png_bytes(SIZE, color) for color in ((200, 40, 40, 255), (40, 200, 40, 255), (40, 40, 200, 255)))
 
 
 @pytest.fixture
@@ -48,7 +43,7 @@ def test_replies_are_served_in_order(script: FakeScript, engine: Engine) -> None
 def test_history_records_every_request_with_its_session(script: FakeScript, engine: Engine) -> None:
     script.enqueue(RED, RED)
     generate_image(engine, "a kestrel", session="s1")
-    edit_image(engine, png(), "a hat", model="gpt-image-1", session="s2")
+    edit_image(engine, RED, "a hat", model="gpt-image-1", session="s2")
     assert [(c.prompt, c.session, c.model, c.request.operation) for c in script.history] == [
         ("a kestrel", "s1", "dall-e-2", "generate"),  # no model named: OpenAI's documented default
         ("a hat", "s2", "gpt-image-1", "edit"),
@@ -78,7 +73,7 @@ def test_scripted_revised_prompt_is_returned(script: FakeScript, engine: Engine)
 
 
 def test_scripted_images_report_usage_for_their_own_size(script: FakeScript, engine: Engine) -> None:
-    script.enqueue({"bytes": png(size=(512, 512))})
+    script.enqueue({"bytes": png_bytes((512, 512), (200, 40, 40, 255))})
     response = generate_image(engine, "x", quality="low")
     assert response.usage is not None and response.usage.output_tokens == 68
     assert (response.size, response.output_format, response.background) == ("512x512", "png", "transparent")
@@ -160,7 +155,7 @@ def test_concurrent_sessions_each_get_their_replies_in_order() -> None:
 
 
 def test_one_session_shared_by_threads_serves_each_reply_once() -> None:
-    replies = [png((i, 0, 0, 255)) for i in range(200)]
+    replies = [png_bytes(SIZE, (i, 0, 0, 255)) for i in range(200)]
     script = FakeScript(replies)
     taken: list[bytes] = []
     lock = threading.Lock()
@@ -180,14 +175,14 @@ def test_one_session_shared_by_threads_serves_each_reply_once() -> None:
 
 
 def test_stream_of_a_scripted_image_ends_with_that_image(script: FakeScript) -> None:
-    script.enqueue(png(size=(64, 64)))
+    script.enqueue(png_bytes((64, 64), (200, 40, 40, 255)))
 
     async def main() -> list[Any]:
         engine = Engine(image_adapter_opts={"script": script})
         try:
             stream = await engine.run(ImageRequest(operation="edit", prompt="x", stream=True, partial_images=2,
                                                    images=[InputFile(RED)]))
-            assert not isinstance(stream, ImageResponse)
+            assert not isinstance(stream, ImageResponse | RawBody)
             return [event async for event in stream]
         finally:
             await engine.aclose()

@@ -110,6 +110,7 @@ def test_serve_with_a_bad_fault_is_a_usage_error_naming_the_kinds() -> None:
     assert "allowed kinds: rate_limit, quota" in result.output
 
 
+@pytest.mark.slow  # a serve subprocess
 def test_serve_fault_flags_set_the_server_wide_list_and_seed() -> None:
     with serving("--fault", "quota; times=1", "--fault", "latency; ms=1", "--fault-seed", "3") as (_, port):
         url = f"http://127.0.0.1:{port}"
@@ -149,6 +150,7 @@ def test_bad_marker_faults():
 '''
 
 
+@pytest.mark.slow  # a pytest subprocess
 def test_pytest_marker_faults_hold_for_their_test_only(pytester: pytest.Pytester,
                                                         upstream: FakeOpenAI) -> None:  # noqa: F811
     pytester.makepyfile(test_suite=MARKED_SUITE)

@@ -58,7 +58,7 @@ def test_replay_answers_faults_without_touching_the_cassette(tmp_path: Path, ser
     with running_proxy(openai_engine(upstream_url, CassetteSettings(path=str(cassette), record_mode="once"))) as url:
         check_fault(url + "/v1", "latency", prompt="a replayed heron")  # records the one real answer
     before = cassette.read_bytes()
-    fake.clear()
+    fake.reset()
     settings = CassetteSettings(path=str(cassette), record_mode="none", allow_playback_repeats=True)
     with running_proxy(openai_engine(upstream_url, settings)) as url:
         for kind in ALL_KINDS:

@@ -38,7 +38,9 @@ def test_rate_limit_once_is_retried_by_the_sdk_and_then_succeeds(fake_url: str) 
 def test_rate_limit_without_times_ends_in_rate_limit_error_after_the_retries(fake_url: str) -> None:
     attempts: list[httpx.Request] = []
     http = httpx.Client(event_hooks={"request": [attempts.append]})
-    client = openai.OpenAI(base_url=fake_url + "/v1", api_key="sk-test-x", max_retries=2, http_client=http)
+    # openai 3.x is typed for httpx2; it accepts an httpx.Client all the same.
+    client = openai.OpenAI(base_url=fake_url + "/v1", api_key="sk-test-x", max_retries=2,
+                           http_client=http)  # type: ignore[arg-type]
     with pytest.raises(openai.RateLimitError):
         client.images.generate(model="gpt-image-1", prompt="a kestrel",
                                extra_headers={"X-ALLM-Fault": "rate_limit; ms=10"})

@@ -14,39 +14,52 @@ from PIL import Image as PILImage
 
 from allm_proxy import Call, errors
 from allm_proxy.engine import Engine
-from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
-from tests.conftest import half_transparent_mask, noise_png
+from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile, RawBody
 from tests.support.asgi_server import free_port
+from tests.support.images import half_transparent_mask, noise_png
 from tests.upstreams import gemini_upstream as g
+from tests.upstreams.base import ASGI_BASE_URL
 from tests.upstreams.gemini_upstream import FakeGemini
 
 KEY = "test-gemini-key"
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FakeGemini, str]]:
-    upstream = FakeGemini()
-    with upstream.serving() as url:
-        yield upstream, url
+def fake() -> FakeGemini:
+    return FakeGemini()
+
+
+def _checked(fake: FakeGemini) -> Iterator[FakeGemini]:
+    fake.reset()
+    yield fake
+    assert fake.problems == [], "the proxy sent a request Google would refuse"
 
 
 @pytest.fixture
-def upstream(served: tuple[FakeGemini, str]) -> Iterator[FakeGemini]:
-    served[0].reset()
-    yield served[0]
-    assert served[0].problems == [], "the proxy sent a request Google would refuse"
+def upstream(fake: FakeGemini) -> Iterator[FakeGemini]:
+    """The module's fake, reached in-process (no socket); no request it received may be one Google refuses."""
+    yield from _checked(fake)
 
 
 @pytest.fixture
-def url(served: tuple[FakeGemini, str]) -> str:
-    return served[1]
+def networked() -> Iterator[tuple[FakeGemini, str]]:
+    """A fake on a real socket, for timeouts: (the fake, its base URL)."""
+    fake = FakeGemini()
+    with fake.serving() as url:
+        for checked in _checked(fake):
+            yield checked, url
 
 
-def make_engine(url: str, **opts: Any) -> Engine:
+def make_engine(upstream: FakeGemini | str, **opts: Any) -> Engine:
+    """The gemini adapter in front of `upstream` in-process, or of a base URL over the network."""
     aliases = opts.pop("aliases", None)
     timeout = opts.pop("timeout", 30.0)
-    return Engine(image_adapter="gemini", image_adapter_opts={"base_url": url, **opts}, aliases=aliases,
-                  env={"GEMINI_API_KEY": KEY}, request_options={"timeout": timeout})
+    if isinstance(upstream, str):
+        base_url, transport = upstream, None
+    else:
+        base_url, transport = ASGI_BASE_URL, upstream.asgi_transport()
+    return Engine(image_adapter="gemini", image_adapter_opts={"base_url": base_url, **opts}, aliases=aliases,
+                  env={"GEMINI_API_KEY": KEY}, request_options={"timeout": timeout}, transport=transport)
 
 
 def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> Any:
@@ -56,6 +69,7 @@ def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> A
             result = await engine.run(request, options or Call())
             if isinstance(result, ImageResponse):
                 return result
+            assert not isinstance(result, RawBody)  # the library API never relays
             return [event async for event in result]
         finally:
             await engine.aclose()
@@ -80,8 +94,8 @@ def pixels(data: bytes) -> PILImage.Image:
 # -- generations --------------------------------------------------------------------------------
 
 
-def test_generation_sends_one_generate_content_call_as_google_documents(upstream: FakeGemini, url: str) -> None:
-    run(make_engine(url), gen(size="1536x1024"))
+def test_generation_sends_one_generate_content_call_as_google_documents(upstream: FakeGemini) -> None:
+    run(make_engine(upstream), gen(size="1536x1024"))
     [sent] = upstream.requests
     assert sent.path == "/v1beta/models/gemini-3-pro-image:generateContent"
     assert sent.headers["x-goog-api-key"] == KEY
@@ -91,53 +105,52 @@ def test_generation_sends_one_generate_content_call_as_google_documents(upstream
                                       "imageConfig": {"aspectRatio": "3:2", "imageSize": "1K"}}
 
 
-def test_response_size_reports_the_decoded_pixels_not_the_requested_size(upstream: FakeGemini, url: str) -> None:
-    resp = run(make_engine(url), gen(size="1792x1024"))
+def test_response_size_reports_the_decoded_pixels_not_the_requested_size(upstream: FakeGemini) -> None:
+    resp = run(make_engine(upstream), gen(size="1792x1024"))
     w, h = upstream.output_size("gemini-3-pro-image", "16:9", "1K")
     assert resp.size == f"{w}x{h}" and pixels(resp.images[0].data).size == (w, h)
     assert resp.size != "1792x1024"
 
 
-def test_absent_and_auto_size_leave_the_image_config_out(upstream: FakeGemini, url: str) -> None:
-    run(make_engine(url), gen())
-    run(make_engine(url), gen(size="auto", model="gemini-3.1-flash-image"))
+def test_absent_and_auto_size_leave_the_image_config_out(upstream: FakeGemini) -> None:
+    run(make_engine(upstream), gen())
+    run(make_engine(upstream), gen(size="auto", model="gemini-3.1-flash-image"))
     assert [r.image_config for r in upstream.requests] == [{}, {}]
 
 
-def test_gemini_25_flash_never_gets_an_image_size(upstream: FakeGemini, url: str) -> None:
-    run(make_engine(url), gen(model="gemini-2.5-flash-image", size="1792x1024", quality="high"))
+def test_gemini_25_flash_never_gets_an_image_size(upstream: FakeGemini) -> None:
+    run(make_engine(upstream), gen(model="gemini-2.5-flash-image", size="1792x1024", quality="high"))
     assert upstream.requests[0].image_config == {"aspectRatio": "16:9"}
 
 
-def test_a_size_no_tier_can_honour_is_a_400_before_any_upstream_call(upstream: FakeGemini, url: str) -> None:
+def test_a_size_no_tier_can_honour_is_a_400_before_any_upstream_call(upstream: FakeGemini) -> None:
     with pytest.raises(errors.InvalidRequestError) as caught:
-        run(make_engine(url), gen(model="gemini-3.1-flash-lite-image", size="3000x3000"))
+        run(make_engine(upstream), gen(model="gemini-3.1-flash-lite-image", size="3000x3000"))
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, "size", "invalid_size")
     assert "1K" in caught.value.message and "1536" in caught.value.message
     assert upstream.requests == []
 
 
-def test_dall_e_3_alias_hd_wide_becomes_16_9_at_2k(upstream: FakeGemini, url: str) -> None:
-    engine = make_engine(url, aliases={"dall-e-3": {"provider": "gemini", "model": "gemini-3-pro-image"}})
+def test_dall_e_3_alias_hd_wide_becomes_16_9_at_2k(upstream: FakeGemini) -> None:
+    engine = make_engine(upstream, aliases={"dall-e-3": {"provider": "gemini", "model": "gemini-3-pro-image"}})
     resp = run(engine, gen(model="dall-e-3", size="1792x1024", quality="hd", style="vivid"))
     assert upstream.requests[0].path.endswith("/models/gemini-3-pro-image:generateContent")
     assert upstream.requests[0].image_config == {"aspectRatio": "16:9", "imageSize": "2K"}
     assert resp.size == "{}x{}".format(*upstream.output_size("gemini-3-pro-image", "16:9", "2K"))
 
 
-def test_unknown_gemini_model_id_is_sent_as_is_and_its_404_is_model_not_found(upstream: FakeGemini,
-                                                                              url: str) -> None:
+def test_unknown_gemini_model_id_is_sent_as_is_and_its_404_is_model_not_found(upstream: FakeGemini) -> None:
     with pytest.raises(errors.ModelNotFoundError) as caught:
-        run(make_engine(url), gen(model="gemini-9-ultra-image", size="1024x1024"))
+        run(make_engine(upstream), gen(model="gemini-9-ultra-image", size="1024x1024"))
     assert upstream.requests[0].path == "/v1beta/models/gemini-9-ultra-image:generateContent"
     assert caught.value.status == 404 and caught.value.code == "model_not_found"
     assert "models/gemini-9-ultra-image is not found" in caught.value.message
     upstream.requests[0].problems.clear()  # the 404 was the point, not a proxy mistake
 
 
-def test_api_version_and_per_call_key_reach_google(upstream: FakeGemini, url: str) -> None:
-    engine = Engine(image_adapter="gemini", image_adapter_opts={"base_url": url + "/", "api_version": "v1"},
-                    env={"GEMINI_API_KEY": "some-other-key"})
+def test_api_version_and_per_call_key_reach_google(upstream: FakeGemini) -> None:
+    engine = Engine(image_adapter="gemini", image_adapter_opts={"base_url": ASGI_BASE_URL + "/", "api_version": "v1"},
+                    env={"GEMINI_API_KEY": "some-other-key"}, transport=upstream.asgi_transport())
     run(engine, gen(), Call(client_key=KEY))
     assert upstream.requests[0].path == "/v1/models/gemini-3-pro-image:generateContent"
     assert upstream.requests[0].headers["x-goog-api-key"] == KEY
@@ -146,18 +159,19 @@ def test_api_version_and_per_call_key_reach_google(upstream: FakeGemini, url: st
 # -- n ------------------------------------------------------------------------------------------------
 
 
-def test_n_3_makes_three_calls_without_candidate_count_and_sums_usage(upstream: FakeGemini, url: str) -> None:
-    resp = run(make_engine(url), gen(n=3, size="1024x1024"))
+def test_n_3_makes_three_calls_without_candidate_count_and_sums_usage(upstream: FakeGemini) -> None:
+    resp = run(make_engine(upstream), gen(n=3, size="1024x1024"))
     assert len(upstream.requests) == 3 and len(resp.images) == 3
     assert all("candidateCount" not in r.generation_config for r in upstream.requests)
-    one = run(make_engine(url), gen(n=1, size="1024x1024")).usage
+    one = run(make_engine(upstream), gen(n=1, size="1024x1024")).usage
     assert resp.usage.input_tokens == 3 * one.input_tokens
     assert resp.usage.output_image_tokens == 3 * 1120 and resp.usage.total_tokens == 3 * one.total_tokens
 
 
-def test_concurrency_is_bounded_by_max_concurrency(upstream: FakeGemini, url: str) -> None:
+@pytest.mark.slow  # timing
+def test_concurrency_is_bounded_by_max_concurrency(upstream: FakeGemini) -> None:
     upstream.script(*[g.image(delay=0.2) for _ in range(4)])
-    started = asyncio.run(_timed(make_engine(url, max_concurrency=2), gen(n=4)))
+    started = asyncio.run(_timed(make_engine(upstream, max_concurrency=2), gen(n=4)))
     # Two at a time: two rounds of 0.2 s, not one.
     assert started >= 0.38
 
@@ -172,9 +186,9 @@ async def _timed(engine: Engine, request: ImageRequest) -> float:
     return loop.time() - start
 
 
-def test_partial_success_returns_the_images_that_came_back(upstream: FakeGemini, url: str) -> None:
+def test_partial_success_returns_the_images_that_came_back(upstream: FakeGemini) -> None:
     upstream.script(g.image(), g.finish_blocked(), g.unavailable())
-    resp = run(make_engine(url), gen(n=3))
+    resp = run(make_engine(upstream), gen(n=3))
     assert len(upstream.requests) == 3 and len(resp.images) == 1
 
 
@@ -183,34 +197,34 @@ def test_partial_success_returns_the_images_that_came_back(upstream: FakeGemini,
     ([g.unavailable(), g.internal(), g.quota_exceeded()], errors.RateLimitError),
     ([g.invalid_argument(), g.unavailable(), g.invalid_argument()], errors.UpstreamError),
 ])
-def test_all_calls_failing_raises_the_most_telling_error(upstream: FakeGemini, url: str, replies: list[g.Reply],
+def test_all_calls_failing_raises_the_most_telling_error(upstream: FakeGemini, replies: list[g.Reply],
                                                           expected: type[errors.ProxyError]) -> None:
     upstream.script(*replies)
     with pytest.raises(expected):
-        run(make_engine(url, max_concurrency=1), gen(n=3))
+        run(make_engine(upstream, max_concurrency=1), gen(n=3))
 
 
 # -- answers ----------------------------------------------------------------------------------------
 
 
-def test_jpeg_labelled_png_is_reported_as_jpeg(upstream: FakeGemini, url: str) -> None:
+def test_jpeg_labelled_png_is_reported_as_jpeg(upstream: FakeGemini) -> None:
     upstream.script(g.image("jpeg", label="image/png"))
-    resp = run(make_engine(url), gen())
+    resp = run(make_engine(upstream), gen())
     assert resp.output_format == "jpeg" and resp.images[0].mime_type == "image/jpeg"
     assert resp.images[0].data.startswith(b"\xff\xd8\xff")
 
 
 @pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("webp", b"RIFF"), ("jpeg", b"\xff\xd8\xff")])
-def test_output_format_is_honoured_by_transcoding(upstream: FakeGemini, url: str, fmt: str, magic: bytes) -> None:
+def test_output_format_is_honoured_by_transcoding(upstream: FakeGemini, fmt: str, magic: bytes) -> None:
     upstream.script(g.image("jpeg", label="image/png"))
-    resp = run(make_engine(url), gen(output_format=fmt, output_compression=80))
+    resp = run(make_engine(upstream), gen(output_format=fmt, output_compression=80))
     assert resp.images[0].data.startswith(magic) and resp.output_format == fmt
     assert resp.images[0].mime_type == f"image/{fmt}"
 
 
-def test_thought_images_and_thought_text_are_skipped(upstream: FakeGemini, url: str) -> None:
+def test_thought_images_and_thought_text_are_skipped(upstream: FakeGemini) -> None:
     upstream.script(g.image(thoughts=2, text="Here is your kestrel."))
-    resp = run(make_engine(url), gen(size="1024x1024"))
+    resp = run(make_engine(upstream), gen(size="1024x1024"))
     [image] = resp.images
     assert pixels(image.data).size == upstream.output_size("gemini-3-pro-image")  # not the 24x24 drafts
     assert image.revised_prompt == "Here is your kestrel."
@@ -220,11 +234,11 @@ def test_thought_images_and_thought_text_are_skipped(upstream: FakeGemini, url: 
     assert resp.usage.output_tokens == 1120 + 2 * 180 + caption_tokens
 
 
-def test_usage_maps_usage_metadata_as_tabulated(upstream: FakeGemini, url: str) -> None:
+def test_usage_maps_usage_metadata_as_tabulated(upstream: FakeGemini) -> None:
     upstream.script(g.image(thoughts=1))
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="make it dusk",
                            images=[InputFile(noise_png((32, 32)))])
-    resp = run(make_engine(url), request)
+    resp = run(make_engine(upstream), request)
     usage = resp.usage
     prompt_text = len("make it dusk") // 4
     assert (usage.input_text_tokens, usage.input_image_tokens) == (max(1, prompt_text), 560)
@@ -233,29 +247,29 @@ def test_usage_maps_usage_metadata_as_tabulated(upstream: FakeGemini, url: str) 
     assert usage.output_tokens == 1300 and usage.total_tokens == usage.input_tokens + 1300
 
 
-def test_echo_fields_are_opaque_real_format_and_quality(upstream: FakeGemini, url: str) -> None:
-    assert run(make_engine(url), gen(quality="low")).quality == "low"
-    resp = run(make_engine(url), gen())
+def test_echo_fields_are_opaque_real_format_and_quality(upstream: FakeGemini) -> None:
+    assert run(make_engine(upstream), gen(quality="low")).quality == "low"
+    resp = run(make_engine(upstream), gen())
     assert (resp.background, resp.output_format, resp.quality) == ("opaque", "png", "high")
 
 
-def test_background_transparent_is_refused(upstream: FakeGemini, url: str) -> None:
+def test_background_transparent_is_refused(upstream: FakeGemini) -> None:
     with pytest.raises(errors.InvalidRequestError) as caught:
-        run(make_engine(url), gen(background="transparent"))
+        run(make_engine(upstream), gen(background="transparent"))
     assert caught.value.param == "background" and upstream.requests == []
 
 
 # -- edits -----------------------------------------------------------------------------------------------
 
 
-def test_edit_sends_every_image_as_inline_data_with_its_sniffed_type(upstream: FakeGemini, url: str) -> None:
+def test_edit_sends_every_image_as_inline_data_with_its_sniffed_type(upstream: FakeGemini) -> None:
     png = noise_png((40, 30))
     buf = io.BytesIO()
     PILImage.open(io.BytesIO(png)).save(buf, format="JPEG")
     jpeg = buf.getvalue()
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="put them together",
                            images=[InputFile(png, content_type="image/jpeg"), InputFile(jpeg, filename="x.png")])
-    run(make_engine(url), request)
+    run(make_engine(upstream), request)
     [sent] = upstream.requests
     assert sent.image_mime_types == ["image/png", "image/jpeg"]
     assert sent.images == [png, jpeg]
@@ -265,20 +279,20 @@ def test_edit_sends_every_image_as_inline_data_with_its_sniffed_type(upstream: F
     assert sent.image_config == {}  # no size: the model keeps the input's ratio
 
 
-def test_edit_with_size_maps_it(upstream: FakeGemini, url: str) -> None:
+def test_edit_with_size_maps_it(upstream: FakeGemini) -> None:
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="wider", size="1536x1024",
                            images=[InputFile(noise_png((32, 32)))])
-    run(make_engine(url), request)
+    run(make_engine(upstream), request)
     assert upstream.requests[0].image_config == {"aspectRatio": "3:2", "imageSize": "1K"}
 
 
-def test_edit_with_mask_keeps_every_unmasked_pixel(upstream: FakeGemini, url: str) -> None:
+def test_edit_with_mask_keeps_every_unmasked_pixel(upstream: FakeGemini) -> None:
     size = (48, 36)
     original = noise_png(size)
     upstream.script(g.image("jpeg"))  # lossy and a different size: the proxy must still keep pixels exact
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="paint the right half blue",
                            images=[InputFile(original)], mask=InputFile(half_transparent_mask(size), field="mask"))
-    resp = run(make_engine(url), request)
+    resp = run(make_engine(upstream), request)
     out = pixels(resp.images[0].data).convert("RGB")
     src = pixels(original).convert("RGB")
     assert out.size == size and resp.size == "48x36" and resp.output_format == "png"
@@ -289,13 +303,12 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(upstream: FakeGemini, url: st
     assert len(upstream.requests[0].images) == 1  # no hint unless asked
 
 
-def test_mask_hint_sends_the_mask_as_a_black_and_white_image_with_an_instruction(upstream: FakeGemini,
-                                                                                  url: str) -> None:
+def test_mask_hint_sends_the_mask_as_a_black_and_white_image_with_an_instruction(upstream: FakeGemini) -> None:
     size = (20, 10)
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="add a moon",
                            images=[InputFile(noise_png(size))],
                            mask=InputFile(half_transparent_mask(size), field="mask"))
-    run(make_engine(url, mask_hint=True), request)
+    run(make_engine(upstream, mask_hint=True), request)
     sent = upstream.requests[0]
     assert len(sent.images) == 2
     hint = pixels(sent.images[1]).convert("L")
@@ -311,15 +324,15 @@ def variation(**fields: Any) -> ImageRequest:
                         **fields)
 
 
-def test_variations_are_refused_by_default_with_how_to_enable_them(upstream: FakeGemini, url: str) -> None:
+def test_variations_are_refused_by_default_with_how_to_enable_them(upstream: FakeGemini) -> None:
     with pytest.raises(errors.UnsupportedOperationError) as caught:
-        run(make_engine(url), variation())
+        run(make_engine(upstream), variation())
     assert caught.value.status == 400 and 'variations = "emulate"' in caught.value.message
     assert upstream.requests == []
 
 
-def test_emulated_variations_are_edits_asking_for_a_variation(upstream: FakeGemini, url: str) -> None:
-    resp = run(make_engine(url, variations="emulate"), variation(n=2))
+def test_emulated_variations_are_edits_asking_for_a_variation(upstream: FakeGemini) -> None:
+    resp = run(make_engine(upstream, variations="emulate"), variation(n=2))
     assert len(resp.images) == 2 and len(upstream.requests) == 2
     sent = upstream.requests[0]
     assert len(sent.images) == 1 and "variation" in sent.text.lower()
@@ -328,8 +341,8 @@ def test_emulated_variations_are_edits_asking_for_a_variation(upstream: FakeGemi
 # -- streaming -------------------------------------------------------------------------------------------------
 
 
-def test_stream_gives_one_completed_event_per_image(upstream: FakeGemini, url: str) -> None:
-    events: list[ImageEvent] = run(make_engine(url), gen(stream=True, n=2, size="1024x1536", partial_images=2))
+def test_stream_gives_one_completed_event_per_image(upstream: FakeGemini) -> None:
+    events: list[ImageEvent] = run(make_engine(upstream), gen(stream=True, n=2, size="1024x1536", partial_images=2))
     assert [e.type for e in events] == ["image_generation.completed"] * 2
     w, h = upstream.output_size("gemini-3-pro-image", "2:3")
     for event in events:
@@ -339,17 +352,19 @@ def test_stream_gives_one_completed_event_per_image(upstream: FakeGemini, url: s
         assert {"quality", "background", "created_at"} <= set(event.fields)
 
 
-def test_streamed_edit_events_are_image_edit_completed(upstream: FakeGemini, url: str) -> None:
+def test_streamed_edit_events_are_image_edit_completed(upstream: FakeGemini) -> None:
     request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="x", stream=True,
                            images=[InputFile(noise_png((16, 16)))])
-    events = run(make_engine(url), request)
+    events = run(make_engine(upstream), request)
     assert [e.type for e in events] == ["image_edit.completed"]
 
 
 # -- transport failures ------------------------------------------------------------------------------------------
 
 
-def test_an_upstream_that_does_not_answer_in_time_is_a_504(upstream: FakeGemini, url: str) -> None:
+@pytest.mark.slow  # timing
+def test_an_upstream_that_does_not_answer_in_time_is_a_504(networked: tuple[FakeGemini, str]) -> None:
+    upstream, url = networked  # the ASGI transport has no timeouts
     upstream.script(g.image(delay=0.8))
     with pytest.raises(errors.UpstreamTimeoutError) as caught:
         run(make_engine(url, timeout=0.3), gen())
@@ -362,14 +377,14 @@ def test_an_upstream_that_cannot_be_reached_is_a_502(upstream: FakeGemini) -> No
     assert caught.value.status == 502 and caught.value.code == "upstream_error"
 
 
-def test_options_with_bad_values_fail_naming_the_valid_ones(url: str) -> None:
+def test_options_with_bad_values_fail_naming_the_valid_ones(upstream: FakeGemini) -> None:
     with pytest.raises(ValueError, match="reject, emulate"):
-        run(make_engine(url, variations="sometimes"), gen())
+        run(make_engine(upstream, variations="sometimes"), gen())
 
 
-def test_inline_data_is_standard_base64_of_the_exact_bytes(upstream: FakeGemini, url: str) -> None:
+def test_inline_data_is_standard_base64_of_the_exact_bytes(upstream: FakeGemini) -> None:
     original = noise_png((8, 8))
-    run(make_engine(url), ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="x",
+    run(make_engine(upstream), ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="x",
                                        images=[InputFile(original)]))
     part = next(p for p in upstream.requests[0].parts if "inlineData" in p)
     assert part["inlineData"]["data"] == base64.b64encode(original).decode()

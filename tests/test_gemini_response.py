@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from typing import Any
 
 import pytest
-from PIL import Image as PILImage
 
 from allm_proxy import errors
 from allm_proxy.adapters.gemini.response import parse_generate_response, usage_from_metadata
-
-
-def png(color: tuple[int, int, int], size: tuple[int, int] = (4, 4)) -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.support.images import png_bytes
 
 
 def answer(parts: list[dict[str, Any]], finish: str = "STOP", **top: Any) -> bytes:
@@ -34,14 +27,14 @@ def parse(body: bytes) -> Any:
 
 
 def test_the_last_final_image_is_the_answer_and_thoughts_are_skipped() -> None:
-    first, last, thought = png((1, 1, 1)), png((2, 2, 2)), png((3, 3, 3))
+    first, last, thought = (png_bytes((4, 4), (shade,) * 3, "RGB") for shade in (1, 2, 3))
     result = parse(answer([inline(thought, thought=True), {"text": "draft", "thought": True}, inline(first),
                            {"text": "Two takes."}, inline(last)]))
     assert result.data == last and result.text == "Two takes."
 
 
 def test_url_safe_base64_and_snake_case_inline_data_decode() -> None:
-    data = png((250, 251, 252), (17, 3))
+    data = png_bytes((17, 3), (250, 251, 252), "RGB")
     encoded = base64.urlsafe_b64encode(data).decode().rstrip("=")
     result = parse(answer([{"inline_data": {"mime_type": "image/png", "data": encoded}}]))
     assert result.data == data

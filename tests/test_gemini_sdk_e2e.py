@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types import ImageGenCompletedEvent
 from PIL import Image as PILImage
 
 from allm_proxy import Engine
-from tests.conftest import half_transparent_mask, noise_png, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import half_transparent_mask, noise_png
 from tests.upstreams import gemini_upstream as g
 from tests.upstreams.gemini_upstream import FakeGemini
 
@@ -97,7 +99,7 @@ def test_every_openai_size_maps_to_the_tabulated_ratio_and_tier(
     extra: dict[str, Any] = {"quality": quality} if quality else {}
     if model.startswith("dall-e"):
         extra["response_format"] = "b64_json"
-    result = client.images.generate(model=model, prompt="a kestrel", size=size, **extra)  # type: ignore[arg-type]
+    result = client.images.generate(model=model, prompt="a kestrel", size=size, **extra)
     [sent] = upstream.requests
     assert sent.path == f"/v1beta/models/{target}:generateContent"
     assert sent.image_config == ({"aspectRatio": ratio, "imageSize": tier} if tier else {"aspectRatio": ratio})
@@ -138,7 +140,7 @@ def test_n_3_makes_three_upstream_calls(client: openai.OpenAI, upstream: FakeGem
 @pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("jpeg", b"\xff\xd8\xff"), ("webp", b"RIFF")])
 def test_output_format_is_transcoded(client: openai.OpenAI, upstream: FakeGemini, fmt: str, magic: bytes) -> None:
     upstream.script(g.image("jpeg", label="image/png"))
-    result = client.images.generate(model="gpt-image-1.5", prompt="x", output_format=fmt,  # type: ignore[arg-type]
+    result = client.images.generate(model="gpt-image-1.5", prompt="x", output_format=fmt,  # type: ignore[call-overload]
                                     output_compression=70)
     assert result.data is not None and base64.b64decode(result.data[0].b64_json or "").startswith(magic)
     assert result.output_format == fmt
@@ -270,6 +272,7 @@ def test_streaming_gives_a_parseable_completed_event(client: openai.OpenAI, upst
     [done] = events
     assert decode(done.b64_json).size == upstream.output_size("gemini-3-pro-image", "3:2", "1K")
     assert done.size == "{}x{}".format(*upstream.output_size("gemini-3-pro-image", "3:2", "1K"))
+    assert isinstance(done, ImageGenCompletedEvent)
     assert done.output_format == "png" and done.usage.output_tokens == 1120
 
 

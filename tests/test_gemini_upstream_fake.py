@@ -13,6 +13,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from PIL import Image as PILImage
 
+from tests.support.images import png_bytes
 from tests.upstreams import gemini_upstream as g
 from tests.upstreams.gemini_upstream import FakeGemini
 
@@ -39,11 +40,6 @@ def sdk(served: tuple[FakeGemini, str]) -> Iterator[genai.Client]:
     yield client
     client.close()
 
-
-def png(size: tuple[int, int]) -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGB", size, (10, 200, 30)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def image_config(ratio: str, tier: str | None = None) -> types.GenerateContentConfig:
@@ -80,7 +76,7 @@ def test_tiers_are_distinguishable_and_keep_the_ratio(upstream: FakeGemini) -> N
 
 def test_sdk_edit_with_url_safe_base64_and_snake_case_mime_type_is_accepted(sdk: genai.Client,
                                                                              upstream: FakeGemini) -> None:
-    inputs = [png((30, 20)), png((10, 10))]
+    inputs = [png_bytes(size, (10, 200, 30), "RGB") for size in ((30, 20), (10, 10))]
     sdk.models.generate_content(
         model="gemini-3-pro-image",
         contents=[types.Part.from_bytes(data=inputs[0], mime_type="image/png"),

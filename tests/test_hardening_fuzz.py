@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 from collections import Counter
 
@@ -19,7 +18,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image as PILImage
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -32,15 +30,11 @@ from allm_proxy import Engine
 from allm_proxy.openapi import openapi_document
 from allm_proxy.server import create_app
 from allm_proxy.types import KNOWN_FIELDS
+from tests.support.images import image_bytes, png_bytes
 
+pytestmark = pytest.mark.slow  # hardening: schemathesis and hypothesis fuzzing
 
-def _one_pixel() -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGBA", (1, 1), (1, 2, 3, 255)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-PIXEL = _one_pixel()
+PIXEL = png_bytes((1, 1), (1, 2, 3, 255))
 
 
 # Every request of every session (the fuzzer sends X-ALLM-Session too) gets the scripted 1x1 image.
@@ -65,9 +59,7 @@ def test_no_request_gets_a_5xx_and_every_answer_matches_the_document(case: schem
 
 
 def _encoded(size: tuple[int, int], mode: str, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    PILImage.new(mode, size, (9, 99, 199, 128)[: len(mode)] if mode != "P" else 3).save(buf, format=fmt)
-    return buf.getvalue()
+    return image_bytes(size, (9, 99, 199, 128), mode, fmt)
 
 
 IMAGES = [_encoded((16, 16), "RGBA", "PNG"), _encoded((16, 16), "RGB", "PNG"), _encoded((16, 16), "P", "PNG"),

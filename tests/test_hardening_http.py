@@ -17,13 +17,14 @@ import pytest
 
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ServerLimits
-from tests.test_hardening_support import (
+from tests.support.asgi_server import guarded_proxy, port_of
+from tests.support.hardening import (
     captured_logs,
     envelope_of,
-    guarded_proxy,
-    port_of,
     read_response,
 )
+
+pytestmark = pytest.mark.slow  # hardening: raw sockets and slow clients against the guarded server
 
 LIMITS = ServerLimits(header_timeout=1.0, body_timeout=1.0, keep_alive=5, max_inflight=1)
 HEAD = b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -13,17 +13,16 @@ import openai
 import pytest
 
 from allm_proxy import Engine
-from tests.test_hardening_support import (
+from tests.support.asgi_server import guarded_proxy, port_of
+from tests.support.hardening import (
     assert_envelope,
     captured_logs,
     envelope_of,
-    guarded_proxy,
-    jpeg,
-    png,
-    png_bomb,
-    port_of,
     read_response,
 )
+from tests.support.images import noise_jpeg, png_bomb, png_bytes
+
+pytestmark = pytest.mark.slow  # hardening: hostile inputs through the guarded server
 
 GEN, EDIT, VAR = "/v1/images/generations", "/v1/images/edits", "/v1/images/variations"
 JSON = "application/json"
@@ -63,9 +62,10 @@ class Case:
     method: str = "POST"
 
 
-IMG = png((64, 64))
+IMG = png_bytes((64, 64))
+IMG_RGB = png_bytes((64, 64), mode="RGB")  # no alpha channel
 TRUNCATED_PNG = IMG[: len(IMG) // 2]
-TRUNCATED_JPEG = jpeg((256, 256))[:2000]
+TRUNCATED_JPEG = noise_jpeg((256, 256))[:2000]
 
 CASES = [
     # -- the body is not a JSON object ------------------------------------------------------
@@ -134,10 +134,10 @@ CASES = [
     Case("image-png-bomb-just-over", EDIT, multipart(("prompt", "x"), ("image", png_bomb(9_000, 9_000), "b.png")),
          MULTIPART, 400, "image", "pixels", "image_too_large"),
     Case("mask-of-another-size", EDIT, multipart(("prompt", "x"), ("image", IMG, "a.png"),
-                                                 ("mask", png((32, 32)), "m.png")), MULTIPART, 400, "mask",
+                                                 ("mask", png_bytes((32, 32)), "m.png")), MULTIPART, 400, "mask",
          "same dimensions", "invalid_mask"),
     Case("mask-without-alpha", EDIT, multipart(("prompt", "x"), ("image", IMG, "a.png"),
-                                               ("mask", png((64, 64), "RGB"), "m.png")), MULTIPART, 400, "mask",
+                                               ("mask", IMG_RGB, "m.png")), MULTIPART, 400, "mask",
          "alpha", "invalid_mask"),
     Case("mask-not-an-image", EDIT, multipart(("prompt", "x"), ("image", IMG, "a.png"), ("mask", b"zz", "m.png")),
          MULTIPART, 400, "mask", "PNG"),
@@ -147,7 +147,7 @@ CASES = [
                                              *[("image[]", IMG, f"{i}.png") for i in range(17)]),
          MULTIPART, 400, "image", "at most 16", "too_many_images"),
     Case("dall-e-2-non-square", EDIT, multipart(("model", "dall-e-2"), ("prompt", "x"),
-                                                ("image", png((64, 32)), "a.png")), MULTIPART, 400, "image",
+                                                ("image", png_bytes((64, 32)), "a.png")), MULTIPART, 400, "image",
          "square PNG"),
     Case("multipart-n-a-word", EDIT, multipart(("prompt", "x"), ("n", "many"), ("image", IMG, "a.png")), MULTIPART,
          400, "n", "integer", "invalid_type"),
@@ -255,7 +255,8 @@ def test_sdk_bad_inputs_raise_typed_exceptions_without_retrying(proxy_url: str) 
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(image=("a.png", b"not an image"), prompt="x")
     # The SDK labels a file named a.png image/png, so the bytes are tried as a PNG and fail to decode.
-    assert caught.value.code == "invalid_image" and caught.value.body["param"] == "image"
+    assert caught.value.code == "invalid_image"
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "image"
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.generate(prompt="x", n=0)
     assert caught.value.code == "integer_below_min_value"

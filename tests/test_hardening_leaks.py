@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from allm_proxy import Engine
 from allm_proxy.server import create_app, uvicorn_options
 from tests.support.asgi_server import free_port, serve_asgi
-from tests.test_hardening_support import captured_logs
+from tests.support.hardening import captured_logs
 from tests.upstreams import openai_upstream as up
+
+pytestmark = pytest.mark.slow  # hardening: a thousand requests each, counting what leaks
 
 CONCURRENCY = 8
 

@@ -15,10 +15,13 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.files import HostedFiles
 from allm_proxy.server import bind_warning
-from tests.support.asgi_server import free_port
-from tests.test_hardening_support import captured_logs, guarded_proxy, png
+from tests.support.asgi_server import free_port, guarded_proxy
+from tests.support.hardening import captured_logs
+from tests.support.images import png_bytes
 from tests.upstreams import gemini_upstream as gem
 from tests.upstreams import openai_upstream as up
+
+pytestmark = pytest.mark.slow  # hardening: every failure path, searched for keys
 
 PROVIDER_KEY = "sk-test-prov-7f3a9c"
 HEADER_KEY = "sk-test-hdr-4d8e2a6"
@@ -38,7 +41,7 @@ def calls(url: str, *, bearer: str = BEARER_KEY) -> Iterator[httpx.Response]:
     with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
         yield client.post("/v1/images/generations", json={"prompt": "a kestrel", "size": "1024x1024"})
         yield client.post("/v1/images/generations", json={"prompt": "a kestrel", "n": 99})
-        yield client.post("/v1/images/edits", files={"image": ("a.png", png())}, data={"prompt": "a moon"})
+        yield client.post("/v1/images/edits", files={"image": ("a.png", png_bytes())}, data={"prompt": "a moon"})
         yield client.get("/v1/models")
         yield client.get("/v1/models/gpt-image-1.5")
         yield client.get("/healthz")
@@ -125,7 +128,9 @@ def guarded_url() -> Iterator[str]:
 def test_a_wrong_access_token_is_401_in_every_shape(guarded_url: str, presented: str) -> None:
     for headers in ({"authorization": f"Bearer {presented}".strip()}, {"x-allm-access-token": presented}):
         encoded = {k: v.encode("latin-1") for k, v in headers.items()}
-        response = httpx.post(f"{guarded_url}/v1/images/generations", json={"prompt": "x"}, headers=encoded)
+        # Bytes on purpose: a token outside ASCII must reach the server as the client sent it.
+        response = httpx.post(f"{guarded_url}/v1/images/generations", json={"prompt": "x"},
+                              headers=encoded)  # type: ignore[arg-type]
         assert response.status_code == 401, response.text
         assert response.json()["error"]["code"] == "invalid_api_key"
         assert ACCESS_TOKEN not in response.text and (not presented or presented not in response.text)
@@ -143,7 +148,8 @@ def test_the_right_access_token_works_either_way_and_is_never_passed_on() -> Non
             assert "X-ALLM-Api-Key" in caught.value.message
             assert upstream.requests == []
             keyed = client.with_options(default_headers={"X-ALLM-Api-Key": HEADER_KEY})
-            assert keyed.images.generate(model="gpt-image-1.5", prompt="x").data[0].b64_json
+            keyed_result = keyed.images.generate(model="gpt-image-1.5", prompt="x")
+            assert keyed_result.data and keyed_result.data[0].b64_json
             other = httpx.post(f"{url}/v1/images/generations", json={"model": "gpt-image-1.5", "prompt": "y"},
                                headers={"x-allm-access-token": ACCESS_TOKEN, "x-allm-api-key": HEADER_KEY})
             assert other.status_code == 200

@@ -18,8 +18,10 @@ import httpx
 import pytest
 
 from tests.support.asgi_server import free_port
-from tests.test_hardening_support import read_response
+from tests.support.hardening import read_response
 from tests.upstreams import openai_upstream as up
+
+pytestmark = pytest.mark.slow  # hardening: SIGTERM to a served subprocess
 
 ALLM_PROXY = Path(sys.executable).parent / "allm-proxy"
 ROOT = Path(__file__).resolve().parent.parent

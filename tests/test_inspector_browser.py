@@ -21,10 +21,12 @@ import pytest
 from allm_proxy import Engine
 from allm_proxy.config import CassetteSettings
 from allm_proxy.server.app import create_inspect_app
-from tests.conftest import half_transparent_mask, noise_png, running_proxy
-from tests.support.asgi_server import serve_asgi
+from tests.support.asgi_server import running_proxy, serve_asgi
+from tests.support.images import half_transparent_mask, noise_png
 from tests.support.system_parts import require
 from tests.upstreams.openai_upstream import FakeOpenAI
+
+pytestmark = pytest.mark.slow  # a browser (Debian's chromium)
 
 SHOTS = Path("/tmp/inspector-shots")
 INJECTION = "<img src=x onerror=alert(1)>"
@@ -53,10 +55,18 @@ class Watched:
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self.hosts: set[str] = set()
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("console", lambda m: self._console(m.type, m.text))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("request", lambda r: self.hosts.add(urlsplit(r.url).netloc))
-        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        page.on("dialog", self._dialog)
+
+    def _console(self, kind: str, text: str) -> None:
+        if kind == "error":
+            self.errors.append(text)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
 
     def shot(self, name: str) -> Path:
         path = self.shots / f"{name}.png"

@@ -14,7 +14,8 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import CassetteSettings, JournalSettings
 from allm_proxy.journal import MemoryJournal
-from tests.conftest import half_transparent_mask, png_bytes, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 UPSTREAM_KEY = "sk-test-journal-upstream-key-0123456789"
@@ -76,6 +77,7 @@ def test_entry_blob_routes_return_the_bytes_the_client_sent_and_got() -> None:
     with running_proxy(Engine()) as url:
         answer = client(url).images.edit(image=("in.png", image, "image/png"), mask=("m.png", mask, "image/png"),
                                          prompt="p", size="256x256", response_format="url")
+        assert answer.data
         served = httpx.get(answer.data[0].url or "").content  # a hosted URL: the journal keeps its bytes
         entry = entries(url)[-1]
         one = httpx.get(f"{url}/allm/requests/{entry['id']}").json()
@@ -167,6 +169,7 @@ def test_cassette_record_hit_and_miss_are_told_apart_and_no_key_appears(tmp_path
     assert [(u["method"], u["status"], u["source"]) for u in first["upstream"]] == [("POST", 200, "upstream")]
     assert first["upstream"][0]["url"] == upstream_url + "/v1/images/generations"
     assert hit["upstream"][0]["source"] == "cassette"
+    assert replayed.data and recorded.data
     assert replayed.data[0].b64_json == recorded.data[0].b64_json
     assert hit["images"][0]["sha256"] == sha(base64.b64decode(replayed.data[0].b64_json or ""))
     assert hit["usage"] is not None and hit["usage"]["total_tokens"] == (replayed.usage.total_tokens

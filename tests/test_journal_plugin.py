@@ -9,6 +9,8 @@ from tests.upstreams.openai_upstream import FakeOpenAI
 
 pytest_plugins = ["pytester"]
 
+pytestmark = pytest.mark.slow  # a pytester suite in a subprocess
+
 SUITE = '''
 import os
 

@@ -10,7 +10,7 @@ from allm_proxy.config import JournalSettings
 from allm_proxy.journal import Blob, MemoryJournal, Record
 from allm_proxy.journal.recorder import PARAM_FIELDS, params_of
 from allm_proxy.types import Image, ImageRequest, InputFile
-from tests.conftest import png_bytes
+from tests.support.images import png_bytes
 
 
 def record(n: int, *, session: str = "s", status: int = 200, image: bytes | None = None) -> Record:

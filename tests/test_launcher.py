@@ -14,7 +14,10 @@ import pytest
 
 from tests.node.test_node_sdk import HERE as NODE_DIR
 from tests.node.test_node_sdk import node_sdk_ready
+from tests.support.asgi_server import port_of
 from tests.upstreams.openai_upstream import FakeOpenAI
+
+pytestmark = pytest.mark.slow  # subprocesses: `allm-proxy run` and the clients it starts
 
 TIMEOUT = 90
 PY_CLIENT = """
@@ -28,6 +31,7 @@ sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
 """
 NODE_CLIENT = """
 import OpenAI from "openai";
+
 const client = new OpenAI({ apiKey: "sk-test-run", maxRetries: 0 });
 const answer = await client.images.generate({ prompt: "a heron", size: "256x256", response_format: "b64_json" });
 console.log(JSON.stringify({ base: process.env.OPENAI_BASE_URL, images: answer.data.length }));
@@ -37,10 +41,6 @@ console.log(JSON.stringify({ base: process.env.OPENAI_BASE_URL, images: answer.d
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "allm_proxy", "run", *args], capture_output=True, text=True,
                           timeout=TIMEOUT, check=False, env=env or dict(os.environ))
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
 def port_is_free(port: int) -> bool:

@@ -14,7 +14,7 @@ from allm_proxy.metrics import Metrics
 from allm_proxy.pricing import PriceTable
 from allm_proxy.types import Usage
 from tests.conftest import running_proxy
-from tests.test_cassette_support import OPENAI_KEY
+from tests.support.cassette_helpers import OPENAI_KEY
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 # gpt-image-1: $5 per million input text tokens, $40 per million output tokens. The fake upstream

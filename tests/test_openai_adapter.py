@@ -25,10 +25,11 @@ from allm_proxy.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
-from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile
+from allm_proxy.types import ImageEvent, ImageRequest, ImageResponse, InputFile, RawBody
 from allm_proxy.wire.requests import form_values
-from tests.conftest import half_transparent_mask, png_bytes
 from tests.support.asgi_server import free_port
+from tests.support.images import half_transparent_mask, png_bytes
+from tests.upstreams.base import ASGI_BASE_URL
 from tests.upstreams.openai_upstream import (
     FakeOpenAI,
     bad_request,
@@ -48,15 +49,37 @@ T = TypeVar("T")
 KEY = "sk-test-adp-012345"
 
 
+BASE_URL = ASGI_BASE_URL + "/v1"
+
+
+@pytest.fixture(scope="module")
+def fake() -> FakeOpenAI:
+    return FakeOpenAI()
+
+
 @pytest.fixture
-def base_url(served: tuple[FakeOpenAI, str]) -> str:
-    return served[1] + "/v1"
+def upstream(fake: FakeOpenAI) -> FakeOpenAI:
+    """The module's fake, reached in-process (no socket), its recordings and script cleared."""
+    fake.reset()
+    return fake
 
 
-def make_engine(base_url: str, **opts: Any) -> Engine:
+@pytest.fixture
+def networked(served: tuple[FakeOpenAI, str]) -> tuple[FakeOpenAI, str]:
+    """The module's fake on a real socket, for timeouts, resets and streams: (the fake, its /v1 URL)."""
+    served[0].reset()
+    return served[0], served[1] + "/v1"
+
+
+def make_engine(upstream: FakeOpenAI | str, **opts: Any) -> Engine:
+    """The openai adapter in front of `upstream` in-process, or of a base URL over the network."""
     request_options = opts.pop("request_options", None)
+    if isinstance(upstream, str):
+        base_url, transport = upstream, None
+    else:
+        base_url, transport = BASE_URL, upstream.asgi_transport()
     return Engine(image_adapter="openai", image_adapter_opts={"base_url": base_url, **opts},
-                  request_options=request_options, env={"OPENAI_API_KEY": KEY})
+                  request_options=request_options, env={"OPENAI_API_KEY": KEY}, transport=transport)
 
 
 def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> ImageResponse:
@@ -85,12 +108,12 @@ def gen(**fields: Any) -> ImageRequest:
 
 
 def test_generation_sends_every_field_including_unknown_ones_as_json(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
     request = gen(n=2, size="1536x1024", quality="high", background="transparent", output_format="webp",
                   output_compression=80, moderation="low", user="user-1",
                   extra=[("flag", True), ("nested", {"a": [1, 2]}), ("nothing", None)])
-    run(make_engine(base_url), request)
+    run(make_engine(upstream), request)
     sent = upstream.last
     assert sent.path == "/v1/images/generations" and sent.media_type == "application/json"
     assert sent.json == {"model": "gpt-image-1", "prompt": "a cat", "n": 2, "size": "1536x1024",
@@ -100,15 +123,15 @@ def test_generation_sends_every_field_including_unknown_ones_as_json(
     assert sent.headers["authorization"] == f"Bearer {KEY}"
 
 
-def test_forwarded_organization_and_project_headers_reach_openai(upstream: FakeOpenAI, base_url: str) -> None:
+def test_forwarded_organization_and_project_headers_reach_openai(upstream: FakeOpenAI) -> None:
     options = Call(forward_headers={"openai-organization": "org-test", "openai-project": "proj_test"})
-    run(make_engine(base_url), gen(), options)
+    run(make_engine(upstream), gen(), options)
     assert upstream.last.headers["openai-organization"] == "org-test"
     assert upstream.last.headers["openai-project"] == "proj_test"
 
 
 def test_edit_resends_files_with_their_part_names_filenames_types_and_bytes(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
     first, second = png_bytes((64, 64)), png_bytes((64, 64), (255, 0, 0, 255))
     markup = png_bytes((64, 64), (0, 0, 0, 0))
@@ -119,7 +142,7 @@ def test_edit_resends_files_with_their_part_names_filenames_types_and_bytes(
         extra=[("zeta", "1"), ("arr[]", "x"), ("arr[]", "y"), ("svg[model]", "m")],
         extra_files=[InputFile(markup, "markup.png", "image/png", "markup")],
     )
-    run(make_engine(base_url), request)
+    run(make_engine(upstream), request)
     parts = [(*p.summary()[:3], p.data if p.is_file else p.text) for p in upstream.last.parts]
     assert parts == [
         ("prompt", None, None, "merge"),
@@ -137,42 +160,42 @@ def test_edit_resends_files_with_their_part_names_filenames_types_and_bytes(
 
 
 def test_dall_e_2_edit_sends_a_single_image_part_and_the_mask_last(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
     image, mask = png_bytes((64, 64)), half_transparent_mask((64, 64))
     request = ImageRequest(operation="edit", prompt="a hat", model="dall-e-2", size="256x256",
                            response_format="b64_json", encoding="multipart",
                            images=[InputFile(image, "a.png", "image/png", "image")],
                            mask=InputFile(mask, "mask.png", "image/png", "mask"))
-    run(make_engine(base_url), request)
+    run(make_engine(upstream), request)
     files = [(p.name, p.filename, p.data) for p in upstream.last.files()]
     assert files == [("image", "a.png", image), ("mask", "mask.png", mask)]
     assert upstream.last.fields["response_format"] == "b64_json"
 
 
-def test_variation_goes_to_the_variations_route_as_multipart(upstream: FakeOpenAI, base_url: str) -> None:
+def test_variation_goes_to_the_variations_route_as_multipart(upstream: FakeOpenAI) -> None:
     request = ImageRequest(operation="variation", model="dall-e-2", n=2, size="256x256", encoding="multipart",
                            images=[InputFile(png_bytes((64, 64)), "a.png", "image/png", "image")])
-    response = run(make_engine(base_url), request)
+    response = run(make_engine(upstream), request)
     assert upstream.last.path == "/v1/images/variations"
     assert upstream.last.fields == {"model": "dall-e-2", "n": "2", "size": "256x256"}
     assert [i.url for i in response.images] == [f"{upstream.base_url}/v1/files/img-1-{i}.png" for i in (0, 1)]
 
 
-def test_json_edit_form_stays_json_with_data_url_images(upstream: FakeOpenAI, base_url: str) -> None:
+def test_json_edit_form_stays_json_with_data_url_images(upstream: FakeOpenAI) -> None:
     image = png_bytes((32, 32))
     request = ImageRequest(operation="edit", prompt="x", model="gpt-image-1", encoding="json",
                            images=[InputFile(image, None, "image/png", "image[]")])
-    run(make_engine(base_url), request)
+    run(make_engine(upstream), request)
     sent = upstream.last.json
     assert upstream.last.media_type == "application/json"
     assert sent["images"] == [{"image_url": "data:image/png;base64," + base64.b64encode(image).decode()}]
 
 
 def test_library_edit_flattens_python_extras_the_way_the_sdk_does(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
-    with make_engine(base_url) as engine:
+    with make_engine(upstream) as engine:
         edit_image(engine, png_bytes((32, 32)), "x", model="gpt-image-1",
                    extra={"flag": True, "num": 3, "nested": {"a": 1}, "arr": ["x", "y"]})
     texts = [(p.name, p.text) for p in upstream.last.parts if not p.is_file]
@@ -187,10 +210,10 @@ def test_form_values_leave_out_none_and_bracket_nested_values() -> None:
     assert list(form_values("stream", False)) == [("stream", "false")]
 
 
-def test_alias_sends_the_provider_model(upstream: FakeOpenAI, base_url: str) -> None:
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": base_url},
+def test_alias_sends_the_provider_model(upstream: FakeOpenAI) -> None:
+    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": BASE_URL},
                     aliases={"my-model": {"provider": "openai", "model": "gpt-image-1.5"}},
-                    env={"OPENAI_API_KEY": KEY})
+                    env={"OPENAI_API_KEY": KEY}, transport=upstream.asgi_transport())
     run(engine, gen(model="my-model"))
     assert upstream.last.json["model"] == "gpt-image-1.5"
 
@@ -199,7 +222,7 @@ def test_alias_sends_the_provider_model(upstream: FakeOpenAI, base_url: str) -> 
 
 
 def test_answer_keeps_the_body_bytes_and_the_base64_text_undecoded(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
     b64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(3000)).decode()
     usage = {"input_tokens": 5, "input_tokens_details": {"image_tokens": 0, "text_tokens": 5},
@@ -208,7 +231,7 @@ def test_answer_keeps_the_body_bytes_and_the_base64_text_undecoded(
                        "output_format": "webp", "quality": "high", "size": "1024x1024", "usage": usage,
                        "safety_identifier": "sid-1"}).encode()
     upstream.script(raw(body, headers={"x-request-id": "req_up_fixed"}))
-    response = run(make_engine(base_url), gen())
+    response = run(make_engine(upstream), gen())
     assert response.raw_json == body
     image = response.images[0]
     assert image._b64 is not None and image._data is None  # nothing decoded on the way through
@@ -220,8 +243,8 @@ def test_answer_keeps_the_body_bytes_and_the_base64_text_undecoded(
     assert response.headers == {"x-request-id": "req_up_fixed"}
 
 
-def test_dall_e_3_answer_has_url_and_revised_prompt(upstream: FakeOpenAI, base_url: str) -> None:
-    response = run(make_engine(base_url), gen(model="dall-e-3", size="1792x1024", style="natural"))
+def test_dall_e_3_answer_has_url_and_revised_prompt(upstream: FakeOpenAI) -> None:
+    response = run(make_engine(upstream), gen(model="dall-e-3", size="1792x1024", style="natural"))
     (image,) = response.images
     assert image.url is not None and image.url.startswith(upstream.base_url) and not image.has_bytes
     assert image.revised_prompt == "A revised prompt: a cat"
@@ -237,22 +260,22 @@ def test_dall_e_3_answer_has_url_and_revised_prompt(upstream: FakeOpenAI, base_u
     (rate_limited(retry_after_ms=10, retry_after="1", should_retry="true"), 429, "rate_limit_exceeded"),
     (server_error(503, headers={"x-should-retry": "false"}), 503, None),
 ])
-def test_upstream_error_answers_are_relayed_unchanged(upstream: FakeOpenAI, base_url: str, reply: Any,
+def test_upstream_error_answers_are_relayed_unchanged(upstream: FakeOpenAI, reply: Any,
                                                       status: int, code: str | None) -> None:
     upstream.script(reply)
     with pytest.raises(UpstreamStatusError) as caught:
-        run(make_engine(base_url), gen())
+        run(make_engine(upstream), gen())
     err = caught.value
     assert (err.status, err.code) == (status, code)
     assert err.body() == reply.body
     assert err.response_headers() == {"x-request-id": "req_up_1", **reply.headers}
 
 
-def test_upstream_401_for_a_wrong_key_is_relayed(base_url: str, upstream: FakeOpenAI) -> None:
+def test_upstream_401_for_a_wrong_key_is_relayed(upstream: FakeOpenAI) -> None:
     upstream.valid_keys = {"sk-test-other"}
     try:
         with pytest.raises(UpstreamStatusError) as caught:
-            run(make_engine(base_url), gen())
+            run(make_engine(upstream), gen())
     finally:
         upstream.valid_keys = None
     assert caught.value.status == 401 and caught.value.code == "invalid_api_key"
@@ -260,11 +283,11 @@ def test_upstream_401_for_a_wrong_key_is_relayed(base_url: str, upstream: FakeOp
 
 
 def test_error_body_that_is_not_an_envelope_keeps_its_status_and_gets_one(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
     upstream.script(garbage(b"<html>bad gateway</html>", status=502, content_type="text/html"))
     with pytest.raises(UpstreamStatusError) as caught:
-        run(make_engine(base_url), gen())
+        run(make_engine(upstream), gen())
     inner = json.loads(caught.value.body())["error"]
     assert caught.value.status == 502
     assert "text/html" in inner["message"] and "bad gateway" in inner["message"]
@@ -278,21 +301,22 @@ def test_error_body_that_is_not_an_envelope_keeps_its_status_and_gets_one(
     raw(f'data: {{"type": "error", "error": {{"message": "key {KEY}"}}}}\n\n'.encode(),
         content_type="text/event-stream"),
 ], ids=["html-error", "envelope", "html-200-key-across-the-cut", "stream-error-event"])
-def test_a_key_echoed_by_the_upstream_is_masked(upstream: FakeOpenAI, base_url: str, reply: Any) -> None:
+def test_a_key_echoed_by_the_upstream_is_masked(upstream: FakeOpenAI, reply: Any) -> None:
     # The key may be the proxy's own, which a client must never learn from an error.
     upstream.script(reply)
     if reply.content_type == "text/event-stream":
-        (event,) = collect(make_engine(base_url), gen(stream=True))
+        (event,) = collect(make_engine(upstream), gen(stream=True))
         told = repr(event.error)
     else:
         with pytest.raises((UpstreamStatusError, UpstreamError)) as caught:
-            run(make_engine(base_url), gen())
+            run(make_engine(upstream), gen())
         told = caught.value.message + caught.value.body().decode()
     assert KEY[8:20] not in told and "sk-***" in told
 
 
-def test_no_key_anywhere_is_a_401_that_says_how_to_set_one(base_url: str) -> None:
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": base_url}, env={})
+def test_no_key_anywhere_is_a_401_that_says_how_to_set_one(upstream: FakeOpenAI) -> None:
+    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": BASE_URL}, env={},
+                    transport=upstream.asgi_transport())
     with pytest.raises(AuthenticationError) as caught:
         run(engine, gen())
     assert "OPENAI_API_KEY" in caught.value.message and caught.value.code == "invalid_api_key"
@@ -310,7 +334,9 @@ def test_connection_refused_is_a_502_naming_host_and_port_not_the_key() -> None:
     assert KEY not in caught.value.message
 
 
-def test_upstream_that_hangs_past_the_timeout_is_a_504(upstream: FakeOpenAI, base_url: str) -> None:
+@pytest.mark.slow  # timing
+def test_upstream_that_hangs_past_the_timeout_is_a_504(networked: tuple[FakeOpenAI, str]) -> None:
+    upstream, base_url = networked
     upstream.script(hang(10))
     with pytest.raises(UpstreamTimeoutError) as caught:
         run(make_engine(base_url, request_options={"timeout": 0.3}), gen())
@@ -323,8 +349,9 @@ def test_upstream_that_hangs_past_the_timeout_is_a_504(upstream: FakeOpenAI, bas
     (truncated_json(), "cut short"),
     (garbage(), "<html>"),
 ])
-def test_broken_answers_are_a_502_describing_what_arrived(upstream: FakeOpenAI, base_url: str, reply: Any,
+def test_broken_answers_are_a_502_describing_what_arrived(networked: tuple[FakeOpenAI, str], reply: Any,
                                                            words: str) -> None:
+    upstream, base_url = networked  # a reset and a cut body need a real connection
     upstream.script(reply)
     with pytest.raises(UpstreamError) as caught:
         run(make_engine(base_url), gen())
@@ -333,8 +360,9 @@ def test_broken_answers_are_a_502_describing_what_arrived(upstream: FakeOpenAI, 
 
 
 def test_key_never_reaches_the_logs(
-    upstream: FakeOpenAI, base_url: str, caplog: pytest.LogCaptureFixture
+    networked: tuple[FakeOpenAI, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    upstream, base_url = networked
     with caplog.at_level(logging.DEBUG):
         run(make_engine(base_url), gen())
         upstream.script(reset())
@@ -346,29 +374,29 @@ def test_key_never_reaches_the_logs(
 # -- retries (off unless asked) ----------------------------------------------------------------------
 
 
-def test_no_retries_by_default(upstream: FakeOpenAI, base_url: str) -> None:
+def test_no_retries_by_default(upstream: FakeOpenAI) -> None:
     upstream.script(rate_limited())
     with pytest.raises(UpstreamStatusError):
-        run(make_engine(base_url), gen())
+        run(make_engine(upstream), gen())
     assert len(upstream.requests) == 1
 
 
-def test_max_retries_retries_429_and_5xx_then_succeeds(upstream: FakeOpenAI, base_url: str) -> None:
+def test_max_retries_retries_429_and_5xx_then_succeeds(upstream: FakeOpenAI) -> None:
     upstream.script(rate_limited(retry_after_ms=5), server_error(500, headers={"retry-after-ms": "5"}))
-    response = run(make_engine(base_url, max_retries=2), gen())
+    response = run(make_engine(upstream, max_retries=2), gen())
     assert len(upstream.requests) == 3 and response.headers["x-request-id"] == "req_up_3"
 
 
-def test_max_retries_respects_x_should_retry_false(upstream: FakeOpenAI, base_url: str) -> None:
+def test_max_retries_respects_x_should_retry_false(upstream: FakeOpenAI) -> None:
     upstream.script(server_error(503, headers={"x-should-retry": "false"}))
     with pytest.raises(UpstreamStatusError):
-        run(make_engine(base_url, max_retries=2), gen())
+        run(make_engine(upstream, max_retries=2), gen())
     assert len(upstream.requests) == 1
 
 
-def test_unknown_or_bad_options_are_errors_naming_the_valid_ones(base_url: str) -> None:
+def test_unknown_or_bad_options_are_errors_naming_the_valid_ones(upstream: FakeOpenAI) -> None:
     for opts, words in (({"base-url": "x"}, "known: api_key"), ({"max_retries": -1}, "max_retries")):
-        engine = make_engine(base_url, **opts)
+        engine = make_engine(upstream, **opts)
         with pytest.raises(ValueError, match=words):
             run(engine, gen())
 
@@ -383,7 +411,7 @@ def collect(engine: Engine, request: ImageRequest, *, stop_after: int | None = N
         events: list[ImageEvent] = []
         try:
             stream = await engine.run(request, Call())
-            assert not isinstance(stream, ImageResponse)
+            assert not isinstance(stream, ImageResponse | RawBody)
             try:
                 async for event in stream:
                     events.append(event)
@@ -401,9 +429,9 @@ def collect(engine: Engine, request: ImageRequest, *, stop_after: int | None = N
 
 
 def test_stream_relays_partial_and_completed_events_with_all_fields(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
-    events = collect(make_engine(base_url), gen(stream=True, partial_images=2, size="1024x1536"))
+    events = collect(make_engine(upstream), gen(stream=True, partial_images=2, size="1024x1536"))
     assert [(e.type, e.partial_image_index) for e in events] == [
         ("image_generation.partial_image", 0), ("image_generation.partial_image", 1),
         ("image_generation.completed", None)]
@@ -413,59 +441,60 @@ def test_stream_relays_partial_and_completed_events_with_all_fields(
     assert upstream.last.json["stream"] is True
 
 
-def test_edit_stream_events_carry_the_image_edit_prefix(upstream: FakeOpenAI, base_url: str) -> None:
+def test_edit_stream_events_carry_the_image_edit_prefix(upstream: FakeOpenAI) -> None:
     image = InputFile(png_bytes((32, 32)), "a.png", "image/png")
     request = ImageRequest(operation="edit", prompt="x", model="gpt-image-1", stream=True, partial_images=1,
                            encoding="multipart", images=[image])
-    events = collect(make_engine(base_url), request)
+    events = collect(make_engine(upstream), request)
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
     assert upstream.last.fields["stream"] == "true"
 
 
-def test_stream_handles_comments_done_and_data_without_space(upstream: FakeOpenAI, base_url: str) -> None:
+def test_stream_handles_comments_done_and_data_without_space(upstream: FakeOpenAI) -> None:
     body = (b': ping\n\nevent: image_generation.completed\ndata:{"type":"image_generation.completed",'
             b'"b64_json":"QUJD","safety_identifier":"s"}\n\ndata: [DONE]\n\ndata: {"type": "never"}\n\n')
     upstream.script(raw(body, content_type="text/event-stream"))
-    events = collect(make_engine(base_url), gen(stream=True))
+    events = collect(make_engine(upstream), gen(stream=True))
     assert len(events) == 1 and events[0].kind == "completed"
     assert events[0].image is not None and events[0].image.data == b"ABC"
     assert events[0].fields == {"safety_identifier": "s"}
 
 
-def test_stream_error_event_ends_the_stream_as_an_error_event(upstream: FakeOpenAI, base_url: str) -> None:
+def test_stream_error_event_ends_the_stream_as_an_error_event(upstream: FakeOpenAI) -> None:
     body = b'data: {"type":"error","error":{"message":"blocked","type":"image_generation_user_error",' \
            b'"param":null,"code":"moderation_blocked"}}\n\ndata: {"type":"image_generation.completed"}\n\n'
     upstream.script(raw(body, content_type="text/event-stream"))
-    events = collect(make_engine(base_url), gen(stream=True))
+    events = collect(make_engine(upstream), gen(stream=True))
     assert [e.kind for e in events] == ["error"]
     assert events[0].error is not None and events[0].error["code"] == "moderation_blocked"
 
 
-def test_stream_cut_short_inside_an_event_is_a_502(upstream: FakeOpenAI, base_url: str) -> None:
+def test_stream_cut_short_inside_an_event_is_a_502(upstream: FakeOpenAI) -> None:
     cut = b'data: {"type":"image_generation.completed","b64_json":"QU'
     upstream.script(raw(cut, content_type="text/event-stream"))
     with pytest.raises(UpstreamError, match="not JSON"):
-        collect(make_engine(base_url), gen(stream=True))
+        collect(make_engine(upstream), gen(stream=True))
 
 
-def test_stream_error_status_before_the_stream_is_relayed(upstream: FakeOpenAI, base_url: str) -> None:
+def test_stream_error_status_before_the_stream_is_relayed(upstream: FakeOpenAI) -> None:
     upstream.script(rate_limited(retry_after_ms=20))
     with pytest.raises(UpstreamStatusError) as caught:
-        collect(make_engine(base_url), gen(stream=True))
+        collect(make_engine(upstream), gen(stream=True))
     assert caught.value.status == 429 and caught.value.response_headers()["retry-after-ms"] == "20"
 
 
 def test_json_answer_to_a_stream_request_becomes_completed_events(
-    upstream: FakeOpenAI, base_url: str
+    upstream: FakeOpenAI
 ) -> None:
     answer = {"created": 3, "data": [{"b64_json": "QUJD"}], "size": "1024x1024"}
     upstream.script(raw(json.dumps(answer).encode()))
-    events = collect(make_engine(base_url), gen(stream=True))
+    events = collect(make_engine(upstream), gen(stream=True))
     assert [e.type for e in events] == ["image_generation.completed"]
     assert events[0].fields == {"created_at": 3, "size": "1024x1024"}
 
 
-def test_closing_a_stream_early_cancels_the_upstream_request(upstream: FakeOpenAI, base_url: str) -> None:
+def test_closing_a_stream_early_cancels_the_upstream_request(networked: tuple[FakeOpenAI, str]) -> None:
+    upstream, base_url = networked
     upstream.script(slow_stream(0.2))
     # Waiting while the engine's HTTP client is still open: only the stream's own close can cancel.
     events = collect(make_engine(base_url), gen(stream=True, partial_images=3), stop_after=1,
@@ -473,7 +502,8 @@ def test_closing_a_stream_early_cancels_the_upstream_request(upstream: FakeOpenA
     assert len(events) == 1 and upstream.streams_finished == 0
 
 
-def test_closing_an_unread_stream_releases_the_upstream(upstream: FakeOpenAI, base_url: str) -> None:
+def test_closing_an_unread_stream_releases_the_upstream(networked: tuple[FakeOpenAI, str]) -> None:
+    upstream, base_url = networked
     upstream.script(slow_stream(0.2))
 
     async def go() -> None:
@@ -484,7 +514,7 @@ def test_closing_an_unread_stream_releases_the_upstream(upstream: FakeOpenAI, ba
             ctx = Call(route=Route(provider="openai", model="gpt-image-1", requested_model="gpt-image-1",
                                    family=ModelCatalog().for_provider("gpt-image-1", "openai")), api_key=KEY)
             stream = await adapter.generate(gen(stream=True, partial_images=3), ctx)
-            assert not isinstance(stream, ImageResponse)
+            assert not isinstance(stream, ImageResponse | RawBody)
             await stream.aclose()
             await async_wait_for(lambda: upstream.streams_cancelled == 1)
 

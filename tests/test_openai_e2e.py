@@ -20,8 +20,8 @@ import openai
 import pytest
 
 from allm_proxy import Engine
-from tests.conftest import half_transparent_mask, png_bytes, running_proxy
-from tests.support.asgi_server import free_port
+from tests.support.asgi_server import free_port, running_proxy
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import (
     FakeOpenAI,
     bad_request,
@@ -239,6 +239,7 @@ def test_openai_unreachable_is_a_502_naming_where(sdk: Sdk) -> None:
     assert CLIENT_KEY not in caught.value.message
 
 
+@pytest.mark.slow  # timing
 def test_openai_hanging_past_the_timeout_is_a_504(upstream: FakeOpenAI, upstream_url: str, sdk: Sdk) -> None:
     upstream.script(hang(10))
     with proxy_for(upstream_url, request_options={"timeout": 0.5}) as proxy:
@@ -263,6 +264,7 @@ def test_unusable_answers_are_a_502(upstream: FakeOpenAI, proxy: str, sdk: Sdk, 
 # -- streaming ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # timing
 def test_stream_events_arrive_in_order_as_they_happen(upstream: FakeOpenAI, proxy: str, sdk: Sdk) -> None:
     upstream.script(slow_stream(0.3))
     started = time.monotonic()

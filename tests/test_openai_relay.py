@@ -12,7 +12,7 @@ import pytest
 
 from allm_proxy import Engine
 from allm_proxy.adapters.openai.relay import RELAY_MIN_BYTES
-from tests.conftest import running_proxy
+from tests.support.asgi_server import running_proxy
 from tests.upstreams.openai_upstream import FakeOpenAI, garbage, raw, truncated_body
 
 
@@ -32,7 +32,7 @@ def upstream():
         yield fake
 
 
-def proxy_for(upstream: FakeOpenAI):  # type: ignore[no-untyped-def]
+def proxy_for(upstream: FakeOpenAI):
     engine = Engine("openai", image_adapter_opts={"base_url": upstream.base_url + "/v1"},
                     env={"OPENAI_API_KEY": "sk-test-relay"})
     return running_proxy(engine)

@@ -11,6 +11,8 @@ from tests.upstreams.openai_upstream import FakeOpenAI
 
 pytest_plugins = ["pytester"]
 
+pytestmark = pytest.mark.slow  # a pytester suite per test, with a proxy per xdist worker
+
 SUITE = '''
 import os
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image as PILImage
 
-from tests.conftest import half_transparent_mask, png_bytes
+from tests.support.images import half_transparent_mask, png_bytes
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_dall_e_3_has_revised_prompt(client: openai.OpenAI) -> None:
 
 def test_output_formats_are_honoured(client: openai.OpenAI) -> None:
     for fmt, pil_name in (("jpeg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")):
-        result = client.images.generate(prompt="format", output_format=fmt, size="1024x1024")  # type: ignore[arg-type]
+        result = client.images.generate(prompt="format", output_format=fmt, size="1024x1024")  # type: ignore[call-overload]
         assert result.data is not None and decode(result.data[0].b64_json).format == pil_name
 
 
@@ -99,7 +99,8 @@ def test_variations(client: openai.OpenAI) -> None:
      "unknown_parameter"),
     ({"prompt": "x" * 1001, "model": "dall-e-2"}, openai.BadRequestError, "prompt", "string_above_max_length"),
 ])
-def test_bad_input_raises_the_sdk_exception_with_code_and_param(client: openai.OpenAI, kwargs: dict, exc: type,
+def test_bad_input_raises_the_sdk_exception_with_code_and_param(client: openai.OpenAI, kwargs: dict,
+                                                                exc: type[openai.APIStatusError],
                                                                 param: str, code: str) -> None:
     with pytest.raises(exc) as info:
         client.images.generate(**kwargs)

@@ -11,7 +11,7 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ModelAlias
 from allm_proxy.files import HostedFiles
-from tests.conftest import running_proxy
+from tests.support.asgi_server import running_proxy
 
 
 def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict:
@@ -68,7 +68,8 @@ def test_chunked_body_over_the_limit_is_413() -> None:
 
 def test_paths_without_v1_prefix_work(fake_proxy_url: str) -> None:
     client = openai.OpenAI(base_url=fake_proxy_url, api_key="sk-test-x", max_retries=0)
-    assert client.images.generate(prompt="no prefix", size="1024x1024", response_format="b64_json").data[0].b64_json
+    result = client.images.generate(prompt="no prefix", size="1024x1024", response_format="b64_json")
+    assert result.data and result.data[0].b64_json
 
 
 def test_models_list_shows_default_and_aliases() -> None:
@@ -97,6 +98,7 @@ def test_access_token_is_required_and_compared() -> None:
 def test_hosted_file_urls_serve_the_bytes_and_unknown_ids_are_404(fake_proxy_url: str) -> None:
     client = openai.OpenAI(base_url=f"{fake_proxy_url}/v1", api_key="sk-test-x", max_retries=0)
     result = client.images.generate(prompt="url please", model="dall-e-2", size="256x256")
+    assert result.data
     url = result.data[0].url
     assert url is not None and url.startswith(f"{fake_proxy_url}/v1/images/files/img_")
     fetched = httpx.get(url)
@@ -121,17 +123,18 @@ def test_client_that_leaves_cancels_the_provider_call() -> None:
     import asyncio
     import threading
 
-    from allm_proxy import AdapterInfo, register_adapter
+    from allm_proxy import AdapterInfo, Call, ImageRequest, ImageResponse, register_adapter
+    from allm_proxy.adapters import AdapterSetup
 
     cancelled = threading.Event()
 
     class Hanging:
         name = "hanging-test"
 
-        def __init__(self, setup: object) -> None:
+        def __init__(self, setup: AdapterSetup) -> None:
             pass
 
-        async def generate(self, request: object, ctx: object) -> object:
+        async def generate(self, request: ImageRequest, ctx: Call) -> ImageResponse:
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:

@@ -9,12 +9,15 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from vcr.persisters.filesystem import FilesystemPersister
 from vcr.serializers import jsonserializer
 
-from tests.test_cassette_support import OPENAI_KEY
+from tests.support.cassette_helpers import OPENAI_KEY
 from tests.test_hardening_shutdown import serving
 from tests.upstreams.openai_upstream import FakeOpenAI
+
+pytestmark = pytest.mark.slow  # two serve subprocesses
 
 BURST = 50
 

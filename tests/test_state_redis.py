@@ -17,9 +17,11 @@ from allm_proxy.cli import main
 from allm_proxy.config import CassetteSettings, ProxyConfig
 from allm_proxy.state import StateSettings, check_recording, open_state
 from tests.conftest import running_proxy
+from tests.support.cassette_helpers import OPENAI_KEY
 from tests.support.redis_server import RedisServer, redis_server
-from tests.test_cassette_support import OPENAI_KEY
 from tests.upstreams.openai_upstream import FakeOpenAI
+
+pytestmark = pytest.mark.slow  # a real redis-server per test
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

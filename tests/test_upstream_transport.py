@@ -69,6 +69,7 @@ async def test_gzip_answers_are_decoded_by_httpx_not_twice(upstream: str) -> Non
     assert response.json() == {"ok": True}
 
 
+@pytest.mark.slow  # timing
 async def test_stream_chunks_arrive_as_they_are_sent(upstream: str) -> None:
     async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
         started = time.monotonic()

@@ -20,7 +20,7 @@ from allm_proxy.wire.multipart import (
     with_base64_parts,
 )
 from allm_proxy.wire.openai import parse_request
-from tests.conftest import png_bytes
+from tests.support.images import png_bytes
 
 PNG = png_bytes((8, 8))
 

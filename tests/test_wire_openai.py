@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from allm_proxy.errors import InvalidRequestError, ProxyError, UnsupportedMediaTypeError
 from allm_proxy.types import Image, ImageEvent, ImageResponse, Usage
 from allm_proxy.wire.openai import parse_request, render_event, render_response
-from tests.conftest import png_bytes
+from tests.support.images import png_bytes
 
 # What openai 3.54 sent in the spec's capture run (shared/spec/captures), kept beside the tests.
 CAPTURES = json.loads((Path(__file__).parent / "fixtures" / "capture_openai_sdk.out.json").read_text())
@@ -34,12 +34,13 @@ def sdk_request(call: Any) -> httpx.Request:
         return httpx.Response(200, json=OK_BODY)
 
     client = openai.OpenAI(api_key="sk-test-codec", base_url="http://127.0.0.1:9/v1",
-                           http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+                           # openai 3.x types its client as httpx2's; httpx's Client is what it accepts at run time.
+                           http_client=httpx.Client(transport=httpx.MockTransport(handler)))  # type: ignore[arg-type]
     call(client)
     return seen[0]
 
 
-def parse_sdk(operation: Any, call: Any):  # type: ignore[no-untyped-def]
+def parse_sdk(operation: Any, call: Any):
     request = sdk_request(call)
     return parse_request(operation, request.headers["content-type"], request.content)
 
@@ -185,6 +186,7 @@ field_names = st.sampled_from(["prompt", "n", "size", "model", "stream", "qualit
                                "output_compression", "user", "x"])
 
 
+@pytest.mark.slow  # fuzz (hypothesis)
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(field_names, json_values, max_size=6))
 def test_any_json_object_parses_or_is_a_4xx(body: dict[str, Any]) -> None:

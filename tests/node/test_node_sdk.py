@@ -20,8 +20,11 @@ import pytest
 from PIL import Image as PILImage
 
 from allm_proxy import Engine
-from tests.conftest import half_transparent_mask, png_bytes, running_proxy
+from tests.support.asgi_server import running_proxy
+from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI
+
+pytestmark = pytest.mark.slow  # Node subprocesses
 
 HERE = Path(__file__).parent
 INSTALL_TIMEOUT = 180

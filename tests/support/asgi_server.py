@@ -1,4 +1,7 @@
-"""Run any ASGI app (the proxy, a fake upstream) under uvicorn on 127.0.0.1, on a free port."""
+"""Run any ASGI app (the proxy, a fake upstream) under uvicorn on 127.0.0.1, on a free port.
+
+`serve_asgi` serves any app; `running_proxy` and `guarded_proxy` serve the proxy around an Engine
+(`guarded_proxy` with the connection guard `allm-proxy serve` adds)."""
 
 from __future__ import annotations
 
@@ -8,11 +11,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 
+from allm_proxy import Engine, ProxyConfig
+from allm_proxy.config import ServerLimits
+from allm_proxy.server import create_app, uvicorn_options
+
 
 def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -40,3 +49,25 @@ def serve_asgi(app: Any, *, port: int | None = None, **uvicorn_options: Any) -> 
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def running_proxy(engine: Engine, config: ProxyConfig | None = None) -> Iterator[str]:
+    """Serve `engine` on a free loopback port; yields the base URL without /v1."""
+    with serve_asgi(create_app(engine, config)) as url:
+        yield url
+
+
+@contextmanager
+def guarded_proxy(engine: Engine, config: ProxyConfig | None = None,
+                  limits: ServerLimits | None = None) -> Iterator[str]:
+    """The proxy as `allm-proxy serve` runs it (connection guard included) on a free port; yields its base URL."""
+    limits = limits or ServerLimits()
+    with serve_asgi(create_app(engine, config, limits=limits), **uvicorn_options(limits)) as url:
+        yield url
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port

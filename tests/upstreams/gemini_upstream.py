@@ -30,10 +30,7 @@ import io
 import json
 import math
 import re
-import threading
-from collections import deque
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +40,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.asgi_server import serve_asgi
+from tests.support.images import encoded, solid
+from tests.upstreams.base import FakeUpstream
 
 VALID_KEY = "test-gemini-key"
 STANDARD_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
@@ -288,45 +286,21 @@ class _Refused(Exception):
 # -- the app ------------------------------------------------------------------------------------
 
 
-class FakeGemini:
+class FakeGemini(FakeUpstream[Reply, Received]):
     """The fake API: `app` (Starlette), `script()` replies, `requests` received, `serving()` on 127.0.0.1."""
 
     def __init__(self, *, api_keys: tuple[str, ...] = (VALID_KEY,), scale: int = 8,
                  models: Mapping[str, ModelSpec] | None = None) -> None:
+        route = Route("/{version}/models/{target:path}", self._handle, methods=["POST"])
+        super().__init__(Starlette(routes=[route]))
         self.api_keys = api_keys
         self.scale = scale
         self.models = dict(models or MODELS)
-        self.requests: list[Received] = []
-        self._script: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._counter = 0
-        route = Route("/{version}/models/{target:path}", self._handle, methods=["POST"])
-        self.app = Starlette(routes=[route])
-
-    def script(self, *replies: Reply) -> None:
-        """Queue answers for the next valid requests, in order."""
-        with self._lock:
-            self._script.extend(replies)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self.requests.clear()
 
     @property
     def problems(self) -> list[str]:
         """Everything the fake refused since the last reset (tests of valid traffic assert it is empty)."""
         return [p for r in self.requests for p in r.problems]
-
-    @property
-    def pending(self) -> int:
-        """Scripted replies not used yet."""
-        return len(self._script)
-
-    @contextmanager
-    def serving(self) -> Iterator[str]:
-        with serve_asgi(self.app) as url:
-            yield url
 
     def output_size(self, model: str, ratio: str = "1:1", tier: str = "1K") -> tuple[int, int]:
         """The pixel size this fake makes for `model` at `ratio` and `tier`."""
@@ -341,17 +315,14 @@ class FakeGemini:
         raw = await request.body()
         received = Received(method=request.method, path=request.url.path, query=request.url.query,
                             headers={k.lower(): v for k, v in request.headers.items()}, raw=raw)
-        with self._lock:
-            self.requests.append(received)
-            self._counter += 1
-            number = self._counter
+        number = self._arrive(received)
         try:
             model, spec = self._check(request, received)
         except _Refused as refused:
             received.problems.append(refused.problem)
             return _render(refused.reply)
-        with self._lock:
-            reply = self._script.popleft() if self._script else image()
+        # Only a request Google would accept takes a scripted reply.
+        reply = self._take(image())
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.kind in ("error", "raw"):
@@ -402,9 +373,9 @@ class FakeGemini:
             content: dict[str, Any] = {}
             if reply.text:
                 content = {"role": "model", "parts": [{"text": reply.text}]}
-            out_tokens = {"TEXT": _text_tokens(reply.text)} if reply.text else {}
+            text_tokens = {"TEXT": _text_tokens(reply.text)} if reply.text else {}
             candidate = {"content": content, "finishReason": reply.reason, "index": 0}
-            return {"candidates": [candidate], "usageMetadata": _usage(prompt_tokens, out_tokens, 0), **base}
+            return {"candidates": [candidate], "usageMetadata": _usage(prompt_tokens, text_tokens, 0), **base}
         asked = received.generation_config.get("responseModalities") or ["TEXT", "IMAGE"]
         modalities = [m.upper() for m in asked]
         parts: list[dict[str, Any]] = []
@@ -621,19 +592,15 @@ def _picture(size: tuple[int, int], seed: str, fmt: str) -> bytes:
     """A deterministic picture: two colours from the seed, blended along a gradient."""
     digest = hashlib.sha256(seed.encode()).digest()
     w, h = size
-    img = PILImage.new("RGB", size, (digest[0], digest[1], digest[2]))
+    img = solid(size, tuple(digest[:3]), "RGB")
     ramp = PILImage.linear_gradient("L").resize((w, h))
     img.putalpha(ramp)
-    flat = PILImage.new("RGB", size, (255 - digest[0], 255 - digest[1], 255 - digest[2]))
+    flat = solid(size, tuple(255 - b for b in digest[:3]), "RGB")
     flat.paste(img, mask=img.getchannel("A"))
-    buf = io.BytesIO()
-    if fmt == "jpeg":
-        flat.save(buf, format="JPEG", quality=90)
-    elif fmt == "webp":
-        flat.save(buf, format="WEBP", lossless=True)
-    else:
-        flat.save(buf, format="PNG")
-    return buf.getvalue()
+    return encoded(flat, fmt.upper(), **_SAVE_OPTIONS.get(fmt, {}))
+
+
+_SAVE_OPTIONS: dict[str, dict[str, Any]] = {"jpeg": {"quality": 90}, "webp": {"lossless": True}}
 
 
 def _b64encode(data: bytes) -> str:

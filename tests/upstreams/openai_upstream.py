@@ -28,17 +28,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
-import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from PIL import Image as PILImage
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -46,7 +41,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from allm_proxy.server.faulted import drop_connection
-from tests.support.asgi_server import serve_asgi
+from tests.support.images import image_bytes
+from tests.upstreams.base import FakeUpstream
 
 GPT_PREFIXES = ("gpt-image", "chatgpt-image")
 DALLE_MODELS = ("dall-e-2", "dall-e-3")
@@ -248,7 +244,7 @@ def raw(body: bytes, *, status: int = 200, content_type: str = "application/json
 # -- the fake -----------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeUpstream[Reply, Received]):
     """The fake OpenAI Images API: an ASGI app (starlette inside) plus what it recorded.
 
     `valid_keys`: the keys it accepts (None: any `sk-...`). `image`: bytes to
@@ -256,29 +252,27 @@ class FakeOpenAI:
     seconds before each SSE event.
     """
 
+    # `reset` and `truncated_body` break the connection, which needs uvicorn's h11 protocol object.
+    serve_options: ClassVar[dict[str, Any]] = {"http": "h11"}
+
     def __init__(self, *, valid_keys: set[str] | None = None, image: bytes | None = None,
                  stream_delay: float = 0.0) -> None:
-        self.valid_keys = valid_keys
-        self.stream_delay = stream_delay
-        self.default_reply = ok()
-        self.requests: list[Received] = []
-        self.served_images: list[bytes] = []
-        self.streams_cancelled = 0
-        self.streams_finished = 0
-        self._fixed_image = image
-        self._fixed_b64 = base64.b64encode(image).decode("ascii") if image is not None else None
-        self._files: dict[str, bytes] = {}
-        self._replies: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._counter = 0
-        self.base_url = ""
         routes = [
             Route("/v1/images/generations", self._images, methods=["POST"]),
             Route("/v1/images/edits", self._images, methods=["POST"]),
             Route("/v1/images/variations", self._images, methods=["POST"]),
             Route("/v1/files/{name}", self._file, methods=["GET"]),
         ]
-        self.app = Starlette(routes=routes)
+        super().__init__(Starlette(routes=routes))
+        self.valid_keys = valid_keys
+        self.stream_delay = stream_delay
+        self.default_reply = ok()
+        self.served_images: list[bytes] = []
+        self.streams_cancelled = 0
+        self.streams_finished = 0
+        self._fixed_image = image
+        self._fixed_b64 = base64.b64encode(image).decode("ascii") if image is not None else None
+        self._files: dict[str, bytes] = {}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         # uvicorn's receive is a method of the connection's cycle, which holds the
@@ -286,41 +280,21 @@ class FakeOpenAI:
         scope["fake_openai.transport"] = getattr(getattr(receive, "__self__", None), "transport", None)
         await self.app(scope, receive, send)
 
-    @contextmanager
-    def serving(self) -> Iterator[str]:
-        """Serve on a free 127.0.0.1 port; yields the base URL (the API is under `/v1`)."""
-        with serve_asgi(self, http="h11") as url:
-            self.base_url = url
-            yield url
-
-    def script(self, *replies: Reply) -> None:
-        """Queue answers for the next requests, in order."""
+    def reset(self) -> None:
+        """Forget recorded requests, queued answers, served images and counts (between tests sharing one fake)."""
         with self._lock:
-            self._replies.extend(replies)
-
-    def clear(self) -> None:
-        """Forget recorded requests, queued answers and counts (between tests sharing one fake)."""
-        with self._lock:
-            self._replies.clear()
-            self.requests.clear()
+            super().reset()
             self.served_images.clear()
             self.default_reply = ok()
             self.streams_cancelled = self.streams_finished = 0
-            self._counter = 0
-
-    @property
-    def last(self) -> Received:
-        return self.requests[-1]
 
     # -- handling ---------------------------------------------------------------------------
 
     async def _images(self, request: Request) -> Response:
         received = await _receive(request)
         with self._lock:
-            self.requests.append(received)
-            self._counter += 1
-            number = self._counter
-            reply = self._replies.popleft() if self._replies else self.default_reply
+            number = self._arrive(received)
+            reply = self._take(self.default_reply)
         headers = {"x-request-id": f"req_up_{number}", **reply.headers}
         if reply.kind == "raw":
             assert reply.body is not None
@@ -465,10 +439,8 @@ class FakeOpenAI:
             data = self._fixed_image
         else:
             seed = hashlib.sha256(f"{number}/{index}".encode()).digest()
-            buf = io.BytesIO()
             mode = "RGBA" if fmt in ("png", "webp") else "RGB"
-            PILImage.new(mode, (8, 8), tuple(seed[: len(mode)])).save(buf, format=fmt.upper())
-            data = buf.getvalue()
+            data = image_bytes((8, 8), tuple(seed), mode, fmt.upper())
             # Only generated images are recorded: a benchmark's fixed image would pile up.
             self.served_images.append(data)
         return data

@@ -1,44 +1,19 @@
-"""Helpers shared by the tests/test_hardening_*.py files: a proxy with its connection guard, log capture,
-raw sockets and hostile images. (It holds no tests itself, only what they share.)"""
+"""Helpers shared by the tests/test_hardening_*.py files: log capture, raw sockets and the
+error envelope check. (Servers live in tests/support/asgi_server.py, hostile images in tests/support/images.py.)"""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import socket
-import struct
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
 
 import httpx
-from PIL import Image as PILImage
-
-from allm_proxy import Engine, ProxyConfig
-from allm_proxy.config import ServerLimits
-from allm_proxy.server import create_app, uvicorn_options
-from tests.support.asgi_server import serve_asgi
 
 # Loggers that do not pass records up to the root once uvicorn has configured logging.
 _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "allm_proxy", "httpx", "httpcore")
-
-
-@contextmanager
-def guarded_proxy(engine: Engine, config: ProxyConfig | None = None,
-                  limits: ServerLimits | None = None) -> Iterator[str]:
-    """The proxy as `allm-proxy serve` runs it (connection guard included) on a free port; yields its base URL."""
-    limits = limits or ServerLimits()
-    with serve_asgi(create_app(engine, config, limits=limits), **uvicorn_options(limits)) as url:
-        yield url
-
-
-def port_of(url: str) -> int:
-    port = urlsplit(url).port
-    assert port is not None
-    return port
 
 
 def assert_envelope(response: httpx.Response, status: int, *, param: str | None = None,
@@ -127,29 +102,3 @@ def envelope_of(body: bytes) -> dict:
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     return error
-
-
-# -- images -------------------------------------------------------------------------
-
-
-def png(size: tuple[int, int] = (64, 64), mode: str = "RGBA") -> bytes:
-    buf = io.BytesIO()
-    PILImage.new(mode, size, (30, 90, 160, 255)[: len(mode)] if mode != "L" else 128).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def jpeg(size: tuple[int, int] = (64, 64)) -> bytes:
-    buf = io.BytesIO()
-    PILImage.effect_noise(size, 40).convert("RGB").save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid 1-bit greyscale PNG of all zeros: a few kB that would decode to width*height pixels."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte, then the packed bits
-    idat = zlib.compress(row * height, 9)
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image as PILImage
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -21,6 +19,8 @@ from starlette.routing import Route
 from allm_proxy.call import CallScope, scope
 from allm_proxy.cassettes import CassetteLibrary
 from allm_proxy.config import CassetteSettings
+from tests.support.images import png_bytes
+from tests.upstreams.base import FakeUpstream
 
 OPENAI_KEY = "sk-test-cas-012345"
 GEMINI_KEY = "test-gemini-key-cassette-42"
@@ -28,40 +28,42 @@ ORG_ID = "org-test-cassette-secret"
 COOKIE = "sid=test-cookie-cassette-77"
 SECRETS = (OPENAI_KEY, GEMINI_KEY, ORG_ID, COOKIE.split("=", 1)[1])
 UPSTREAM = "http://127.0.0.1:9/v1"  # never connected to when the ASGI transport is used
+ANSWER_SIZE = (8, 8)  # the pixels of every image Upstream answers with
 
 
-def png(size: tuple[int, int] = (8, 8), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    PILImage.new("RGB", size, color).save(buf, format="PNG")
-    return buf.getvalue()
 
+class Upstream(FakeUpstream[None, str]):
+    """A fake image API: every answer carries a serial number, so replay order is visible.
 
-class Upstream:
-    """A fake image API: every answer carries a serial number, so replay order is visible."""
+    It answers every call the same way (nothing to script); `requests` logs the paths called.
+    `serial_offset`: added to every serial, to tell two upstreams' answers apart.
+    """
 
-    def __init__(self, *, event_delay: float = 0.0) -> None:
-        self.calls = 0
+    def __init__(self, *, event_delay: float = 0.0, serial_offset: int = 0) -> None:
         self.event_delay = event_delay
-        self.app = Starlette(routes=[
+        self.serial_offset = serial_offset
+        super().__init__(Starlette(routes=[
             Route("/v1/images/generations", self.generations, methods=["POST"]),
             Route("/v1/images/edits", self.edits, methods=["POST"]),
             Route("/v1/stream", self.stream, methods=["POST"]),
             Route("/v1/echo-key", self.echo_key, methods=["POST"]),
             Route("/v1beta/models/{model}:generateContent", self.gemini, methods=["POST"]),
-        ])
+        ]))
 
-    def transport(self) -> httpx.AsyncBaseTransport:
-        return httpx.ASGITransport(app=self.app)
+    @property
+    def calls(self) -> int:
+        """Calls that reached this upstream."""
+        return len(self.requests)
 
-    def _next(self) -> int:
-        self.calls += 1
-        return self.calls
+    def _serial(self, request: Request) -> int:
+        return self.serial_offset + self._arrive(request.url.path)
 
     async def generations(self, request: Request) -> Response:
         data = await request.json()
-        serial = self._next()
+        serial = self._serial(request)
+        image = png_bytes(ANSWER_SIZE, (serial % 255, 0, 0), "RGB")
         body = {"created": serial, "prompt": data.get("prompt"),
-                "data": [{"b64_json": base64.b64encode(png(color=(serial % 255, 0, 0))).decode()}]}
+                "data": [{"b64_json": base64.b64encode(image).decode()}]}
         return JSONResponse(body, headers={"set-cookie": COOKIE, "openai-organization": ORG_ID,
                                            "x-request-id": f"req_{serial}"})
 
@@ -71,13 +73,13 @@ class Upstream:
             assert not isinstance(upload, str)
             image = await upload.read()
             prompt = form["prompt"]
-        serial = self._next()
+        serial = self._serial(request)
         return JSONResponse({"created": serial, "prompt": prompt,
                              "image_sha256": hashlib.sha256(image).hexdigest(),
-                             "data": [{"b64_json": base64.b64encode(png()).decode()}]})
+                             "data": [{"b64_json": base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()}]})
 
     async def stream(self, request: Request) -> Response:
-        serial = self._next()
+        serial = self._serial(request)
         delay = self.event_delay
 
         async def events() -> Any:
@@ -85,19 +87,19 @@ class Upstream:
                 if i:
                     await asyncio.sleep(delay)
                 payload = {"type": "image_generation.partial_image", "i": i, "serial": serial,
-                           "b64_json": base64.b64encode(png()).decode()}
+                           "b64_json": base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()}
                 yield f"event: image_generation.partial_image\ndata: {json.dumps(payload)}\n\n".encode()
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def echo_key(self, request: Request) -> Response:
-        self._next()
+        self._arrive(request.url.path)
         message = f"Incorrect API key provided: {request.headers.get('authorization', '')}"
         return JSONResponse({"error": {"message": message}}, status_code=401)
 
     async def gemini(self, request: Request) -> Response:
-        serial = self._next()
-        image = base64.b64encode(png()).decode()
+        serial = self._serial(request)
+        image = base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()
         return JSONResponse({"candidates": [{"content": {"parts": [
             {"text": f"serial {serial}"}, {"inlineData": {"mimeType": "image/png", "data": image}}]}}]})
 
