@@ -11,7 +11,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from vcr.serializers import jsonserializer
 
 from allm_proxy.cli import main
 from tests.support.redis_server import RedisServer, redis_server
-from tests.support.serve_process import serve_process
+from tests.support.serve_process import ServeProcess, serve_process
 from tests.test_cassette_support import OPENAI_KEY
 from tests.test_state_redis import record_ten_identical
 from tests.upstreams.openai_upstream import FakeOpenAI
@@ -36,6 +36,23 @@ WORKERS = 2
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     with redis_server(tmp_path) as server:
         yield server
+
+
+MAX_BURSTS = 5
+
+
+def bursts_until_both_workers_answer(proxy: ServeProcess, burst: Callable[[int], None], method: str,
+                                     path_prefix: str) -> int:
+    """Run `burst(k)` until the access log shows both workers answering (at most MAX_BURSTS); how many ran.
+
+    Workers share one listening socket and the kernel wakes them all for each connection: on a busy
+    machine one worker can win every accept of a short burst, so a second burst is the bounded remedy.
+    """
+    for k in range(MAX_BURSTS):
+        burst(k)
+        if len(proxy.answered_by(method, path_prefix)) == WORKERS:
+            return k + 1
+    raise AssertionError(f"one worker answered all of {MAX_BURSTS} bursts:\n{proxy.log()}")
 
 
 def generate(base: str, body: dict[str, object], headers: dict[str, str] | None = None) -> httpx.Response:
@@ -71,14 +88,16 @@ def test_every_url_either_worker_issues_is_served_whichever_worker_answers(tmp_p
             fetched = httpx.get(answer.json()["data"][0]["url"], timeout=30)
             return fetched.status_code, fetched.content[:8], fetched.headers.get("content-type", "")
 
-        with ThreadPoolExecutor(max_workers=8) as pool:  # concurrent, so both workers are kept busy
-            results = list(pool.map(issue_and_fetch, range(40)))
-        assert results == [(200, PNG, "image/png")] * 40
+        def burst(k: int) -> None:
+            with ThreadPoolExecutor(max_workers=8) as pool:  # concurrent, so both workers are kept busy
+                assert list(pool.map(issue_and_fetch, range(40))) == [(200, PNG, "image/png")] * 40
+
+        bursts = bursts_until_both_workers_answer(proxy, burst, "GET", "/v1/images/files/")
         workers = proxy.worker_pids()
         issuers = proxy.answered_by("POST", "/v1/images/generations")
         servers = proxy.answered_by("GET", "/v1/images/files/")
-        assert sum(issuers.values()) == sum(servers.values()) == 40
-        assert set(issuers) == set(servers) == workers and len(workers) == WORKERS, proxy.log()
+        assert sum(issuers.values()) == sum(servers.values()) == 40 * bursts
+        assert set(servers) == workers and set(issuers) <= workers and len(workers) == WORKERS, proxy.log()
         assert proxy.stop() == 0
 
 
@@ -112,18 +131,21 @@ def test_a_burst_of_50_recorded_by_two_workers_lands_whole_in_a_cassette_plain_v
             tmp_path, "--state-url", redis.url, "--provider", "openai", "--openai-base-url", upstream_url + "/v1",
             "--cassette", str(cassette), "--record-mode", "new_episodes", workers=WORKERS,
             env={"OPENAI_API_KEY": OPENAI_KEY}) as proxy:
-        def send(i: int) -> int:
-            return generate(proxy.base, {"model": "dall-e-2", "prompt": f"prompt {i}", "size": "256x256",
-                                         "response_format": "b64_json"}).status_code
+        def burst(k: int) -> None:
+            def send(i: int) -> int:
+                return generate(proxy.base, {"model": "dall-e-2", "prompt": f"prompt {k}-{i}", "size": "256x256",
+                                             "response_format": "b64_json"}).status_code
 
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            assert list(pool.map(send, range(50))) == [200] * 50
-        recorders = proxy.answered_by("POST", "/v1/images/generations")
-        assert len(recorders) == WORKERS, proxy.log()  # both workers recorded
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                assert list(pool.map(send, range(50))) == [200] * 50
+
+        # both workers recorded (almost always in the first burst of 50)
+        bursts = bursts_until_both_workers_answer(proxy, burst, "POST", "/v1/images/generations")
         assert proxy.stop() == 0  # SIGTERM: every worker flushes its recordings
     requests, responses = FilesystemPersister.load_cassette(str(cassette), jsonserializer)  # plain vcrpy
-    assert len(requests) == len(responses) == 50
-    assert sorted(json.loads(r.body)["prompt"] for r in requests) == sorted(f"prompt {i}" for i in range(50))
+    assert len(requests) == len(responses) == 50 * bursts
+    assert sorted(json.loads(r.body)["prompt"] for r in requests) == sorted(
+        f"prompt {k}-{i}" for k in range(bursts) for i in range(50))
     assert OPENAI_KEY not in cassette.read_text()
 
 
@@ -137,14 +159,20 @@ def test_metrics_under_two_workers_count_every_request_whichever_worker_answers(
     with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
         metrics_dirs = {Path(_environ(pid)["PROMETHEUS_MULTIPROC_DIR"]) for pid in proxy.worker_pids()}
         assert len(metrics_dirs) == 1  # one directory, shared by every worker
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(lambda i: generate(proxy.base, {"prompt": f"p{i}", "size": "256x256"})
-                                     .status_code, range(30)))
-        assert statuses == [200] * 30
-        assert len(proxy.answered_by("POST", "/v1/images/generations")) == WORKERS, proxy.log()
-        scrapes = [httpx.get(f"{proxy.base}/metrics", timeout=10) for _ in range(6)]  # fresh connections
-        assert {_requests_total(s.text, "generate") for s in scrapes} == {30.0}
-        assert len(proxy.answered_by("GET", "/metrics")) == WORKERS, proxy.log()
+        def burst(k: int) -> None:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                statuses = list(pool.map(lambda i: generate(proxy.base, {"prompt": f"p{i}", "size": "256x256"})
+                                         .status_code, range(30)))
+            assert statuses == [200] * 30
+
+        made = 30 * bursts_until_both_workers_answer(proxy, burst, "POST", "/v1/images/generations")
+        scrapes: list[httpx.Response] = []
+
+        def scrape(k: int) -> None:
+            scrapes.extend(httpx.get(f"{proxy.base}/metrics", timeout=10) for _ in range(6))  # fresh connections
+
+        bursts_until_both_workers_answer(proxy, scrape, "GET", "/metrics")
+        assert {_requests_total(s.text, "generate") for s in scrapes} == {float(made)}
         assert all(re.search(r"^allm_inflight_requests 0\.0$", s.text, re.MULTILINE) for s in scrapes)
         assert proxy.stop() == 0
     assert not any(d.exists() for d in metrics_dirs)  # removed at exit
