@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ _ENV = {
     "journal": "ALLM_PROXY_JOURNAL",  # hook: journal
     "fault_seed": "ALLM_PROXY_FAULT_SEED",  # hook: faults
     "state_url": "ALLM_PROXY_STATE_URL",  # hook: state
+    "workers": "ALLM_PROXY_WORKERS",  # hook: workers
 }
 
 # Flags that become one option of one provider: (flag name, provider, option key).
@@ -153,15 +152,19 @@ def main() -> None:
 @_option("--state-url", key="state_url",  # hook: state
          help="Shared state in Redis, redis://HOST:PORT/DB, so workers and replicas act as one proxy. "
               "[default: process memory]")
+@_option("--workers", key="workers", type=click.IntRange(min=1),  # hook: workers
+         help="Worker processes on the port (more than 1 needs --state-url). [default: 1]")
 @_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
 def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None:
     """Serve the OpenAI Images API on HOST:PORT (default http://127.0.0.1:8400/v1)."""
     config = _resolve_config(ctx, config_path, flags)
-    _setup_logging(config.log_level)
     from .engine import Engine
     from .server import bind_warning, run_server
+    from .server.workers import WorkersStartupError, run_workers, setup_logging  # hook: workers
+
+    setup_logging(config.log_level)
 
     try:
         engine = Engine.from_config(config)
@@ -172,7 +175,8 @@ def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None
     if warning:
         click.echo(warning, err=True)
     base = f"http://{_url_host(config.host)}:{config.port}/v1"
-    click.echo(f"allm-proxy: provider={config.provider} default_model={engine.default_model}")
+    click.echo(f"allm-proxy: provider={config.provider} default_model={engine.default_model} "
+               f"workers={config.workers}")  # hook: workers
     if config.cassettes.enabled:
         where = config.cassettes.path or f"{config.cassettes.directory}/"
         click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
@@ -181,7 +185,14 @@ def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
     click.echo(f"allm-proxy: inspector page at {base[:-3]}/allm/")  # hook: journal
-    run_server(engine, config, log_level="warning" if config.log_level != "debug" else "debug")
+    log_level = "warning" if config.log_level != "debug" else "debug"
+    if config.workers > 1:  # hook: workers
+        try:
+            run_workers(config, log_level=log_level)
+        except WorkersStartupError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    run_server(engine, config, log_level=log_level)
 
 
 async def _check_adapters(engine: Any) -> None:
@@ -224,6 +235,14 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
             config.state = dataclasses.replace(config.state, url=flags["state_url"])
         except ValueError as exc:
             raise click.UsageError(str(exc), ctx=ctx) from None
+    if given("workers"):  # hook: workers - N > 1 without shared state is a usage error saying why
+        config.workers = flags["workers"]
+    from .server.workers import check_workers
+
+    try:
+        check_workers(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc), ctx=ctx) from None
     providers = config.providers
     for flag, provider, key in _PROVIDER_FLAGS:
         if given(flag):
@@ -252,14 +271,6 @@ def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[st
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     return config
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    # httpx logs every upstream request with its full URL at INFO: a second line per request,
-    # and signed provider image URLs in the log. The access log says what happened.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _url_host(host: str) -> str:

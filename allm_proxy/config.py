@@ -17,6 +17,7 @@ Example `allm.toml`:
     header_timeout = 10               # seconds for a request line and headers (slow clients: 408)
     body_timeout = 60
     max_inflight = 256                # image requests at once; more get a 503 the SDKs retry
+    workers = 1                       # worker processes on the port (more than 1 needs [state] url)
 
     [providers.openai]
     base_url = "https://api.openai.com/v1"
@@ -185,6 +186,7 @@ class ProxyConfig:
     state: StateSettings = field(default_factory=StateSettings)
     public_metrics: bool = False
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: int = 1  # hook: workers - `[server] workers`, `serve --workers N`: uvicorn worker processes
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
@@ -194,7 +196,8 @@ _TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "fami
              "connect_timeout", "journal", "faults", "fault_seed", "state", "prices"}
 _STATE_KEYS = {"url", "prefix", "cursor_ttl", "journal_max"}
 _LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
-_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl", "public_metrics"} | _LIMIT_KEYS
+_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl", "public_metrics",
+                "workers"} | _LIMIT_KEYS  # hook: workers
 
 
 def load_config(path: str | Path | None) -> ProxyConfig:
@@ -248,6 +251,8 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
     _reject_unknown(state, _STATE_KEYS, f"{source} [state]")
     config.state = StateSettings(**state)
     config.public_metrics = bool(server.get("public_metrics", False))
+    if "workers" in server:  # hook: workers
+        config.workers = int(server["workers"])
     config.prices = {str(k): dict(v) for k, v in raw.get("prices", {}).items()}
     PriceTable.from_config(config.prices)  # a bad price table fails at load, naming the table
     cassettes = dict(raw.get("cassettes", {}))

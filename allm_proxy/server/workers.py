@@ -1,0 +1,172 @@
+"""`serve --workers N`: N uvicorn worker processes on one port, each rebuilding the exact resolved config.
+
+    check_workers(config)                   # N > 1 without a state URL: ValueError saying why
+    run_workers(config)                     # the supervisor; returns when every worker has drained
+
+The main process binds the socket and supervises (uvicorn's `Multiprocess`:
+it restarts a worker that dies, and on SIGTERM or SIGINT asks every worker to
+finish its requests and flush its recordings). Each worker is a fresh
+interpreter (multiprocessing's spawn) that builds its app with `worker_app`,
+uvicorn's `--factory` style, from the config the main process resolved from
+flags, environment and file, handed over as JSON in the environment the
+workers inherit (`WORKER_CONFIG_VARIABLE`): keys stay out of any command line.
+
+Metrics: prometheus_client's multiprocess mode. A fresh directory is named in
+`PROMETHEUS_MULTIPROC_DIR` before the first worker starts (prometheus_client
+reads it when a worker imports it), every worker's `/metrics` adds up all of
+them, a departed worker's live gauges are dropped, and the directory is
+removed when the supervisor returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
+
+from ..config import ProxyConfig
+from ..config_codec import config_from_json, config_to_json
+from ..engine import Engine
+from ..metrics import MULTIPROC_VARIABLE
+from .app import create_app
+from .h11_guard import guarded_protocol
+from .runner import uvicorn_options
+
+WORKER_CONFIG_VARIABLE = "ALLM_PROXY_WORKER_CONFIG"
+WORKER_APP = "allm_proxy.server.workers:worker_app"
+STATE_URL_EXAMPLE = "--state-url redis://127.0.0.1:6379/0"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Under workers each line names its process, as gunicorn's do: which worker answered is the first question.
+WORKER_LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+class WorkersStartupError(RuntimeError):
+    """A worker could not start (its app, or the socket): every restart would fail the same way."""
+
+
+def check_workers(config: ProxyConfig) -> None:
+    """Refuse a worker count that cannot behave as one proxy (ValueError with the reason and the fix)."""
+    if config.workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {config.workers}")
+    if config.workers > 1 and config.state.url is None:
+        raise ValueError(
+            f"--workers {config.workers} needs shared state: without it each worker would keep its own hosted "
+            "image files and replay cursors, so a URL one worker issued would be 404 on another and a "
+            "cassette would replay from the start on each. Start a Redis and add "
+            f"{STATE_URL_EXAMPLE} (or [state] url, or ALLM_PROXY_STATE_URL)."
+        )
+
+
+def setup_logging(level: str, *, worker: bool = False) -> None:
+    """The proxy's log lines on stderr (the access log is `allm_proxy.access` at INFO)."""
+    logging.basicConfig(level=level.upper(), format=WORKER_LOG_FORMAT if worker else LOG_FORMAT, stream=sys.stderr)
+    # httpx logs every upstream request with its full URL at INFO: a second line per request,
+    # and signed provider image URLs in the log. The access log says what happened.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def worker_app() -> Starlette:
+    """The app of one worker process (`uvicorn allm_proxy.server.workers:worker_app --factory`)."""
+    try:
+        text = os.environ[WORKER_CONFIG_VARIABLE]
+    except KeyError:
+        raise RuntimeError(f"{WORKER_CONFIG_VARIABLE} is not set: worker processes are started by "
+                           "`allm-proxy serve --workers N`") from None
+    config = config_from_json(text)
+    setup_logging(config.log_level, worker=True)
+    return create_app(Engine.from_config(config), config)
+
+
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's config as pickled to each worker. The guarded protocol is a class made at run time
+    (it carries the header deadline), which pickle cannot send by reference: each worker makes its own."""
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+
+    def load(self) -> None:
+        self.http = guarded_protocol(self.header_timeout)
+        super().load()
+
+
+def uvicorn_config(config: ProxyConfig, *, log_level: str = "warning") -> WorkerConfig:
+    """The uvicorn config of `serve --workers N`: the factory, the workers, the limits of `uvicorn_options`."""
+    options = uvicorn_options(config.limits)
+    options.pop("http")
+    return WorkerConfig(WORKER_APP, factory=True, workers=config.workers, host=config.host, port=config.port,
+                        log_level=log_level, access_log=False, lifespan="on", http="h11",
+                        header_timeout=config.limits.header_timeout, **options)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, which also drops the live gauges of every worker that has gone."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: set[int] = set()
+
+    def keep_subprocess_alive(self) -> None:
+        super().keep_subprocess_alive()
+        self.sweep()
+
+    def join_all(self) -> None:
+        super().join_all()
+        self.sweep()
+
+    def sweep(self) -> None:
+        from prometheus_client import multiprocess
+
+        alive = {p.pid for p in self.processes if p.pid is not None and p.exitcode is None}
+        self.seen |= alive
+        for pid in self.seen - alive:
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        self.seen &= alive
+
+    @property
+    def startup_failed(self) -> bool:
+        return any(p.exitcode == STARTUP_FAILURE for p in self.processes)
+
+
+def run_workers(config: ProxyConfig, *, log_level: str = "warning") -> None:
+    """Serve with `config.workers` processes until SIGTERM or SIGINT; returns once every worker has finished
+    its requests and flushed its recordings. Raises `WorkersStartupError` when a worker cannot start."""
+    check_workers(config)
+    uv = uvicorn_config(config, log_level=log_level)
+    with _worker_environment(config):
+        sock = uv.bind_socket()
+        try:
+            supervisor = _Supervisor(uv, sockets=[sock])
+            supervisor.run()
+        finally:
+            sock.close()
+    if supervisor.startup_failed:
+        raise WorkersStartupError("a worker process failed to start; its error is above")
+
+
+@contextlib.contextmanager
+def _worker_environment(config: ProxyConfig) -> Iterator[None]:
+    """The variables every worker inherits: its config, and a fresh metrics directory (removed after)."""
+    metrics_dir = tempfile.mkdtemp(prefix="allm-proxy-metrics-")
+    saved = {name: os.environ.get(name) for name in (WORKER_CONFIG_VARIABLE, MULTIPROC_VARIABLE)}
+    os.environ[WORKER_CONFIG_VARIABLE] = config_to_json(config)
+    os.environ[MULTIPROC_VARIABLE] = metrics_dir
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(metrics_dir, ignore_errors=True)
