@@ -92,7 +92,7 @@ def throughput_table(records: Iterable[Record]) -> str:
 
 
 def throughput_line(record: Record) -> str:
-    return "  ".join(f"{title}={_cell(record, key, fmt)}" for key, title, fmt in COLUMNS)
+    return "  ".join(f"{title}={_cell(record, key, fmt)}" for key, title, fmt in _columns([record]))
 
 
 def other_figures(records: Iterable[Record]) -> str:
@@ -181,7 +181,7 @@ def _ratio_fake_to_replay(records: list[Record]) -> float | None:
 
 
 def _gzip_answers(records: list[Record]) -> float | None:
-    rows = [r for r in _find(records, kind="throughput") if r.get("target") != "direct"]
+    rows = [r for r in _find(records, kind="throughput") if r.get("target") not in BASELINES]
     return float(sum(r.get("gzip_responses", 0) for r in rows)) if rows else None
 
 
@@ -195,6 +195,13 @@ def _lookup_ratio(records: list[Record]) -> float | None:
     if len(rows) < 2 or not rows[0].get("server_cpu_ms_per_req") or rows[-1].get("server_cpu_ms_per_req") is None:
         return None
     return float(rows[-1]["server_cpu_ms_per_req"] / rows[0]["server_cpu_ms_per_req"])
+
+
+def _slowest_startup(records: list[Record]) -> float | None:
+    """allm-proxy's slowest median startup (the reference and the peers are not what issue 7 asks about)."""
+    values = [r["startup_ms"] for r in _find(records, kind="startup")
+              if r.get("target") not in BASELINES and r.get("startup_ms") is not None]
+    return max(values) if values else None
 
 
 def _load_errors(records: list[Record]) -> float | None:
@@ -239,7 +246,7 @@ CHECKS = (
           _value("first_ms", kind="first_generation", target="fake", workload="large"),
           lambda v: v <= 150, "{:.0f}"),
     Check("startup to first answer (median, slowest target)", "<= 1,000 ms",
-          _value("startup_ms", max, kind="startup"), lambda v: v <= 1000, "{:.0f}"),
+          _slowest_startup, lambda v: v <= 1000, "{:.0f}"),
     Check("load test errors (fake + replay)", "0", _load_errors, lambda v: v == 0, "{:.0f}"),
 )
 
