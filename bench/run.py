@@ -32,6 +32,7 @@ from typing import Any
 
 from . import bodies as B
 from . import memory, peers, profile, report
+from .options import DEFAULT_TARGETS, GROUPS, ROOT, parse_args
 from .procs import (
     Processes,
     cpu_layout,
@@ -57,9 +58,6 @@ from .targets import (
     upstream_served,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("cassette", "load")
-DEFAULT_TARGETS = ("direct", "reference", "passthrough", "replay", "fake", "cassette")
 # The order of a run: the baselines (direct, reference, the peers) before what is compared with them.
 ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake")
 DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
@@ -408,26 +406,6 @@ class Bench:
 
     # -- derived figures ------------------------------------------------------------------
 
-    def cpu_per_mb(self) -> None:
-        """CPU per MB of response: the slope between the small and large cells at the same concurrency.
-
-        Only where both cells carry the upstream's bodies (the fake provider's images are its own, and small).
-        """
-        for target in ("passthrough", "replay"):
-            rows = {(r["workload"], r["concurrency"]): r for r in self.records
-                    if r.get("kind") == "throughput" and r["target"] == target
-                    and r.get("server_cpu_ms_per_req") is not None}
-            levels = sorted({c for (w, c) in rows if w == "small"} & {c for (w, c) in rows if w == "large"},
-                            key=lambda c: (c != 16, c))
-            if not levels:
-                continue
-            small, large = rows[("small", levels[0])], rows[("large", levels[0])]
-            mb_small, mb_large = small["response_bytes"] / 1e6, large["response_bytes"] / 1e6
-            slope = (large["server_cpu_ms_per_req"] - small["server_cpu_ms_per_req"]) / (mb_large - mb_small)
-            self.emit({"kind": "cpu_per_mb", "target": target, "slope_ms_per_mb": slope,
-                       "intercept_ms": small["server_cpu_ms_per_req"] - slope * mb_small,
-                       "basis": f"small and large at C={levels[0]}"})
-
     # -- the whole run ---------------------------------------------------------------------
 
     def environment(self) -> None:
@@ -466,7 +444,7 @@ class Bench:
         if "load" in self.plan.targets and self.time_left("load"):
             print("== load", flush=True)
             figures.load_test(self)
-        self.cpu_per_mb()
+        figures.cpu_per_mb(self)
         self.relate_all()
         checks = [self.emit(c, show=False) for c in report.evaluate(self.records)]
         print()
@@ -503,53 +481,8 @@ class Bench:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  scripts/bench --quick\n  scripts/bench --targets direct,passthrough --concurrency 1,16\n"
-               "  scripts/bench --load --targets fake,replay",
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: short cells, smaller cassette figures")
-    parser.add_argument("--targets", help=f"comma-separated, from {', '.join(TARGETS + GROUPS)} "
-                                          f"[default: {','.join(DEFAULT_TARGETS)}]")
-    parser.add_argument("--peer", action="append", metavar="NAME",
-                        help=f"also measure a peer, from {', '.join(PEERS)}: installed on first use into "
-                             "bench-results/peers/ (reused later); skipped, with the reason, if it cannot be")
-    parser.add_argument("--memory", action="store_true",
-                        help="run only the upload-memory scenario of issue 15 (peak RSS of 16 x 1 MB edits at C=16 "
-                             "and 4 x 40 MB edits, edit req/s at C=16), printing each target with PASS/FAIL. A "
-                             "report, not a test: exits 0 whatever it measured, non-zero only if something crashed")
-    parser.add_argument("--memory-sizes", default="1,40", metavar="SMALL,BIG",
-                        help="MB of the two uploads of --memory [default: 1,40; the targets apply only to these]")
-    parser.add_argument("--load", action="store_true", help="add the load test of issue 6 (10,000 requests at C=64)")
-    parser.add_argument("--workloads", help=f"comma-separated, from {', '.join(B.WORKLOADS)} [default: all]")
-    parser.add_argument("--concurrency", help="comma-separated levels for every workload "
-                                              "[default: small 1,16; large 1,16,64; edit 16]")
-    parser.add_argument("--duration", type=float, help="measured seconds per cell [default: 4; --quick 1.5]")
-    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each cell [default: 1; --quick 0.3]")
-    parser.add_argument("--load-requests", type=int, help="requests per load-test round [default: 10000]")
-    parser.add_argument("--time-limit", type=float, default=600.0, help="skip what is left after this many seconds")
-    parser.add_argument("--proxy-log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="the proxies' --log-level [default: info, as `allm-proxy serve` runs]")
-    parser.add_argument("--upstream-gzip", action="store_true",
-                        help="the fake upstream answers gzip bodies when asked (as OpenAI's edge does)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the measured server with py-spy in every cell (needs py-spy in .venv)")
-    parser.add_argument("--cassette-format", choices=["json", "yaml"], default="json",
-                        help="the cassettes the run records and replays [default: json, the proxy's default]")
-    parser.add_argument("--reuse-proxy", action="store_true",
-                        help="one proxy per target for all its cells (default: a fresh proxy per cell, so that "
-                             "each cell's peak RSS is its own)")
-    parser.add_argument("--no-journal", action="store_true",  # hook: journal
-                        help="run the proxies with --no-journal (compare with a run without it)")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="[default: bench-results/]")
-    parser.add_argument("--keep-work", action="store_true", help="keep the bodies, cassettes and specs of the run")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__)
     if args.profile and profile.py_spy() is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     bench = Bench(Plan.from_args(args), args.out, keep_work=args.keep_work)
