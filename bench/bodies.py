@@ -85,6 +85,12 @@ def upload_png() -> bytes:
     return png(1024, 1024, pixels, level=6)
 
 
+def noise_png(megabytes: float, seed: int = 4) -> bytes:
+    """A square RGB PNG of about `megabytes` MB (2**20 bytes): incompressible noise, stored uncompressed."""
+    edge = max(1, int((megabytes * 2**20 / 3) ** 0.5))
+    return png(edge, edge, noise(edge * edge * 3, 8, seed=seed), level=0)
+
+
 def response_body(kind: str, image: bytes) -> bytes:
     """The JSON an OpenAI Images endpoint answers for one base64 image (pretty-printed, as OpenAI does)."""
     b64 = base64.b64encode(image).decode("ascii")

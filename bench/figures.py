@@ -13,6 +13,9 @@ process's baseline compared with the size of the images. The time from a
 replaying proxy's start to its first answer from that cassette is reported
 too (it includes the load, wherever the cassette layer does it).
 
+CPU per MB of response: the slope of CPU per request between the small and
+large cells at the same concurrency.
+
 Load test (issue 6): per proxy mode (fake, replay), 10,000 small requests at
 C=64, twice. Errors, p99, peak RSS; RSS before, after the first and after the
 second round. Growth between the rounds is the leak signal (allocator
@@ -151,3 +154,24 @@ def _load_rounds(bench: Bench, target: str, server: Any, rounds: int = 2) -> Non
         "peak_rss_mb": peak, "rss_start_mb": rss_start, "rss_after_mb": rss_after,
         "growth_kb_per_1k_requests": (rss_after[-1] - rss_after[0]) * 1024 / count * 1000 if rounds > 1 else None,
     })
+
+
+def cpu_per_mb(bench: Bench) -> None:
+    """CPU per MB of response: the slope between the small and large cells at the same concurrency.
+
+    Only where both cells carry the upstream's bodies (the fake provider's images are its own, and small).
+    """
+    for target in ("passthrough", "replay"):
+        rows = {(r["workload"], r["concurrency"]): r for r in bench.records
+                if r.get("kind") == "throughput" and r["target"] == target
+                and r.get("server_cpu_ms_per_req") is not None}
+        levels = sorted({c for (w, c) in rows if w == "small"} & {c for (w, c) in rows if w == "large"},
+                        key=lambda c: (c != 16, c))
+        if not levels:
+            continue
+        small, large = rows[("small", levels[0])], rows[("large", levels[0])]
+        mb_small, mb_large = small["response_bytes"] / 1e6, large["response_bytes"] / 1e6
+        slope = (large["server_cpu_ms_per_req"] - small["server_cpu_ms_per_req"]) / (mb_large - mb_small)
+        bench.emit({"kind": "cpu_per_mb", "target": target, "slope_ms_per_mb": slope,
+                    "intercept_ms": small["server_cpu_ms_per_req"] - slope * mb_small,
+                    "basis": f"small and large at C={levels[0]}"})

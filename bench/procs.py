@@ -124,6 +124,47 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and every live descendant (a server with worker processes is measured as the sum of them)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and its live descendants (see `tree`)."""
+    total = 0.0
+    for member in tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(member)
+    return total
+
+
+def tree_memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM summed over `pid` and its live descendants.
+
+    The summed peak is an upper bound of the tree's peak (each process's
+    high-water mark may fall at a different moment); for one process it is exact.
+    """
+    out = {"VmRSS": 0, "VmHWM": 0}
+    for member in tree(pid):
+        with contextlib.suppress(OSError):
+            for key, value in memory_kb(member).items():
+                out[key] += value
+    return out
+
+
+def tree_reset_peak(pid: int) -> bool:
+    """`reset_peak` for `pid` and its live descendants; False if any could not be reset."""
+    return all([reset_peak(member) for member in tree(pid)])
+
+
 def set_cpus(pid: int, cpus: set[int] | None) -> None:
     if cpus:
         with contextlib.suppress(OSError):

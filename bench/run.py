@@ -1,11 +1,14 @@
 """The benchmark command: ``scripts/bench`` (or ``python -m bench.run``). See docs/benchmarks.md.
 
 Measures, side by side in one run: the fake upstream itself (``direct``, the
-limit), allm-proxy passing through to it (``passthrough``), replaying a
-cassette recorded from it in the same run (``replay``), and its fake provider
-(``fake``); then the cassette figures (``cassette``) and, with ``--load``,
-the bounded load test of issue 6. Prints a table and writes JSON lines to
-``bench-results/bench-<time>.jsonl``. Every step is bounded in time and
+limit), a thin reference proxy in front of it (``reference``), with ``--peer
+litellm`` LiteLLM's proxy in front of it (``litellm``), allm-proxy passing
+through to it (``passthrough``), replaying a cassette recorded from it in the
+same run (``replay``), and its fake provider (``fake``); then the cassette
+figures (``cassette``) and, with ``--load``, the bounded load test of issue 6.
+Every cell is also given as a ratio to direct, reference and litellm in the
+same run. ``--memory`` runs the upload-memory scenario of issue 15 instead.
+Prints a table and writes JSON lines to ``bench-results/bench-<time>.jsonl``. Every step is bounded in time and
 count, and every process it starts is ended on exit, Ctrl-C included.
 """
 
@@ -21,15 +24,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from . import bodies as B
-from . import profile, report
-from .procs import Processes, cpu_layout, cpu_seconds, memory_kb, reset_peak, run_json, set_cpus
+from . import memory, peers, profile, report
+from .options import DEFAULT_TARGETS, GROUPS, ROOT, parse_args
+from .procs import (
+    Processes,
+    cpu_layout,
+    run_json,
+    set_cpus,
+    tree_cpu_seconds,
+    tree_memory_kb,
+    tree_reset_peak,
+)
 from .targets import (
+    PEERS,
     TARGETS,
     Server,
     fake_args,
@@ -38,14 +52,14 @@ from .targets import (
     record_args,
     replay_config,
     start_proxy,
+    start_reference,
     start_upstream,
     stop_proxy,
     upstream_served,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("cassette", "load")
-DEFAULT_TARGETS = ("direct", "passthrough", "replay", "fake", "cassette")
+# The order of a run: the baselines (direct, reference, the peers) before what is compared with them.
+ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake")
 DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
 
 
@@ -69,6 +83,7 @@ class Plan:
     cassette_suffix: str = ".json"
     reuse_proxy: bool = False
     no_journal: bool = False  # hook: journal (the proxies run with --no-journal, to measure its cost)
+    peers: tuple[str, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -77,7 +92,12 @@ class Plan:
             targets.append("load")
         unknown = set(targets) - set(TARGETS) - set(GROUPS)
         if unknown:
-            raise SystemExit(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS + GROUPS)}")
+            raise SystemExit(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS + GROUPS)}"
+                             + ("; a peer is asked for with --peer" if unknown & set(PEERS) else ""))
+        chosen_peers = tuple(dict.fromkeys(p.strip() for p in ",".join(args.peer or []).split(",") if p.strip()))
+        if set(chosen_peers) - set(PEERS):
+            raise SystemExit(f"unknown peers {sorted(set(chosen_peers) - set(PEERS))}; choose from {', '.join(PEERS)}")
+        targets += [p for p in chosen_peers if p not in targets]
         workloads = [w.strip() for w in args.workloads.split(",")] if args.workloads else list(B.WORKLOADS)
         if set(workloads) - set(B.WORKLOADS):
             raise SystemExit(f"unknown workloads {sorted(set(workloads) - set(B.WORKLOADS))}; "
@@ -104,6 +124,7 @@ class Plan:
             no_journal=args.no_journal,  # hook: journal
             cassette_suffix="." + args.cassette_format,
             reuse_proxy=args.reuse_proxy,
+            peers=chosen_peers,
         )
 
 
@@ -122,7 +143,8 @@ class Bench:
         self.procs = Processes(self.out_dir / f"bench-{self.stamp}.logs")
         self.server_cpus, self.client_cpus = cpu_layout(self.plan.pin)
         self.deadline = time.monotonic() + self.plan.time_limit
-        self.direct: dict[tuple[str, int], dict[str, Any]] = {}
+        # The cells of the baselines (direct, reference, the peers), for the ratios of every later cell.
+        self.baselines: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
         self.upstream: Server | None = None
         self.bodies: B.BodySet | None = None
         self.replay_cassette: Path | None = None
@@ -198,8 +220,8 @@ class Bench:
         if self.plan.profile:
             spy = profile.start(self.procs, pid, spy_out, self.plan.warmup + self.plan.duration + 0.5,
                                 self.client_cpus)
-        reset_peak(pid)
-        cpu_before = cpu_seconds(pid)
+        tree_reset_peak(pid)
+        cpu_before = tree_cpu_seconds(pid)
         result = self.loadgen(f"{target}-{workload}-c{concurrency}", server.port, [self.workload_request(workload)],
                               concurrency=concurrency, warmup=self.plan.warmup, duration=self.plan.duration)
         record: dict[str, Any] = {"kind": "throughput", "target": target, "workload": workload,
@@ -207,8 +229,8 @@ class Bench:
         if spy is not None:
             record["profile"] = profile.finish(self.procs, spy, spy_out)
         if server.proc.poll() is None:
-            cpu_used = cpu_seconds(pid) - cpu_before
-            memory = memory_kb(pid)
+            cpu_used = tree_cpu_seconds(pid) - cpu_before
+            memory = tree_memory_kb(pid)
             record["server_cpu_ms_per_req"] = cpu_used * 1000 / max(result.get("completed", 0), 1)
             record["server_peak_rss_mb"] = memory["VmHWM"] / 1024
             record["server_rss_mb"] = memory["VmRSS"] / 1024
@@ -221,13 +243,10 @@ class Bench:
         if upstream_before is not None and self.upstream is not None:
             after = upstream_served(self.upstream)
             record["upstream_requests"] = None if after is None else after - upstream_before
-        direct = self.direct.get((workload, concurrency))
-        if direct and direct.get("rps") and result.get("rps") is not None and target != "direct":
-            record["ratio_to_direct"] = result["rps"] / direct["rps"]
-            if result.get("p50_ms") is not None and direct.get("p50_ms") is not None:
-                record["added_p50_ms"] = result["p50_ms"] - direct["p50_ms"]
-        if target == "direct":
-            self.direct[(workload, concurrency)] = record
+        report.relate(record, {name: cells[(workload, concurrency)] for name, cells in self.baselines.items()
+                               if (workload, concurrency) in cells})
+        if target in report.BASELINES:
+            self.baselines.setdefault(target, {})[(workload, concurrency)] = record
         return self.emit(record)
 
     def measure_all(self, server: Server, target: str) -> None:
@@ -239,11 +258,11 @@ class Bench:
 
     # -- proxies ----------------------------------------------------------------------
 
-    def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None) -> Server:
+    def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None, *, workers: int = 1) -> Server:
         if self.plan.no_journal:  # hook: journal
             args = [*args, "--no-journal"]
         server = start_proxy(self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level,
-                             probe=probe)
+                             probe=probe, workers=workers)
         return server
 
     def record_cassette(self, cassette: Path, requests: list[dict[str, Any]], *, concurrency: int,
@@ -292,8 +311,30 @@ class Bench:
         finally:
             set_cpus(self.upstream.pid, self.client_cpus)
 
+    def target_reference(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        self.served("reference", lambda probe: start_reference(
+            self.procs, upstream, cpus=self.server_cpus, log_level=self.plan.log_level, probe=probe))
+
+    def target_litellm(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        install = peers.ensure_litellm(peers.litellm_venv(self.out_dir))
+        self.emit({"kind": "peer", "target": "litellm", "version": install.version, "error": install.error,
+                   "installed_now": install.installed_now, "install_s": install.seconds})
+        if install.executable is None:
+            self.skip("litellm", install.error or "not installed")
+            return
+        config = self.work / "litellm.yaml"
+        # LiteLLM takes tens of seconds to start: one process serves all its cells (peak RSS is then the
+        # highest so far, which for the large cells is their own).
+        self.served("litellm", lambda probe: peers.start_litellm(
+            self.procs, install, upstream, config, cpus=self.server_cpus, probe=probe), reuse=True)
+
     def target_passthrough(self) -> None:
         assert self.upstream is not None
+        # hook: workers: `serve --workers N` cells are `self.proxied("passthrough-w2", ..., workers=2)`.
         self.proxied("passthrough", passthrough_args(self.upstream))
 
     def target_replay(self) -> None:
@@ -304,8 +345,14 @@ class Bench:
     def target_fake(self) -> None:
         self.proxied("fake", fake_args(), first_generation=True)
 
-    def proxied(self, target: str, args: list[str], *, first_generation: bool = False) -> None:
-        """Measure every cell of `target`, on a fresh proxy per cell (unless --reuse-proxy).
+    def proxied(self, target: str, args: list[str], *, first_generation: bool = False, workers: int = 1) -> None:
+        """Every cell of an allm-proxy target (`served`); `workers` > 1 runs `serve --workers N`."""
+        self.served(target, lambda probe: self.proxy(target, args, probe=probe, workers=workers),
+                    first_generation=first_generation)
+
+    def served(self, target: str, start: Callable[[B.RequestSpec], Server], *, first_generation: bool = False,
+               reuse: bool = False) -> None:
+        """Measure every cell of `target`, on a fresh server per cell (unless --reuse-proxy or `reuse`).
 
         A fresh process per cell keeps each cell's peak RSS its own: CPython
         and glibc keep freed memory, so a cell after a heavy one would report
@@ -320,17 +367,17 @@ class Bench:
             for index, (workload, concurrency) in enumerate(self.plan.cells):
                 if not self.time_left(f"{target} {workload} C={concurrency}"):
                     break
-                if server is None or not self.plan.reuse_proxy:
+                if server is None or not (self.plan.reuse_proxy or reuse):
                     if server is not None:
                         stop_proxy(self.procs, server, timeout=30)
-                    server = self.proxy(target, args, probe=probe)
+                    server = start(probe)
                     if not server.ok:
                         self.emit({"kind": "startup", "target": target, "startup_ms": server.startup_ms,
                                    "error": server.probe_error})
                         self.skip(target, server.probe_error or "did not start")
                         return
                     startups.append(server.startup_ms or 0.0)
-                    idle_rss = idle_rss or memory_kb(server.pid)["VmRSS"] / 1024
+                    idle_rss = idle_rss or tree_memory_kb(server.pid)["VmRSS"] / 1024
                 if first_generation and index == 0:
                     self.first_generation(server)
                 self.measure(server, target, workload, concurrency)
@@ -359,26 +406,6 @@ class Bench:
 
     # -- derived figures ------------------------------------------------------------------
 
-    def cpu_per_mb(self) -> None:
-        """CPU per MB of response: the slope between the small and large cells at the same concurrency.
-
-        Only where both cells carry the upstream's bodies (the fake provider's images are its own, and small).
-        """
-        for target in ("passthrough", "replay"):
-            rows = {(r["workload"], r["concurrency"]): r for r in self.records
-                    if r.get("kind") == "throughput" and r["target"] == target
-                    and r.get("server_cpu_ms_per_req") is not None}
-            levels = sorted({c for (w, c) in rows if w == "small"} & {c for (w, c) in rows if w == "large"},
-                            key=lambda c: (c != 16, c))
-            if not levels:
-                continue
-            small, large = rows[("small", levels[0])], rows[("large", levels[0])]
-            mb_small, mb_large = small["response_bytes"] / 1e6, large["response_bytes"] / 1e6
-            slope = (large["server_cpu_ms_per_req"] - small["server_cpu_ms_per_req"]) / (mb_large - mb_small)
-            self.emit({"kind": "cpu_per_mb", "target": target, "slope_ms_per_mb": slope,
-                       "intercept_ms": small["server_cpu_ms_per_req"] - slope * mb_small,
-                       "basis": f"small and large at C={levels[0]}"})
-
     # -- the whole run ---------------------------------------------------------------------
 
     def environment(self) -> None:
@@ -405,7 +432,7 @@ class Bench:
         self.bodies = B.build(self.work / "bodies")
         self.upstream = start_upstream(self.procs, self.bodies, cpus=self.client_cpus,
                                        use_gzip=self.plan.upstream_gzip)
-        for target in TARGETS:
+        for target in ORDER:
             if target in self.plan.targets and self.time_left(target):
                 print(f"== {target}", flush=True)
                 getattr(self, f"target_{target}")()
@@ -417,7 +444,8 @@ class Bench:
         if "load" in self.plan.targets and self.time_left("load"):
             print("== load", flush=True)
             figures.load_test(self)
-        self.cpu_per_mb()
+        figures.cpu_per_mb(self)
+        self.relate_all()
         checks = [self.emit(c, show=False) for c in report.evaluate(self.records)]
         print()
         print(report.throughput_table(self.records))
@@ -435,50 +463,26 @@ class Bench:
             print(f"{len(failed)} cells failed or were skipped (see above and {self.procs.log_dir})")
         return 1 if failed else 0
 
+    def relate_all(self) -> None:
+        """Fill the ratios a cell could not have when it was measured (a baseline measured after it)
+        and write the JSON lines again with them (they were written as the run went, so a stopped run
+        keeps what it measured)."""
+        rows = [r for r in self.records if r.get("kind") == "throughput"]
+        for record in rows:
+            cell = (record["workload"], record["concurrency"])
+            report.relate(record, {r["target"]: r for r in rows
+                                   if r["target"] in report.BASELINES and (r["workload"], r["concurrency"]) == cell})
+        with self.jsonl.open("w") as out:
+            out.writelines(json.dumps(r) + "\n" for r in self.records)
+
     def close(self) -> None:
         self.procs.close()
         if not self.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  scripts/bench --quick\n  scripts/bench --targets direct,passthrough --concurrency 1,16\n"
-               "  scripts/bench --load --targets fake,replay",
-    )
-    parser.add_argument("--quick", action="store_true", help="a smoke run: short cells, smaller cassette figures")
-    parser.add_argument("--targets", help=f"comma-separated, from {', '.join(TARGETS + GROUPS)} "
-                                          f"[default: {','.join(DEFAULT_TARGETS)}]")
-    parser.add_argument("--load", action="store_true", help="add the load test of issue 6 (10,000 requests at C=64)")
-    parser.add_argument("--workloads", help=f"comma-separated, from {', '.join(B.WORKLOADS)} [default: all]")
-    parser.add_argument("--concurrency", help="comma-separated levels for every workload "
-                                              "[default: small 1,16; large 1,16,64; edit 16]")
-    parser.add_argument("--duration", type=float, help="measured seconds per cell [default: 4; --quick 1.5]")
-    parser.add_argument("--warmup", type=float, help="unmeasured seconds before each cell [default: 1; --quick 0.3]")
-    parser.add_argument("--load-requests", type=int, help="requests per load-test round [default: 10000]")
-    parser.add_argument("--time-limit", type=float, default=600.0, help="skip what is left after this many seconds")
-    parser.add_argument("--proxy-log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="the proxies' --log-level [default: info, as `allm-proxy serve` runs]")
-    parser.add_argument("--upstream-gzip", action="store_true",
-                        help="the fake upstream answers gzip bodies when asked (as OpenAI's edge does)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the measured server with py-spy in every cell (needs py-spy in .venv)")
-    parser.add_argument("--cassette-format", choices=["json", "yaml"], default="json",
-                        help="the cassettes the run records and replays [default: json, the proxy's default]")
-    parser.add_argument("--reuse-proxy", action="store_true",
-                        help="one proxy per target for all its cells (default: a fresh proxy per cell, so that "
-                             "each cell's peak RSS is its own)")
-    parser.add_argument("--no-journal", action="store_true",  # hook: journal
-                        help="run the proxies with --no-journal (compare with a run without it)")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="[default: bench-results/]")
-    parser.add_argument("--keep-work", action="store_true", help="keep the bodies, cassettes and specs of the run")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__)
     if args.profile and profile.py_spy() is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     bench = Bench(Plan.from_args(args), args.out, keep_work=args.keep_work)
@@ -489,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
     try:
-        return bench.run()
+        return memory.run(bench, memory.sizes(args.memory_sizes)) if args.memory else bench.run()
     except KeyboardInterrupt:
         print("\ninterrupted: ending every process the benchmark started", file=sys.stderr)
         return 130

@@ -1,6 +1,8 @@
 """Starting what a run measures: the fake upstream and allm-proxy in its modes.
 
 - ``direct``:      the load generator talks to the fake upstream itself (the limit)
+- ``reference``:   the thin reference proxy of issue 15 (`bench.reference_proxy`) in front of it
+- ``litellm``:     with ``--peer litellm``, LiteLLM's proxy in front of it (`bench.peers`)
 - ``passthrough``: allm-proxy ``--provider openai`` in front of the fake upstream
 - ``replay``:      allm-proxy replaying a cassette recorded from the fake upstream in this run
 - ``fake``:        allm-proxy ``--provider fake`` (generated images, no upstream)
@@ -21,8 +23,11 @@ from pathlib import Path
 from .bodies import BodySet, RequestSpec
 from .procs import Processes, free_port, python, wait_line
 
-TARGETS = ("direct", "passthrough", "replay", "fake")
-BENCH_KEY = "sk-bench-not-real"
+# In the order a run measures them: the baselines first, so every later cell has its ratios at hand.
+TARGETS = ("direct", "reference", "passthrough", "replay", "fake")
+PEERS = ("litellm",)
+BENCH_KEY = "sk-bench-not-real"  # what a proxy sends the fake upstream
+BENCH_CLIENT_KEY = "sk-bench-client"  # what the clients send (bench.loadgen has its own copy)
 
 
 @dataclass
@@ -54,7 +59,7 @@ def http_call(port: int, spec: RequestSpec | None = None, *, path: str = "/healt
             conn.request("GET", path)
         else:
             conn.request(spec.method, spec.path, body=spec.body, headers={
-                "Content-Type": spec.content_type, "Authorization": "Bearer sk-bench-client",
+                "Content-Type": spec.content_type, "Authorization": f"Bearer {BENCH_CLIENT_KEY}",
                 "Accept-Encoding": "gzip, deflate"})
         response = conn.getresponse()
         return response.status, response.read()
@@ -102,31 +107,55 @@ def proxy_env() -> dict[str, str]:
 
 
 def start_proxy(procs: Processes, name: str, args: list[str], *, cpus: set[int] | None, log_level: str,
-                probe: RequestSpec | None, timeout: float = 30.0) -> Server:
-    """Start `allm-proxy serve ARGS` and time it to its first answered request.
+                probe: RequestSpec | None, timeout: float = 30.0, workers: int = 1) -> Server:
+    """Start `allm-proxy serve ARGS` and time it to its first answered request (see `start_http`).
+
+    `workers` is the place for the cells of `serve --workers N` (issue 15): the
+    flag is passed only when N > 1, and the measured figures already sum the
+    process tree (`procs.tree_cpu_seconds`, `procs.tree_memory_kb`).
+    """
+    port = free_port()
+    argv = [*proxy_command(), "serve", "--port", str(port), "--log-level", log_level, *args]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
+    return start_http(procs, name, argv, port, cpus=cpus, env=proxy_env(), probe=probe, timeout=timeout,
+                      what="allm-proxy")
+
+
+def start_reference(procs: Processes, upstream: Server, *, cpus: set[int] | None, log_level: str,
+                    probe: RequestSpec | None, timeout: float = 30.0) -> Server:
+    """Start the thin reference proxy (`bench.reference_proxy`) in front of `upstream`."""
+    port = free_port()
+    argv = [python(), "-m", "bench.reference_proxy", "--upstream", f"http://127.0.0.1:{upstream.port}",
+            "--port", str(port), "--log-level", log_level]
+    return start_http(procs, "reference", argv, port, cpus=cpus, env=proxy_env(), probe=probe, timeout=timeout,
+                      what="the reference proxy")
+
+
+def start_http(procs: Processes, name: str, argv: list[str], port: int, *, cpus: set[int] | None,
+               env: dict[str, str], probe: RequestSpec | None, timeout: float, what: str) -> Server:
+    """Spawn a server listening on `port` and time it to its first answered request.
 
     With a `probe`, that request is sent (retried while the port refuses) and
     startup ends at its answer; without, at the first answer of ``/healthz``.
     A probe answered with anything but 200 marks the server not ok (it stays
     up, so its log and later steps can say why).
     """
-    port = free_port()
-    argv = [*proxy_command(), "serve", "--port", str(port), "--log-level", log_level, *args]
     started = time.perf_counter()
-    proc = procs.spawn(name, argv, cpus=cpus, env=proxy_env(), cwd=_repo_root())
+    proc = procs.spawn(name, argv, cpus=cpus, env=env, cwd=_repo_root())
     server = Server(name, port, proc)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            server.probe_error = f"allm-proxy exited with {proc.returncode}; see {procs.log_dir / (name + '.log')}"
+            server.probe_error = f"{what} exited with {proc.returncode}; see {procs.log_dir / (name + '.log')}"
             return server
         try:
             status, body = http_call(port, probe, timeout=timeout)
         except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected):
             if time.monotonic() > deadline:
-                server.probe_error = f"no answer within {timeout} s"
+                server.probe_error = f"no answer within {timeout:.0f} s"
                 return server
-            time.sleep(0.005)
+            time.sleep(0.005 if timeout <= 30 else 0.05)
             continue
         except OSError as exc:
             server.probe_error = f"probe failed: {exc!r}"
