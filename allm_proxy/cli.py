@@ -3,58 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from click.decorators import FC
 
-from .config import ProxyConfig, RecordMode, cassette_settings_from_mapping, load_config
-from .faults.grammar import parse_faults
-
-# (click parameter name, environment variable) for every serve option that a
-# config file can also set. Flags beat the environment, which beats the file.
-_ENV = {
-    "host": "ALLM_PROXY_HOST",
-    "port": "ALLM_PROXY_PORT",
-    "provider": "ALLM_PROXY_PROVIDER",
-    "default_model": "ALLM_PROXY_DEFAULT_MODEL",
-    "fake_script": "ALLM_PROXY_FAKE_SCRIPT",
-    "cassette": "ALLM_PROXY_CASSETTE",
-    "cassette_dir": "ALLM_PROXY_CASSETTE_DIR",
-    "record_mode": "ALLM_PROXY_RECORD_MODE",
-    "replay_timing": "ALLM_PROXY_REPLAY_TIMING",
-    "openai_base_url": "ALLM_PROXY_OPENAI_BASE_URL",
-    "gemini_base_url": "ALLM_PROXY_GEMINI_BASE_URL",
-    "timeout": "ALLM_PROXY_TIMEOUT",
-    "access_token": "ALLM_PROXY_ACCESS_TOKEN",
-    "max_body_mb": "ALLM_PROXY_MAX_BODY_MB",
-    "log_level": "ALLM_PROXY_LOG_LEVEL",
-    "materialize_urls": "ALLM_PROXY_MATERIALIZE_URLS",
-    "gemini_api_version": "ALLM_PROXY_GEMINI_API_VERSION",
-    "gemini_variations": "ALLM_PROXY_GEMINI_VARIATIONS",
-    "gemini_mask_hint": "ALLM_PROXY_GEMINI_MASK_HINT",
-    "gemini_max_concurrency": "ALLM_PROXY_GEMINI_MAX_CONCURRENCY",
-    "gemini_safety_code": "ALLM_PROXY_GEMINI_SAFETY_CODE",
-    "journal": "ALLM_PROXY_JOURNAL",  # hook: journal
-    "fault_seed": "ALLM_PROXY_FAULT_SEED",  # hook: faults
-    "state_url": "ALLM_PROXY_STATE_URL",  # hook: state
-    "workers": "ALLM_PROXY_WORKERS",  # hook: workers
-}
-
-# Flags that become one option of one provider: (flag name, provider, option key).
-_PROVIDER_FLAGS = (
-    ("openai_base_url", "openai", "base_url"),
-    ("gemini_base_url", "gemini", "base_url"),
-    ("gemini_api_version", "gemini", "api_version"),
-    ("gemini_variations", "gemini", "variations"),
-    ("gemini_mask_hint", "gemini", "mask_hint"),
-    ("gemini_max_concurrency", "gemini", "max_concurrency"),
-    ("gemini_safety_code", "gemini", "safety_code"),
-    ("fake_script", "fake", "script_path"),
-)
+from .cli_config import option, resolve_config
+from .cli_inspect import inspect, run
+from .config import RecordMode, load_config
 
 SERVE_EXAMPLES = """
 \b
@@ -65,11 +21,6 @@ Examples:
   allm-proxy serve --provider openai --cassette cassettes/demo.yaml --record-mode once
   allm-proxy serve --config allm.toml --port 9000
 """
-
-
-def _option(*names: str, key: str, **kwargs: Any) -> Callable[[FC], FC]:
-    """A `serve` option that an `ALLM_PROXY_*` environment variable can also set."""
-    return click.option(*names, envvar=_ENV[key], show_envvar=True, **kwargs)
 
 
 class _LazyCommand(click.Group):
@@ -109,57 +60,57 @@ def main() -> None:
 @main.command(epilog=SERVE_EXAMPLES)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="ALLM_PROXY_CONFIG", show_envvar=True, help="TOML config file (flags override it).")
-@_option("--host", key="host", help="Address to bind. [default: 127.0.0.1]")
-@_option("--port", key="port", type=int, help="Port to listen on. [default: 8400]")
-@_option("--provider", key="provider",
+@option("--host", key="host", help="Address to bind. [default: 127.0.0.1]")
+@option("--port", key="port", type=int, help="Port to listen on. [default: 8400]")
+@option("--provider", key="provider",
          help="Default provider: fake, openai, gemini, or an installed adapter (entry point). [default: fake]")
-@_option("--default-model", key="default_model",
+@option("--default-model", key="default_model",
          help="Model for requests that name none. [default: fake: dall-e-2, or gpt-image-1.5 when GPT-image "
               "parameters are used, as OpenAI documents; openai: none sent, OpenAI decides; gemini: "
               "gemini-3-pro-image]")
-@_option("--fake-script", key="fake_script", type=click.Path(exists=True, dir_okay=False),
+@option("--fake-script", key="fake_script", type=click.Path(exists=True, dir_okay=False),
          help="YAML/JSON list of scripted replies for the fake provider.")
-@_option("--cassette", key="cassette", help="Record/replay upstream traffic to this cassette file.")
-@_option("--cassette-dir", key="cassette_dir", help="Directory of cassettes chosen per request (X-ALLM-Cassette).")
-@_option("--record-mode", key="record_mode", type=click.Choice([mode.value for mode in RecordMode]),
+@option("--cassette", key="cassette", help="Record/replay upstream traffic to this cassette file.")
+@option("--cassette-dir", key="cassette_dir", help="Directory of cassettes chosen per request (X-ALLM-Cassette).")
+@option("--record-mode", key="record_mode", type=click.Choice([mode.value for mode in RecordMode]),
          help="Cassette record mode (vcrpy's meanings). [default: once]")
-@_option("--replay-timing", key="replay_timing", type=click.Choice(["instant", "recorded"]),
+@option("--replay-timing", key="replay_timing", type=click.Choice(["instant", "recorded"]),
          help="Replay streams instantly or with their recorded pacing. [default: instant]")
-@_option("--openai-base-url", key="openai_base_url", help="OpenAI API base. [default: https://api.openai.com/v1]")
-@_option("--gemini-base-url", key="gemini_base_url",
+@option("--openai-base-url", key="openai_base_url", help="OpenAI API base. [default: https://api.openai.com/v1]")
+@option("--gemini-base-url", key="gemini_base_url",
          help="Gemini API base. [default: https://generativelanguage.googleapis.com]")
-@_option("--gemini-api-version", key="gemini_api_version", help="Gemini API version. [default: v1beta]")
-@_option("--gemini-variations", key="gemini_variations", type=click.Choice(["reject", "emulate"]),
+@option("--gemini-api-version", key="gemini_api_version", help="Gemini API version. [default: v1beta]")
+@option("--gemini-variations", key="gemini_variations", type=click.Choice(["reject", "emulate"]),
          help="Gemini has no variations: answer 400, or emulate them with an edit. [default: reject]")
-@_option("--gemini-mask-hint/--no-gemini-mask-hint", key="gemini_mask_hint", default=None,
+@option("--gemini-mask-hint/--no-gemini-mask-hint", key="gemini_mask_hint", default=None,
          help="Also send an edit's mask to Gemini as a hint image (the proxy composites either way).")
-@_option("--gemini-max-concurrency", key="gemini_max_concurrency", type=int,
+@option("--gemini-max-concurrency", key="gemini_max_concurrency", type=int,
          help="Parallel generateContent calls for n > 1. [default: 4]")
-@_option("--gemini-safety-code", key="gemini_safety_code",
+@option("--gemini-safety-code", key="gemini_safety_code",
          type=click.Choice(["content_policy_violation", "moderation_blocked"]),
          help="Error code for Gemini safety blocks. [default: content_policy_violation]")
-@_option("--materialize-urls/--no-materialize-urls", key="materialize_urls", default=None,
+@option("--materialize-urls/--no-materialize-urls", key="materialize_urls", default=None,
          help="Fetch provider image URLs so answers (and recordings) keep the bytes.")
-@_option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
-@_option("--access-token", key="access_token", help="Require this token from clients (never sent upstream).")
-@_option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
-@_option("--journal/--no-journal", key="journal", default=None,  # hook: journal
+@option("--timeout", key="timeout", type=float, help="Upstream timeout in seconds. [default: 600]")
+@option("--access-token", key="access_token", help="Require this token from clients (never sent upstream).")
+@option("--max-body-mb", key="max_body_mb", type=float, help="Largest request body accepted. [default: 50]")
+@option("--journal/--no-journal", key="journal", default=None,  # hook: journal
          help="Keep the request journal behind /allm/requests and the inspector page. [default: on]")
 # hook: faults: --fault (repeatable; no variable, as specs hold spaces) and --fault-seed
 @click.option("--fault", "fault", multiple=True, metavar="SPEC",
               help="Inject a fault, e.g. 'latency; ms=300; p=0.5' (repeatable; replaces the config's [[faults]]).")
-@_option("--fault-seed", key="fault_seed", type=int, help="Seed that makes probabilistic faults reproducible.")
-@_option("--state-url", key="state_url",  # hook: state
+@option("--fault-seed", key="fault_seed", type=int, help="Seed that makes probabilistic faults reproducible.")
+@option("--state-url", key="state_url",  # hook: state
          help="Shared state in Redis, redis://HOST:PORT/DB, so workers and replicas act as one proxy. "
               "[default: process memory]")
-@_option("--workers", key="workers", type=click.IntRange(min=1),  # hook: workers
+@option("--workers", key="workers", type=click.IntRange(min=1),  # hook: workers
          help="Worker processes on the port (more than 1 needs --state-url). [default: 1]")
-@_option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
+@option("--log-level", key="log_level", type=click.Choice(["debug", "info", "warning", "error"]),
          help="Log level. [default: info]")
 @click.pass_context
 def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None:
     """Serve the OpenAI Images API on HOST:PORT (default http://127.0.0.1:8400/v1)."""
-    config = _resolve_config(ctx, config_path, flags)
+    config = resolve_config(ctx, config_path, flags)
     from .engine import Engine
     from .server import bind_warning, run_server
     from .server.workers import WorkersStartupError, run_workers, setup_logging  # hook: workers
@@ -200,77 +151,6 @@ async def _check_adapters(engine: Any) -> None:
         await engine.prepare()
     finally:
         await engine.aclose()
-
-
-def _resolve_config(ctx: click.Context, config_path: Path | None, flags: dict[str, Any]) -> ProxyConfig:
-    try:
-        config = load_config(config_path)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-
-    def given(name: str) -> bool:
-        source = ctx.get_parameter_source(name)
-        return flags.get(name) is not None and source is not click.core.ParameterSource.DEFAULT
-
-    for name in ("host", "provider", "default_model", "access_token", "log_level"):
-        if given(name):
-            setattr(config, name, flags[name])
-    if given("port"):
-        config.port = flags["port"]
-    if given("timeout"):
-        config.timeout = flags["timeout"]
-    if given("journal"):  # hook: journal
-        config.journal = dataclasses.replace(config.journal, enabled=flags["journal"])
-    if flags.get("fault"):  # hook: faults
-        try:
-            config.faults = parse_faults(flags["fault"], where="--fault")
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    if given("fault_seed"):  # hook: faults
-        config.fault_seed = flags["fault_seed"]
-    if given("max_body_mb"):
-        config.max_body_bytes = int(flags["max_body_mb"] * 1024 * 1024)
-    if given("state_url"):  # hook: state - a URL that does not parse is a usage error naming the form
-        try:
-            config.state = dataclasses.replace(config.state, url=flags["state_url"])
-        except ValueError as exc:
-            raise click.UsageError(str(exc), ctx=ctx) from None
-    if given("workers"):  # hook: workers - N > 1 without shared state is a usage error saying why
-        config.workers = flags["workers"]
-    from .server.workers import check_workers
-
-    try:
-        check_workers(config)
-    except ValueError as exc:
-        raise click.UsageError(str(exc), ctx=ctx) from None
-    providers = config.providers
-    for flag, provider, key in _PROVIDER_FLAGS:
-        if given(flag):
-            providers.setdefault(provider, {})[key] = flags[flag]
-    if given("materialize_urls"):
-        for name in ("openai", "gemini"):
-            providers.setdefault(name, {})["materialize_urls"] = flags["materialize_urls"]
-    cassette_flags = {key: flags[flag] for flag, key in (("cassette", "path"), ("cassette_dir", "directory"),
-                                                         ("record_mode", "record_mode"),
-                                                         ("replay_timing", "replay_timing")) if given(flag)}
-    if cassette_flags:
-        current = config.cassettes
-        merged = {
-            "path": current.path, "directory": current.directory, "record_mode": current.record_mode,
-            "match_on": current.match_on, "allow_playback_repeats": current.allow_playback_repeats,
-            "replay_timing": current.replay_timing, "filter_headers": current.filter_headers,
-            "filter_query": current.filter_query, "filter_body_fields": current.filter_body_fields,
-        }
-        if "path" in cassette_flags:
-            merged["directory"] = None
-        if "directory" in cassette_flags:
-            merged["path"] = None
-        merged.update(cassette_flags)
-        try:
-            config.cassettes = cassette_settings_from_mapping(merged, source="flags")
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    return config
 
 
 def _url_host(host: str) -> str:
@@ -342,8 +222,6 @@ def _cassettes_group() -> click.Command:
 
 
 main.add_command(_LazyCommand("cassettes", _cassettes_group, "List, show and verify cassettes."))
-
-from .cli_inspect import inspect, run  # noqa: E402  (hook: journal: `inspect` and `run`)
 
 main.add_command(inspect)
 main.add_command(run)

@@ -17,7 +17,7 @@ import click
 from .cassettes import check as drift_check
 from .cassettes import live, report
 from .cassettes.filters import SecretFilter
-from .cli import _option, _resolve_config
+from .cli_config import option, resolve_config
 from .config import ProxyConfig
 
 _PATH = click.Path(exists=True, path_type=Path)
@@ -116,11 +116,11 @@ Exit status: 0 all same, 1 something drifted (or could not be sent), 2 usage.
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               envvar="ALLM_PROXY_CONFIG", show_envvar=True, help="TOML config file, as `serve` reads it.")
-@_option("--openai-base-url", key="openai_base_url",
+@option("--openai-base-url", key="openai_base_url",
          help="Send OpenAI requests here. [default: the host each request was recorded from]")
-@_option("--gemini-base-url", key="gemini_base_url",
+@option("--gemini-base-url", key="gemini_base_url",
          help="Send Gemini requests here. [default: the host each request was recorded from]")
-@_option("--timeout", key="timeout", type=float, help="Seconds to wait for each answer. [default: 600]")
+@option("--timeout", key="timeout", type=float, help="Seconds to wait for each answer. [default: 600]")
 @click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Requests in flight at once (--live).")
 @click.pass_context
@@ -134,7 +134,7 @@ def check(ctx: click.Context, /, paths: tuple[Path, ...], live: bool, yes: bool,
     directories, and every request is sent again with the key and base URLs
     `serve` would use; without it, PATHS are OLD NEW, two cassettes to compare.
     """
-    config = _resolve_config(ctx, config_path, flags)
+    config = resolve_config(ctx, config_path, flags)
     secret_filter = SecretFilter.from_settings(config.cassettes)
     if live:
         outcomes = _live_outcomes(config, paths, secret_filter, yes=yes, concurrency=concurrency)

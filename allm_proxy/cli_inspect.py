@@ -63,13 +63,16 @@ def run(ctx: click.Context, /, **_: Any) -> None:
     CMD gets OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and ALLM_PROXY_URL=http://127.0.0.1:PORT. The proxy is
     stopped (recordings flushed) when CMD ends; Ctrl-C stops both.
     """
-    from .cli import serve
     from .launcher import LaunchError, run_with_proxy
 
     serve_args, command = ctx.meta["allm_serve_args"], ctx.meta["allm_command"]
     if not command:
         raise click.UsageError("Nothing to run after `--`.", ctx)
-    serve.make_context("serve", list(serve_args), parent=ctx)  # a bad serve option fails here, as usage
+    # `serve` is this command's sibling: a bad serve option fails here, as a usage error.
+    root = ctx.find_root()
+    serve = root.command.get_command(root, "serve") if isinstance(root.command, click.Group) else None
+    if serve is not None:
+        serve.make_context("serve", list(serve_args), parent=ctx)
     try:
         status = run_with_proxy(serve_args, command)
     except LaunchError as exc:

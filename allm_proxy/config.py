@@ -214,32 +214,13 @@ def load_config(path: str | Path | None) -> ProxyConfig:
 
 
 def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> ProxyConfig:
+    """A `ProxyConfig` from a parsed config file; ValueError naming the table and key for anything wrong."""
     _reject_unknown(raw, _TOP_KEYS, source)
-    server = raw.get("server", {})
-    _reject_unknown(server, _SERVER_KEYS, f"{source} [server]")
     config = ProxyConfig()
-    if "provider" in raw:
-        config.provider = str(raw["provider"])
-    if "default_model" in raw:
-        config.default_model = str(raw["default_model"])
-    for key in ("timeout", "connect_timeout"):
+    for key, convert in (("provider", str), ("default_model", str), ("timeout", float), ("connect_timeout", float)):
         if key in raw:
-            setattr(config, key, float(raw[key]))
-    if "host" in server:
-        config.host = str(server["host"])
-    if "port" in server:
-        config.port = int(server["port"])
-    if "access_token" in server:
-        config.access_token = str(server["access_token"])
-    if "max_body_mb" in server:
-        config.max_body_bytes = int(float(server["max_body_mb"]) * 1024 * 1024)
-    if "log_level" in server:
-        config.log_level = str(server["log_level"])
-    if "file_ttl" in server:
-        config.file_ttl = float(server["file_ttl"])
-    limit_values = {key: server[key] for key in _LIMIT_KEYS if key in server}
-    if limit_values:
-        config.limits = dataclasses.replace(config.limits, **limit_values)
+            setattr(config, key, convert(raw[key]))
+    _server_from_mapping(config, raw.get("server", {}), f"{source} [server]")
     config.providers = {str(k): dict(v) for k, v in raw.get("providers", {}).items()}
     for name, alias in raw.get("models", {}).items():
         if "provider" not in alias or "model" not in alias:
@@ -250,19 +231,36 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
     state = dict(raw.get("state", {}))
     _reject_unknown(state, _STATE_KEYS, f"{source} [state]")
     config.state = StateSettings(**state)
-    config.public_metrics = bool(server.get("public_metrics", False))
-    if "workers" in server:  # hook: workers
-        config.workers = int(server["workers"])
     config.prices = {str(k): dict(v) for k, v in raw.get("prices", {}).items()}
     PriceTable.from_config(config.prices)  # a bad price table fails at load, naming the table
     cassettes = dict(raw.get("cassettes", {}))
     if cassettes:
         config.cassettes = cassette_settings_from_mapping(cassettes, source=f"{source} [cassettes]")
-    journal = dict(raw.get("journal", {}))  # hook: journal
+    journal = dict(raw.get("journal", {}))
     if journal:
         _reject_unknown(journal, {"enabled", "max_entries", "max_image_mb"}, f"{source} [journal]")
         config.journal = JournalSettings(**journal)
     return config
+
+
+# `[server]` keys that set a config field as they are: (key, field, conversion).
+_SERVER_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("host", "host", str), ("port", "port", int), ("access_token", "access_token", str),
+    ("log_level", "log_level", str), ("file_ttl", "file_ttl", float), ("workers", "workers", int),
+    ("public_metrics", "public_metrics", bool),
+)
+
+
+def _server_from_mapping(config: ProxyConfig, server: Mapping[str, Any], source: str) -> None:
+    _reject_unknown(server, _SERVER_KEYS, source)
+    for key, name, convert in _SERVER_FIELDS:
+        if key in server:
+            setattr(config, name, convert(server[key]))
+    if "max_body_mb" in server:
+        config.max_body_bytes = int(float(server["max_body_mb"]) * 1024 * 1024)
+    limit_values = {key: server[key] for key in _LIMIT_KEYS if key in server}
+    if limit_values:
+        config.limits = dataclasses.replace(config.limits, **limit_values)
 
 
 def cassette_settings_from_mapping(raw: Mapping[str, Any], *, source: str = "cassettes") -> CassetteSettings:

@@ -7,7 +7,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from PIL import Image as PILImage
 
-from allm_proxy.cli import _resolve_config, main, serve
+from allm_proxy.cli import main, serve
+from allm_proxy.cli_config import resolve_config
 
 
 def test_generate_with_no_model_takes_dall_e_sizes(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def resolve(args: list[str], env: dict[str, str] | None = None):
 
     @click.pass_context
     def grab(ctx, config_path, **flags):
-        captured["config"] = _resolve_config(ctx, config_path, flags)
+        captured["config"] = resolve_config(ctx, config_path, flags)
 
     command = click.Command("serve", params=serve.params, callback=grab)
     result = CliRunner().invoke(command, args, env=env or {}, catch_exceptions=False)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -92,6 +92,9 @@ class MemoryJournal:
         self.settings = settings or JournalSettings()
         self.max_bytes = int(self.settings.max_image_mb * 1024 * 1024)
         self._records: OrderedDict[str, Record] = OrderedDict()
+        # The records that may still hold bytes, oldest first: shedding starts where it stopped,
+        # instead of walking every entry whose bytes are long gone on every append.
+        self._holding: deque[Record] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
         self._feeds: list[Feed] = []
@@ -110,9 +113,13 @@ class MemoryJournal:
             self._records[record.id] = record
             self._records.move_to_end(record.id)
             self._bytes += record.held_bytes
+            if record.held_bytes:
+                self._holding.append(record)
             while len(self._records) > self.settings.max_entries:
                 _, gone = self._records.popitem(last=False)
                 self._bytes -= gone.held_bytes
+            while self._holding and self._records.get(self._holding[0].id) is not self._holding[0]:
+                self._holding.popleft()  # evicted whole: nothing of it is held any more
             self._shed_bytes()
             feeds = list(self._feeds)
         for feed in feeds:
@@ -120,19 +127,21 @@ class MemoryJournal:
 
     def _shed_bytes(self) -> None:
         """Drop image bytes, oldest entries first, until within `max_image_mb` (the entries stay)."""
-        if self._bytes <= self.max_bytes:
-            return
-        for record in self._records.values():
+        while self._bytes > self.max_bytes and self._holding:
+            record = self._holding[0]
+            if self._records.get(record.id) is not record:  # evicted whole already (max_entries)
+                self._holding.popleft()
+                continue
             if record.pending_bytes:
                 # A relayed body nobody read goes unparsed: parsing megabytes to drop them is what
                 # made the journal cost half of a large pass-through's CPU.
                 self._bytes -= record.drop_pending()
-                if self._bytes <= self.max_bytes:
-                    return
+                continue
             for blob in (*record.inputs, *record.images):
                 self._bytes -= blob.drop()
                 if self._bytes <= self.max_bytes:
                     return
+            self._holding.popleft()
 
     def list(self, *, session: str | None = None, status: str | int | None = None,
              operation: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
@@ -171,6 +180,7 @@ class MemoryJournal:
             gone = [k for k, r in self._records.items() if session is None or r.fields.get("session") == session]
             for key in gone:
                 self._bytes -= self._records.pop(key).held_bytes
+            self._holding = deque(r for r in self._holding if self._records.get(r.id) is r)
         return len(gone)
 
     @contextlib.asynccontextmanager

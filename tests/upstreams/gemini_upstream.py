@@ -489,14 +489,9 @@ def _check_body(body: Any, model: str, spec: ModelSpec) -> None:
             refuse("a content without parts",
                    "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty.\n")
         for part in parts:
-            data_fields = [k for k in ("text", "inlineData", "fileData") if k in part]
-            if len(data_fields) != 1:
-                refuse(f"a part with {data_fields or 'no data'}")
-            if "text" in part and not isinstance(part["text"], str):
-                refuse("a text part whose text is not a string")
-            if "inlineData" in part:
-                inline_bytes += _check_inline(part["inlineData"], refuse)
-                images += 1
+            inline = _check_part(part, refuse)
+            inline_bytes += inline
+            images += 1 if "inlineData" in part else 0
     if inline_bytes > MAX_INLINE_BYTES:
         refuse(f"inline data of {inline_bytes} bytes",
                "Request payload size exceeds the limit: 20971520 bytes.")
@@ -508,6 +503,16 @@ def _check_body(body: Any, model: str, spec: ModelSpec) -> None:
     for setting in body.get("safetySettings") or []:
         if setting.get("category") not in HARM_CATEGORIES or setting.get("threshold") not in THRESHOLDS:
             refuse(f"safety setting {setting}")
+
+
+def _check_part(part: Any, refuse: Any) -> int:
+    """One part: exactly one of text, inlineData, fileData; the inline bytes it carries."""
+    data_fields = [k for k in ("text", "inlineData", "fileData") if k in part]
+    if len(data_fields) != 1:
+        refuse(f"a part with {data_fields or 'no data'}")
+    if "text" in part and not isinstance(part["text"], str):
+        refuse("a text part whose text is not a string")
+    return _check_inline(part["inlineData"], refuse) if "inlineData" in part else 0
 
 
 def _check_inline(inline: Any, refuse: Any) -> int:
