@@ -182,8 +182,9 @@ _GEMINI_COMMON: dict[str, Any] = {
     "operations": frozenset({"generate", "edit", "variation"}),
     # "auto" leaves the ratio and tier to the model (the gemini adapter then omits imageConfig).
     "sizes": ("auto",),
-    "flexible_sizes": FlexibleSizes(multiple_of=1, min_ratio=1 / 8, max_ratio=8.0, max_long_edge=8192,
-                                    max_short_edge=8192, min_edge=1),
+    "flexible_sizes": FlexibleSizes(
+        multiple_of=1, min_ratio=1 / 8, max_ratio=8.0, max_long_edge=8192, max_short_edge=8192, min_edge=1
+    ),
     "qualities": ("low", "medium", "high", "auto", "standard", "hd"),
     "styles": ("vivid", "natural"),
     "accepts": GPT_EDIT_FIELDS | {"style"},
@@ -192,31 +193,59 @@ _GEMINI_COMMON: dict[str, Any] = {
     "max_input_images": 14,
 }
 _GEMINI_FAMILIES = (
-    ModelFamily(name="gemini-nano-banana-2.1", prefixes=("gemini-nano-banana-2.1",),
-                aspect_ratios=EXTENDED_RATIOS, image_sizes=("1K", "2K", "4K"), output_tokens_per_image=1120,
-                **_GEMINI_COMMON),
-    ModelFamily(name="gemini-3-pro-image", prefixes=("gemini-3-pro-image",),
-                aspect_ratios=STANDARD_RATIOS, image_sizes=("1K", "2K", "4K"), output_tokens_per_image=1120,
-                **_GEMINI_COMMON),
-    ModelFamily(name="gemini-3.1-flash-lite-image", prefixes=("gemini-3.1-flash-lite-image",),
-                aspect_ratios=EXTENDED_RATIOS, image_sizes=("1K",), output_tokens_per_image=1120,
-                **_GEMINI_COMMON),
-    ModelFamily(name="gemini-3.1-flash-image", prefixes=("gemini-3.1-flash-image",),
-                aspect_ratios=EXTENDED_RATIOS, image_sizes=("512", "1K", "2K", "4K"), output_tokens_per_image=1120,
-                **_GEMINI_COMMON),
-    ModelFamily(name="gemini-2.5-flash-image", prefixes=("gemini-2.5-flash-image",),
-                aspect_ratios=STANDARD_RATIOS, image_sizes=(), output_tokens_per_image=1290,
-                **{**_GEMINI_COMMON, "max_input_images": 3}),
+    ModelFamily(
+        name="gemini-nano-banana-2.1",
+        prefixes=("gemini-nano-banana-2.1",),
+        aspect_ratios=EXTENDED_RATIOS,
+        image_sizes=("1K", "2K", "4K"),
+        output_tokens_per_image=1120,
+        **_GEMINI_COMMON,
+    ),
+    ModelFamily(
+        name="gemini-3-pro-image",
+        prefixes=("gemini-3-pro-image",),
+        aspect_ratios=STANDARD_RATIOS,
+        image_sizes=("1K", "2K", "4K"),
+        output_tokens_per_image=1120,
+        **_GEMINI_COMMON,
+    ),
+    ModelFamily(
+        name="gemini-3.1-flash-lite-image",
+        prefixes=("gemini-3.1-flash-lite-image",),
+        aspect_ratios=EXTENDED_RATIOS,
+        image_sizes=("1K",),
+        output_tokens_per_image=1120,
+        **_GEMINI_COMMON,
+    ),
+    ModelFamily(
+        name="gemini-3.1-flash-image",
+        prefixes=("gemini-3.1-flash-image",),
+        aspect_ratios=EXTENDED_RATIOS,
+        image_sizes=("512", "1K", "2K", "4K"),
+        output_tokens_per_image=1120,
+        **_GEMINI_COMMON,
+    ),
+    ModelFamily(
+        name="gemini-2.5-flash-image",
+        prefixes=("gemini-2.5-flash-image",),
+        aspect_ratios=STANDARD_RATIOS,
+        image_sizes=(),
+        output_tokens_per_image=1290,
+        **{**_GEMINI_COMMON, "max_input_images": 3},
+    ),
 )
 _GEMINI_GENERIC = ModelFamily(
-    name="gemini-generic", prefixes=(), aspect_ratios=STANDARD_RATIOS, image_sizes=("1K", "2K", "4K"),
-    output_tokens_per_image=1120, **_GEMINI_COMMON,
+    name="gemini-generic",
+    prefixes=(),
+    aspect_ratios=STANDARD_RATIOS,
+    image_sizes=("1K", "2K", "4K"),
+    output_tokens_per_image=1120,
+    **_GEMINI_COMMON,
 )
 
 BUILTIN_FAMILIES: tuple[ModelFamily, ...] = (_DALLE2, _DALLE3, _GPT_IMAGE, _GPT_IMAGE_2, *_GEMINI_FAMILIES)
 # The family an unknown model id gets, by the rules its provider follows (`AdapterInfo.rules`).
 GENERIC_FAMILIES: dict[str, ModelFamily] = {"openai": _OPENAI_GENERIC, "gemini": _GEMINI_GENERIC}
-
 
 
 @dataclass(frozen=True)
@@ -246,8 +275,10 @@ class ModelDefault:
         if self.fixed is not None:
             return self.fixed
         if self.legacy is None:
-            return "none (the provider chooses: OpenAI takes dall-e-2, or its GPT-image default when GPT-image " \
-                   "parameters are used)"
+            return (
+                "none (the provider chooses: OpenAI takes dall-e-2, or its GPT-image default when GPT-image "
+                "parameters are used)"
+            )
         return f"auto ({self.legacy}, or {self.gpt} when GPT-image parameters are used)"
 
 
@@ -353,6 +384,6 @@ def _family_from_config(name: str, raw: Mapping[str, Any], base: ModelFamily | N
             raise ValueError(f"[families.{name}]: like = {raw['like']!r} is not a built-in family ({names})")
     if template is None:
         if "provider" not in values:
-            raise ValueError(f"[families.{name}]: a new family needs provider = \"openai\" or \"gemini\"")
+            raise ValueError(f'[families.{name}]: a new family needs provider = "openai" or "gemini"')
         return ModelFamily(name=name, **values)
     return dataclasses.replace(template, name=name, **values)

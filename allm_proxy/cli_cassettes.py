@@ -53,8 +53,12 @@ def list_(path: Path) -> None:
 @cassettes.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("number", type=int, required=False)
-@click.option("--extract", "directory", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the input files and returned images of the interaction(s) to this directory.")
+@click.option(
+    "--extract",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the input files and returned images of the interaction(s) to this directory.",
+)
 def show(path: Path, number: int | None, directory: Path | None) -> None:
     """Every interaction in full (or only NUMBER, as `list` numbers them), base64 shortened.
 
@@ -64,8 +68,7 @@ def show(path: Path, number: int | None, directory: Path | None) -> None:
     """
     entries = _read(path)
     if number is not None and not 0 <= number < len(entries):
-        raise click.BadParameter(f"the cassette has interactions 0 to {len(entries) - 1}",
-                                 param_hint="NUMBER")
+        raise click.BadParameter(f"the cassette has interactions 0 to {len(entries) - 1}", param_hint="NUMBER")
     chosen = entries if number is None else [entries[number]]
     if not chosen:
         click.echo(f"{path}: no interactions")
@@ -114,18 +117,45 @@ Exit status: 0 all same, 1 something drifted (or could not be sent), 2 usage.
 @click.option("--yes", is_flag=True, help="Send without asking (needed when not on a terminal).")
 @click.option("--update", is_flag=True, help="Re-record the drifted interactions in place (atomic writes).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="ALLM_PROXY_CONFIG", show_envvar=True, help="TOML config file, as `serve` reads it.")
-@option("--openai-base-url", key="openai_base_url",
-         help="Send OpenAI requests here. [default: the host each request was recorded from]")
-@option("--gemini-base-url", key="gemini_base_url",
-         help="Send Gemini requests here. [default: the host each request was recorded from]")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ALLM_PROXY_CONFIG",
+    show_envvar=True,
+    help="TOML config file, as `serve` reads it.",
+)
+@option(
+    "--openai-base-url",
+    key="openai_base_url",
+    help="Send OpenAI requests here. [default: the host each request was recorded from]",
+)
+@option(
+    "--gemini-base-url",
+    key="gemini_base_url",
+    help="Send Gemini requests here. [default: the host each request was recorded from]",
+)
 @option("--timeout", key="timeout", type=float, help="Seconds to wait for each answer. [default: 600]")
-@click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
-              help="Requests in flight at once (--live).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 32),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once (--live).",
+)
 @click.pass_context
-def check(ctx: click.Context, /, paths: tuple[Path, ...], live: bool, yes: bool, update: bool, as_json: bool,
-          config_path: Path | None, concurrency: int, **flags: Any) -> None:
+def check(
+    ctx: click.Context,
+    /,
+    paths: tuple[Path, ...],
+    live: bool,
+    yes: bool,
+    update: bool,
+    as_json: bool,
+    config_path: Path | None,
+    concurrency: int,
+    **flags: Any,
+) -> None:
     """Do recordings still match the API? Compares answer shapes, not values.
 
     Status, error type and code, JSON key paths and value types, SSE event
@@ -140,8 +170,10 @@ def check(ctx: click.Context, /, paths: tuple[Path, ...], live: bool, yes: bool,
         outcomes = _live_outcomes(config, paths, secret_filter, yes=yes, concurrency=concurrency)
     else:
         if len(paths) != 2 or not all(p.is_file() for p in paths):
-            raise click.UsageError("without --live, give two cassette files: OLD NEW (or add --live to "
-                                   "check cassettes against the real API)")
+            raise click.UsageError(
+                "without --live, give two cassette files: OLD NEW (or add --live to "
+                "check cassettes against the real API)"
+            )
         outcomes = _guarded(lambda: drift_check.compare_cassettes(paths[0], paths[1]))
     if update:
         drift_check.update(outcomes, secret_filter)
@@ -156,8 +188,9 @@ def check(ctx: click.Context, /, paths: tuple[Path, ...], live: bool, yes: bool,
         raise SystemExit(1)
 
 
-def _live_outcomes(config: ProxyConfig, paths: tuple[Path, ...], secret_filter: SecretFilter, *, yes: bool,
-                   concurrency: int) -> list[drift_check.Outcome]:
+def _live_outcomes(
+    config: ProxyConfig, paths: tuple[Path, ...], secret_filter: SecretFilter, *, yes: bool, concurrency: int
+) -> list[drift_check.Outcome]:
     planned: list[live.Planned] = []
     outcomes: list[drift_check.Outcome] = []
     for cassette in [f for p in paths for f in report.cassette_files(p)]:
@@ -170,11 +203,15 @@ def _live_outcomes(config: ProxyConfig, paths: tuple[Path, ...], secret_filter: 
         if _on_terminal(sys.stdin) and not yes:
             click.confirm("Send them (image calls cost money)?", abort=True, err=True)
         elif not yes:
-            raise click.UsageError("not on a terminal, so nobody can confirm sending these requests: "
-                                   "pass --yes to send them")
+            raise click.UsageError(
+                "not on a terminal, so nobody can confirm sending these requests: pass --yes to send them"
+            )
         progress = _progress if _on_terminal(sys.stderr) else None
-        sent_all = asyncio.run(live.resend_all(planned, endpoints, secret_filter, concurrency=concurrency,
-                                               timeout=config.timeout, progress=progress))
+        sent_all = asyncio.run(
+            live.resend_all(
+                planned, endpoints, secret_filter, concurrency=concurrency, timeout=config.timeout, progress=progress
+            )
+        )
         outcomes += drift_check.compare_sent(sent_all)
     return drift_check.in_order(outcomes)
 

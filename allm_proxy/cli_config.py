@@ -60,12 +60,24 @@ PROVIDER_FLAGS = (
 )
 
 # Flags that set a field of the config of the same meaning: (flag name, config field).
-_PLAIN_FLAGS = (("host", "host"), ("provider", "provider"), ("default_model", "default_model"),
-                ("access_token", "access_token"), ("log_level", "log_level"), ("port", "port"),
-                ("timeout", "timeout"), ("fault_seed", "fault_seed"), ("workers", "workers"))
+_PLAIN_FLAGS = (
+    ("host", "host"),
+    ("provider", "provider"),
+    ("default_model", "default_model"),
+    ("access_token", "access_token"),
+    ("log_level", "log_level"),
+    ("port", "port"),
+    ("timeout", "timeout"),
+    ("fault_seed", "fault_seed"),
+    ("workers", "workers"),
+)
 # Flags that choose the cassette: (flag name, [cassettes] key).
-_CASSETTE_FLAGS = (("cassette", "path"), ("cassette_dir", "directory"), ("record_mode", "record_mode"),
-                   ("replay_timing", "replay_timing"))
+_CASSETTE_FLAGS = (
+    ("cassette", "path"),
+    ("cassette_dir", "directory"),
+    ("record_mode", "record_mode"),
+    ("replay_timing", "replay_timing"),
+)
 
 
 def option(*names: str, key: str, **kwargs: Any) -> Callable[[FC], FC]:

@@ -47,15 +47,18 @@ class _RunCommand(click.Command):
         if "--" not in args:
             if any(a in ("-h", "--help") for a in args):
                 return super().parse_args(ctx, args)
-            raise click.UsageError("Put the command after `--`: allm-proxy run [serve options] -- CMD [ARGS...]",
-                                   ctx)
+            raise click.UsageError("Put the command after `--`: allm-proxy run [serve options] -- CMD [ARGS...]", ctx)
         at = args.index("--")
-        ctx.meta["allm_serve_args"], ctx.meta["allm_command"] = args[:at], args[at + 1:]
+        ctx.meta["allm_serve_args"], ctx.meta["allm_command"] = args[:at], args[at + 1 :]
         return super().parse_args(ctx, [])
 
 
-@click.command(cls=_RunCommand, epilog=RUN_EXAMPLES, options_metavar="[SERVE OPTIONS] -- CMD [ARGS]...",
-               context_settings={"ignore_unknown_options": True})
+@click.command(
+    cls=_RunCommand,
+    epilog=RUN_EXAMPLES,
+    options_metavar="[SERVE OPTIONS] -- CMD [ARGS]...",
+    context_settings={"ignore_unknown_options": True},
+)
 @click.pass_context
 def run(ctx: click.Context, /, **_: Any) -> None:
     """Start `allm-proxy serve [serve options]` on a free port, run CMD against it, exit with CMD's status.

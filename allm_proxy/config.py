@@ -192,12 +192,34 @@ class ProxyConfig:
         return dict(self.providers.get(name, {}))
 
 
-_TOP_KEYS = {"provider", "default_model", "server", "providers", "models", "families", "cassettes", "timeout",
-             "connect_timeout", "journal", "faults", "fault_seed", "state", "prices"}
+_TOP_KEYS = {
+    "provider",
+    "default_model",
+    "server",
+    "providers",
+    "models",
+    "families",
+    "cassettes",
+    "timeout",
+    "connect_timeout",
+    "journal",
+    "faults",
+    "fault_seed",
+    "state",
+    "prices",
+}
 _STATE_KEYS = {"url", "prefix", "cursor_ttl", "journal_max"}
 _LIMIT_KEYS = {"header_timeout", "body_timeout", "keep_alive", "graceful_shutdown", "max_inflight", "max_connections"}
-_SERVER_KEYS = {"host", "port", "access_token", "max_body_mb", "log_level", "file_ttl", "public_metrics",
-                "workers"} | _LIMIT_KEYS  # hook: workers
+_SERVER_KEYS = {
+    "host",
+    "port",
+    "access_token",
+    "max_body_mb",
+    "log_level",
+    "file_ttl",
+    "public_metrics",
+    "workers",
+} | _LIMIT_KEYS  # hook: workers
 
 
 def load_config(path: str | Path | None) -> ProxyConfig:
@@ -245,8 +267,12 @@ def config_from_mapping(raw: Mapping[str, Any], *, source: str = "config") -> Pr
 
 # `[server]` keys that set a config field as they are: (key, field, conversion).
 _SERVER_FIELDS: tuple[tuple[str, str, Any], ...] = (
-    ("host", "host", str), ("port", "port", int), ("access_token", "access_token", str),
-    ("log_level", "log_level", str), ("file_ttl", "file_ttl", float), ("workers", "workers", int),
+    ("host", "host", str),
+    ("port", "port", int),
+    ("access_token", "access_token", str),
+    ("log_level", "log_level", str),
+    ("file_ttl", "file_ttl", float),
+    ("workers", "workers", int),
     ("public_metrics", "public_metrics", bool),
 )
 
@@ -264,8 +290,18 @@ def _server_from_mapping(config: ProxyConfig, server: Mapping[str, Any], source:
 
 
 def cassette_settings_from_mapping(raw: Mapping[str, Any], *, source: str = "cassettes") -> CassetteSettings:
-    names = {"path", "dir", "directory", "record_mode", "match_on", "allow_playback_repeats", "replay_timing",
-             "filter_headers", "filter_query", "filter_body_fields"}
+    names = {
+        "path",
+        "dir",
+        "directory",
+        "record_mode",
+        "match_on",
+        "allow_playback_repeats",
+        "replay_timing",
+        "filter_headers",
+        "filter_query",
+        "filter_body_fields",
+    }
     _reject_unknown(raw, names, source)
     values: dict[str, Any] = {}
     for key, value in raw.items():

@@ -44,8 +44,13 @@ def _decode(kind: Any, value: Any) -> Any:
         return _decode(choices[0], value) if len(choices) == 1 else value
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         hints = typing.get_type_hints(kind)
-        return kind(**{f.name: _decode(hints[f.name], value[f.name])
-                       for f in dataclasses.fields(kind) if f.init and f.name in value})
+        return kind(
+            **{
+                f.name: _decode(hints[f.name], value[f.name])
+                for f in dataclasses.fields(kind)
+                if f.init and f.name in value
+            }
+        )
     if origin is tuple:
         item = typing.get_args(kind)[0]
         return tuple(_decode(item, v) for v in value)

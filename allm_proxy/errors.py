@@ -278,10 +278,21 @@ class UpstreamServerError(UpstreamError):
 
 # The class each status gets when nothing more specific is known, most general first.
 _BY_STATUS: dict[int, type[ProxyError]] = {
-    400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
-    405: MethodNotAllowedError, 408: RequestTimeoutError, 409: ConflictError, 413: PayloadTooLargeError,
-    415: UnsupportedMediaTypeError, 422: UnprocessableEntityError, 429: RateLimitError, 500: UpstreamServerError,
-    502: UpstreamError, 503: ServiceUnavailableError, 504: UpstreamTimeoutError,
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    405: MethodNotAllowedError,
+    408: RequestTimeoutError,
+    409: ConflictError,
+    413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    500: UpstreamServerError,
+    502: UpstreamError,
+    503: ServiceUnavailableError,
+    504: UpstreamTimeoutError,
 }
 _MADE: dict[tuple[int, str], type[ProxyError]] = {}
 
@@ -298,8 +309,7 @@ def error_class(status: int, error_type: str | None = None) -> type[ProxyError]:
     made = _MADE.get((status, wanted))
     if made is None:
         name = f"{base.__name__}{status}" + ("" if wanted == base.type else f"_{wanted}")
-        made = _MADE[(status, wanted)] = type(name, (base,), {"status": status, "type": wanted,
-                                                             "__module__": __name__})
+        made = _MADE[(status, wanted)] = type(name, (base,), {"status": status, "type": wanted, "__module__": __name__})
     return made
 
 
@@ -324,8 +334,14 @@ class UpstreamStatusError(ProxyError):
     relayed_content_type: str
 
     @classmethod
-    def relay(cls, status: int, raw_body: bytes, *, headers: Mapping[str, str] | None = None,
-              content_type: str = "application/json") -> UpstreamStatusError:
+    def relay(
+        cls,
+        status: int,
+        raw_body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> UpstreamStatusError:
         message, error_type, param, code = _read_envelope(raw_body)
         base = error_class(status, error_type)
         relayed = _RELAYED.get(base)
@@ -360,5 +376,3 @@ def _read_envelope(raw: bytes) -> tuple[str, str | None, str | None, str | None]
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return (raw[:200].decode("utf-8", "replace"), None, None, None)
-
-

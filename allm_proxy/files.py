@@ -32,8 +32,9 @@ class HostedFile:
 class HostedFiles:
     """Hosted images in a `StateStore` (process memory unless given one)."""
 
-    def __init__(self, state: StateStore | None = None, *, ttl: float = 3600.0,
-                 max_bytes: int = 512 * 1024 * 1024) -> None:
+    def __init__(
+        self, state: StateStore | None = None, *, ttl: float = 3600.0, max_bytes: int = 512 * 1024 * 1024
+    ) -> None:
         self.ttl = ttl
         self.state = state if state is not None else MemoryState(max_bytes=max_bytes)
 

@@ -48,9 +48,14 @@ class _Interrupted(Exception):
         self.signum = signum
 
 
-def run_with_proxy(serve_args: Sequence[str], command: Sequence[str], *,
-                   env: Mapping[str, str] | None = None, ready_timeout: float = READY_TIMEOUT,
-                   stop_timeout: float = STOP_TIMEOUT) -> int:
+def run_with_proxy(
+    serve_args: Sequence[str],
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+    stop_timeout: float = STOP_TIMEOUT,
+) -> int:
     """Run `command` against a proxy started with `serve_args`; CMD's exit status."""
     if not command:
         raise LaunchError("Give the command to run after `--`: allm-proxy run [serve options] -- CMD [ARGS...]")
@@ -71,8 +76,7 @@ def run_with_proxy(serve_args: Sequence[str], command: Sequence[str], *,
         for s in previous:
             signal.signal(s, interrupted)
         _wait_ready(url, proxy, ready_timeout)
-        child = subprocess.Popen(list(command), env={**base_env, "OPENAI_BASE_URL": url + "/v1",
-                                                     "ALLM_PROXY_URL": url})
+        child = subprocess.Popen(list(command), env={**base_env, "OPENAI_BASE_URL": url + "/v1", "ALLM_PROXY_URL": url})
         return exit_status(child.wait())
     except _Interrupted as stop:
         if child is not None:
@@ -90,8 +94,10 @@ def _wait_ready(url: str, proxy: subprocess.Popen[bytes], timeout: float) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proxy.poll() is not None:
-            raise LaunchError(f"allm-proxy serve exited with status {exit_status(proxy.returncode)} before it "
-                              "was ready; its message is above.")
+            raise LaunchError(
+                f"allm-proxy serve exited with status {exit_status(proxy.returncode)} before it "
+                "was ready; its message is above."
+            )
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:
                 if answer.status == 200:

@@ -51,22 +51,43 @@ class Metrics:
         self._unknown_models: set[str] = set()
         self._lock = threading.Lock()
         r = self.registry
-        self.requests = Counter("allm_requests_total", "Requests answered.",
-                                ["operation", "model", "provider", "status", "source"], registry=r)
-        self.duration = Histogram("allm_request_duration_seconds", "Time to answer a request.",
-                                  ["operation", "provider"], buckets=_BUCKETS, registry=r)
-        self.upstream = Histogram("allm_upstream_duration_seconds", "Time the upstream took to answer.",
-                                  ["provider"], buckets=_BUCKETS, registry=r)
+        self.requests = Counter(
+            "allm_requests_total",
+            "Requests answered.",
+            ["operation", "model", "provider", "status", "source"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "allm_request_duration_seconds",
+            "Time to answer a request.",
+            ["operation", "provider"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.upstream = Histogram(
+            "allm_upstream_duration_seconds",
+            "Time the upstream took to answer.",
+            ["provider"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self.images = Counter("allm_images_total", "Images answered.", ["provider", "model"], registry=r)
-        self.tokens = Counter("allm_tokens_total", "Tokens the provider reported.",
-                              ["provider", "model", "kind"], registry=r)
-        self.inflight = Gauge("allm_inflight_requests", "Requests being answered now.", registry=r,
-                              multiprocess_mode="livesum")
-        self.cassette_events = Counter("allm_cassette_events_total", "Cassette hits, misses and recordings.",
-                                       ["event"], registry=r)
+        self.tokens = Counter(
+            "allm_tokens_total", "Tokens the provider reported.", ["provider", "model", "kind"], registry=r
+        )
+        self.inflight = Gauge(
+            "allm_inflight_requests", "Requests being answered now.", registry=r, multiprocess_mode="livesum"
+        )
+        self.cassette_events = Counter(
+            "allm_cassette_events_total", "Cassette hits, misses and recordings.", ["event"], registry=r
+        )
         self.faults = Counter("allm_faults_total", "Faults injected.", ["kind"], registry=r)
-        self.cost = Counter("allm_cost_usd_total", "What the answers cost (or, replayed, saved), USD.",
-                            ["provider", "model"], registry=r)
+        self.cost = Counter(
+            "allm_cost_usd_total",
+            "What the answers cost (or, replayed, saved), USD.",
+            ["provider", "model"],
+            registry=r,
+        )
 
     def model_label(self, model: str | None, *, known: bool) -> str:
         """A bounded, key-free label for a client-named model id."""
@@ -110,8 +131,11 @@ class Metrics:
             self.images.labels(provider, model).inc(call.images)
         usage = call.usage
         if usage is not None:
-            for kind, count in (("input_text", usage.input_text_tokens), ("input_image", usage.input_image_tokens),
-                                ("output", usage.output_tokens)):
+            for kind, count in (
+                ("input_text", usage.input_text_tokens),
+                ("input_image", usage.input_image_tokens),
+                ("output", usage.output_tokens),
+            ):
                 if count:
                     self.tokens.labels(provider, model, kind).inc(count)
         if call.cost_usd:

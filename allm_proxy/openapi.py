@@ -19,8 +19,13 @@ from typing import Any
 Schema = dict[str, Any]
 
 _SIZES = ["auto", "256x256", "512x512", "1024x1024", "1536x1024", "1024x1536", "1792x1024", "1024x1792"]
-_STREAM_EVENTS = ["image_generation.partial_image", "image_generation.completed", "image_edit.partial_image",
-                  "image_edit.completed", "error"]
+_STREAM_EVENTS = [
+    "image_generation.partial_image",
+    "image_generation.completed",
+    "image_edit.partial_image",
+    "image_edit.completed",
+    "error",
+]
 _QUALITIES = ["standard", "hd", "low", "medium", "high", "auto"]
 
 
@@ -37,14 +42,22 @@ def _ref(name: str) -> Schema:
 
 
 _BINARY: Schema = {"type": "string", "format": "binary"}
-_MODEL = _nullable({"type": "string"}, description="A model id or a configured alias; the proxy's default if absent.",
-                   example="gpt-image-1.5")
-_SIZE = _nullable({"anyOf": [{"type": "string", "enum": _SIZES},
-                             {"type": "string", "pattern": "^[0-9]{1,5}x[0-9]{1,5}$"}]},
-                  description="WIDTHxHEIGHT or auto; which sizes are allowed depends on the model family.")
+_MODEL = _nullable(
+    {"type": "string"},
+    description="A model id or a configured alias; the proxy's default if absent.",
+    example="gpt-image-1.5",
+)
+_SIZE = _nullable(
+    {"anyOf": [{"type": "string", "enum": _SIZES}, {"type": "string", "pattern": "^[0-9]{1,5}x[0-9]{1,5}$"}]},
+    description="WIDTHxHEIGHT or auto; which sizes are allowed depends on the model family.",
+)
 _N = _nullable({"type": "integer", "minimum": 1, "maximum": 10}, default=1)
-_RESPONSE_FORMAT = _enum("url", "b64_json", default="url",
-                         description="GPT-image and Gemini models return base64; the proxy hosts URLs for them.")
+_RESPONSE_FORMAT = _enum(
+    "url",
+    "b64_json",
+    default="url",
+    description="GPT-image and Gemini models return base64; the proxy hosts URLs for them.",
+)
 _COMMON_GPT: dict[str, Schema] = {
     "background": _enum("transparent", "opaque", "auto", default="auto"),
     "output_format": _enum("png", "jpeg", "webp", default="png"),
@@ -59,8 +72,11 @@ _SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["prompt"],
         "properties": {
-            "prompt": {"type": "string", "description": "What to draw. Max 32000 chars (GPT), 4000 (dall-e-3), "
-                                                         "1000 (dall-e-2).", "example": "a watercolor kestrel"},
+            "prompt": {
+                "type": "string",
+                "description": "What to draw. Max 32000 chars (GPT), 4000 (dall-e-3), 1000 (dall-e-2).",
+                "example": "a watercolor kestrel",
+            },
             "model": _MODEL,
             "n": _N,
             "size": _SIZE,
@@ -75,11 +91,15 @@ _SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["image", "prompt"],
         "properties": {
-            "image": {"anyOf": [_BINARY, {"type": "array", "items": _BINARY, "minItems": 1, "maxItems": 16}],
-                      "description": "The image(s) to edit (PNG, JPEG or WEBP), as `image` or repeated `image[]`."},
+            "image": {
+                "anyOf": [_BINARY, {"type": "array", "items": _BINARY, "minItems": 1, "maxItems": 16}],
+                "description": "The image(s) to edit (PNG, JPEG or WEBP), as `image` or repeated `image[]`.",
+            },
             "prompt": {"type": "string", "example": "add a full moon"},
-            "mask": {**_BINARY, "description": "A PNG with alpha, the size of the first image; alpha 0 marks the "
-                                               "area to edit."},
+            "mask": {
+                **_BINARY,
+                "description": "A PNG with alpha, the size of the first image; alpha 0 marks the area to edit.",
+            },
             "model": _MODEL,
             "n": _N,
             "size": _SIZE,
@@ -163,8 +183,11 @@ _SCHEMAS: dict[str, Schema] = {
         "required": ["event", "data"],
         "properties": {
             "event": {"type": "string", "enum": _STREAM_EVENTS},
-            "data": {"type": "string", "contentMediaType": "application/json",
-                     "contentSchema": _ref("ImageStreamEvent")},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": _ref("ImageStreamEvent"),
+            },
         },
     },
     "Error": {
@@ -191,21 +214,26 @@ _SCHEMAS: dict[str, Schema] = {
     "ListModelsResponse": {
         "type": "object",
         "required": ["object", "data"],
-        "properties": {"object": {"type": "string", "enum": ["list"]},
-                       "data": {"type": "array", "items": _ref("Model")}},
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": _ref("Model")},
+        },
     },
     "Health": {
         "type": "object",
         "required": ["status"],
-        "properties": {"status": {"type": "string"}, "provider": {"type": "string"},
-                       "default_model": {"type": "string"}},
+        "properties": {
+            "status": {"type": "string"},
+            "provider": {"type": "string"},
+            "default_model": {"type": "string"},
+        },
     },
 }
 
 # Every error status the proxy itself answers on image routes, and when.
 _ERRORS = {
     "400": "Bad input: malformed JSON or multipart, a wrong type, a value the model family does not allow, "
-           "an image that is not an image.",
+    "an image that is not an image.",
     "401": "No usable API key, or a wrong access token.",
     "404": "Unknown route, model or hosted file.",
     "405": "Wrong method for the route.",
@@ -223,16 +251,28 @@ def _error_responses(*statuses: str) -> dict[str, Schema]:
     envelope = {"application/json": {"schema": _ref("ErrorResponse")}}
     chosen = statuses or tuple(_ERRORS)
     out: dict[str, Schema] = {status: {"description": _ERRORS[status], "content": envelope} for status in chosen}
-    out["default"] = {"description": "Any other error, relayed from the provider in the same envelope.",
-                      "content": envelope}
+    out["default"] = {
+        "description": "Any other error, relayed from the provider in the same envelope.",
+        "content": envelope,
+    }
     return out
 
 
 _HEADERS: list[Schema] = [
-    {"name": "X-ALLM-Api-Key", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "The provider key for this request (beats the proxy's configured key)."},
-    {"name": "X-ALLM-Session", "in": "header", "required": False, "schema": {"type": "string"},
-     "description": "Replay and fake-script cursor: parallel test workers each use their own."},
+    {
+        "name": "X-ALLM-Api-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The provider key for this request (beats the proxy's configured key).",
+    },
+    {
+        "name": "X-ALLM-Session",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Replay and fake-script cursor: parallel test workers each use their own.",
+    },
 ]
 
 
@@ -253,67 +293,109 @@ def _images_operation(op_id: str, summary: str, media: str, schema: str, *, stre
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of this proxy (a fresh dict each call)."""
-    return copy.deepcopy({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "allm-proxy",
-            "version": "0.1.0",
-            "description": "The OpenAI Images API, served locally in front of OpenAI, Gemini or a fake. "
-                           "Every route is also served without the /v1 prefix.",
-        },
-        "servers": [{"url": "/"}],
-        "security": [{"ApiKeyAuth": []}],
-        "paths": {
-            "/v1/images/generations": {"post": _images_operation(
-                "createImage", "Creates images from a prompt.", "application/json", "CreateImageRequest",
-                streams=True)},
-            "/v1/images/edits": {"post": _images_operation(
-                "createImageEdit", "Edits or extends images from a prompt.", "multipart/form-data",
-                "CreateImageEditRequest", streams=True)},
-            "/v1/images/variations": {"post": _images_operation(
-                "createImageVariation", "Creates variations of an image.", "multipart/form-data",
-                "CreateImageVariationRequest", streams=False)},
-            "/v1/images/files/{file_id}": {"get": {
-                "operationId": "getHostedImage",
-                "summary": "An image the proxy hosts for response_format=url (expires after file_ttl).",
-                "tags": ["Images"],
-                "security": [],
-                "parameters": [{"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {
-                    "200": {"description": "The image bytes.",
-                            "content": {m: {"schema": _BINARY} for m in ("image/png", "image/jpeg", "image/webp")}},
-                    **_error_responses("404"),
+    return copy.deepcopy(
+        {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "allm-proxy",
+                "version": "0.1.0",
+                "description": "The OpenAI Images API, served locally in front of OpenAI, Gemini or a fake. "
+                "Every route is also served without the /v1 prefix.",
+            },
+            "servers": [{"url": "/"}],
+            "security": [{"ApiKeyAuth": []}],
+            "paths": {
+                "/v1/images/generations": {
+                    "post": _images_operation(
+                        "createImage",
+                        "Creates images from a prompt.",
+                        "application/json",
+                        "CreateImageRequest",
+                        streams=True,
+                    )
                 },
-            }},
-            "/v1/models": {"get": {
-                "operationId": "listModels",
-                "summary": "The default model and the configured aliases.",
-                "tags": ["Models"],
-                "responses": {"200": {"description": "OK",
-                                      "content": {"application/json": {"schema": _ref("ListModelsResponse")}}},
-                              **_error_responses("401")},
-            }},
-            "/v1/models/{model}": {"get": {
-                "operationId": "retrieveModel",
-                "summary": "One model or alias.",
-                "tags": ["Models"],
-                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": {"description": "OK",
-                                      "content": {"application/json": {"schema": _ref("Model")}}},
-                              **_error_responses("401", "404")},
-            }},
-            "/healthz": {"get": {
-                "operationId": "health",
-                "summary": "Liveness, the default provider and model.",
-                "security": [],
-                "responses": {"200": {"description": "OK",
-                                      "content": {"application/json": {"schema": _ref("Health")}}}},
-            }},
-        },
-        "components": {
-            "schemas": _SCHEMAS,
-            "securitySchemes": {"ApiKeyAuth": {"type": "http", "scheme": "bearer",
-                                               "description": "A provider key passed through, or the proxy's "
-                                                              "access token when it has one."}},
-        },
-    })
+                "/v1/images/edits": {
+                    "post": _images_operation(
+                        "createImageEdit",
+                        "Edits or extends images from a prompt.",
+                        "multipart/form-data",
+                        "CreateImageEditRequest",
+                        streams=True,
+                    )
+                },
+                "/v1/images/variations": {
+                    "post": _images_operation(
+                        "createImageVariation",
+                        "Creates variations of an image.",
+                        "multipart/form-data",
+                        "CreateImageVariationRequest",
+                        streams=False,
+                    )
+                },
+                "/v1/images/files/{file_id}": {
+                    "get": {
+                        "operationId": "getHostedImage",
+                        "summary": "An image the proxy hosts for response_format=url (expires after file_ttl).",
+                        "tags": ["Images"],
+                        "security": [],
+                        "parameters": [
+                            {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                        ],
+                        "responses": {
+                            "200": {
+                                "description": "The image bytes.",
+                                "content": {m: {"schema": _BINARY} for m in ("image/png", "image/jpeg", "image/webp")},
+                            },
+                            **_error_responses("404"),
+                        },
+                    }
+                },
+                "/v1/models": {
+                    "get": {
+                        "operationId": "listModels",
+                        "summary": "The default model and the configured aliases.",
+                        "tags": ["Models"],
+                        "responses": {
+                            "200": {
+                                "description": "OK",
+                                "content": {"application/json": {"schema": _ref("ListModelsResponse")}},
+                            },
+                            **_error_responses("401"),
+                        },
+                    }
+                },
+                "/v1/models/{model}": {
+                    "get": {
+                        "operationId": "retrieveModel",
+                        "summary": "One model or alias.",
+                        "tags": ["Models"],
+                        "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                        "responses": {
+                            "200": {"description": "OK", "content": {"application/json": {"schema": _ref("Model")}}},
+                            **_error_responses("401", "404"),
+                        },
+                    }
+                },
+                "/healthz": {
+                    "get": {
+                        "operationId": "health",
+                        "summary": "Liveness, the default provider and model.",
+                        "security": [],
+                        "responses": {
+                            "200": {"description": "OK", "content": {"application/json": {"schema": _ref("Health")}}}
+                        },
+                    }
+                },
+            },
+            "components": {
+                "schemas": _SCHEMAS,
+                "securitySchemes": {
+                    "ApiKeyAuth": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A provider key passed through, or the proxy's access token when it has one.",
+                    }
+                },
+            },
+        }
+    )

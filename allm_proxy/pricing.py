@@ -49,8 +49,9 @@ class Price:
     source: str = ""
     checked: str = ""
 
-    def cost(self, *, usage: Usage | None = None, images: int = 0, quality: str | None = None,
-             size: str | None = None) -> float | None:
+    def cost(
+        self, *, usage: Usage | None = None, images: int = 0, quality: str | None = None, size: str | None = None
+    ) -> float | None:
         """USD for one answer, or None when this price cannot say."""
         if usage is not None and self.output is not None:
             return self._tokens(usage)
@@ -82,40 +83,68 @@ _GOOGLE = "https://ai.google.dev/gemini-api/docs/pricing"
 DEFAULT_PRICES: dict[str, Price] = {
     "dall-e-2": Price(
         per_image={"standard": {"256x256": 0.016, "512x512": 0.018, "1024x1024": 0.020}},
-        default_quality="standard", source=_OPENAI,
-        checked="2026-05; not confirmed against the page here (no network), figures as long published"),
-    "dall-e-3": Price(
-        per_image={"standard": {"1024x1024": 0.040, "1024x1792": 0.080, "1792x1024": 0.080},
-                   "hd": {"1024x1024": 0.080, "1024x1792": 0.120, "1792x1024": 0.120}},
-        default_quality="standard", source=_OPENAI,
-        checked="2026-05; not confirmed against the page here (no network), figures as long published"),
-    "gpt-image-1": Price(
-        input_text=5.0, input_image=10.0, output=40.0,
-        per_image={"low": {"1024x1024": 0.011, "1024x1536": 0.016, "1536x1024": 0.016},
-                   "medium": {"1024x1024": 0.042, "1024x1536": 0.063, "1536x1024": 0.063},
-                   "high": {"1024x1024": 0.167, "1024x1536": 0.25, "1536x1024": 0.25}},
+        default_quality="standard",
         source=_OPENAI,
-        checked="2026-05; per-image 1024x1024 figures seen in secondary sources, the rest not confirmed"),
+        checked="2026-05; not confirmed against the page here (no network), figures as long published",
+    ),
+    "dall-e-3": Price(
+        per_image={
+            "standard": {"1024x1024": 0.040, "1024x1792": 0.080, "1792x1024": 0.080},
+            "hd": {"1024x1024": 0.080, "1024x1792": 0.120, "1792x1024": 0.120},
+        },
+        default_quality="standard",
+        source=_OPENAI,
+        checked="2026-05; not confirmed against the page here (no network), figures as long published",
+    ),
+    "gpt-image-1": Price(
+        input_text=5.0,
+        input_image=10.0,
+        output=40.0,
+        per_image={
+            "low": {"1024x1024": 0.011, "1024x1536": 0.016, "1536x1024": 0.016},
+            "medium": {"1024x1024": 0.042, "1024x1536": 0.063, "1536x1024": 0.063},
+            "high": {"1024x1024": 0.167, "1024x1536": 0.25, "1536x1024": 0.25},
+        },
+        source=_OPENAI,
+        checked="2026-05; per-image 1024x1024 figures seen in secondary sources, the rest not confirmed",
+    ),
     "gpt-image-1-mini": Price(
-        input_text=2.0, input_image=2.5, output=8.0,
+        input_text=2.0,
+        input_image=2.5,
+        output=8.0,
         per_image={"low": {"1024x1024": 0.005}, "medium": {"1024x1024": 0.011}, "high": {"1024x1024": 0.036}},
         source=_OPENAI,
-        checked="2026-05; per-image figures seen in secondary sources, token prices not confirmed"),
+        checked="2026-05; per-image figures seen in secondary sources, token prices not confirmed",
+    ),
     "gpt-image-1.5": Price(
-        input_text=5.0, input_image=8.0, output=32.0,
-        per_image={"low": {"1024x1024": 0.009, "1024x1536": 0.013, "1536x1024": 0.013},
-                   "medium": {"1024x1024": 0.034, "1024x1536": 0.050, "1536x1024": 0.050},
-                   "high": {"1024x1024": 0.133, "1024x1536": 0.200, "1536x1024": 0.200}},
+        input_text=5.0,
+        input_image=8.0,
+        output=32.0,
+        per_image={
+            "low": {"1024x1024": 0.009, "1024x1536": 0.013, "1536x1024": 0.013},
+            "medium": {"1024x1024": 0.034, "1024x1536": 0.050, "1536x1024": 0.050},
+            "high": {"1024x1024": 0.133, "1024x1536": 0.200, "1536x1024": 0.200},
+        },
         source=_OPENAI,
         checked="2026-05; seen in secondary sources (llmreference.com, imagine.art, Mar-May 2026), "
-                "not on OpenAI's page itself"),
+        "not on OpenAI's page itself",
+    ),
     # gpt-image-2: no price we could confirm, so none is shipped: add [prices."gpt-image-2"].
     "gemini-2.5-flash-image": Price(
-        input_text=0.30, input_image=0.30, output=30.0, source=_GOOGLE,
-        checked="2026-05; not confirmed against the page here (1290 output tokens = $0.039 an image)"),
+        input_text=0.30,
+        input_image=0.30,
+        output=30.0,
+        source=_GOOGLE,
+        checked="2026-05; not confirmed against the page here (1290 output tokens = $0.039 an image)",
+    ),
     "gemini-3-pro-image": Price(
-        input_text=2.0, input_image=2.0, output=120.0, output_text=12.0, source=_GOOGLE,
-        checked="2026-05; not confirmed against the page here (1K/2K image 1120 tokens = $0.134)"),
+        input_text=2.0,
+        input_image=2.0,
+        output=120.0,
+        output_text=12.0,
+        source=_GOOGLE,
+        checked="2026-05; not confirmed against the page here (1K/2K image 1120 tokens = $0.134)",
+    ),
     # gemini-3.1-flash-image, gemini-3.1-flash-lite-image, gemini-nano-banana-2.1: no price we could
     # confirm, so none is shipped.
 }
@@ -144,8 +173,15 @@ class PriceTable:
             return None
         return next((self.prices[k] for k in self._by_length if model.startswith(k)), None)
 
-    def cost(self, model: str | None, *, usage: Usage | None = None, images: int = 0,
-             quality: str | None = None, size: str | None = None) -> float | None:
+    def cost(
+        self,
+        model: str | None,
+        *,
+        usage: Usage | None = None,
+        images: int = 0,
+        quality: str | None = None,
+        size: str | None = None,
+    ) -> float | None:
         """USD for one answer of `model`, or None when no price applies."""
         price = self.lookup(model)
         return None if price is None else price.cost(usage=usage, images=images, quality=quality, size=size)
@@ -162,8 +198,10 @@ def _parse(key: str, table: Mapping[str, Any]) -> Price:
         raise ValueError(f"{where} must be a table")
     unknown = set(table) - _PRICE_KEYS
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: per_image, input_text, input_image, "
-                         "output, output_text, default_quality, source, checked")
+        raise ValueError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: per_image, input_text, input_image, "
+            "output, output_text, default_quality, source, checked"
+        )
     values: dict[str, Any] = {}
     for name in ("input_text", "input_image", "output", "output_text"):
         if name in table:
@@ -185,8 +223,7 @@ def _parse(key: str, table: Mapping[str, Any]) -> Price:
 
 def _table(value: Any, where: str) -> list[tuple[str, Any]]:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{where} per_image: each quality maps sizes to USD, "
-                         'e.g. standard = { "1024x1024" = 0.04 }')
+        raise ValueError(f'{where} per_image: each quality maps sizes to USD, e.g. standard = {{ "1024x1024" = 0.04 }}')
     return list(value.items())
 
 
@@ -196,8 +233,16 @@ def _usd(value: Any, where: str) -> float:
     return float(value)
 
 
-def account(call: Call, prices: PriceTable, *, model: str | None, images: int, usage: Usage | None,
-            quality: str | None, size: str | None) -> float | None:
+def account(
+    call: Call,
+    prices: PriceTable,
+    *,
+    model: str | None,
+    images: int,
+    usage: Usage | None,
+    quality: str | None,
+    size: str | None,
+) -> float | None:
     """Note an answer's images, usage and cost on its call; return the cost (None: no price applies).
 
     Called by whoever answers the client, once per answer (a stream: per completed image). The

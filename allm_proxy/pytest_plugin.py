@@ -41,25 +41,48 @@ import pytest
 
 from .config import RecordMode
 
-CONFIG_KEYS = frozenset({"provider", "options", "providers", "default_model", "record_mode", "match_on",
-                         "allow_playback_repeats", "replay_timing", "filter_headers", "filter_query",
-                         "filter_body_fields"})
+CONFIG_KEYS = frozenset(
+    {
+        "provider",
+        "options",
+        "providers",
+        "default_model",
+        "record_mode",
+        "match_on",
+        "allow_playback_repeats",
+        "replay_timing",
+        "filter_headers",
+        "filter_query",
+        "filter_body_fields",
+    }
+)
 DUMMY_KEY = "sk-test-allm-replay"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-\[\]@+=,]")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("allm-proxy", "allm-proxy record-then-replay cassettes")
-    group.addoption("--allm-record-mode", action="store", default=None, choices=[mode.value for mode in RecordMode],
-                    help="Record mode for allm_cassette tests (vcrpy's meanings). [default: none]")
-    group.addoption("--allm-cassette-dir", action="store", default=None,
-                    help="Where cassettes live. [default: a 'cassettes' directory next to each test module]")
+    group.addoption(
+        "--allm-record-mode",
+        action="store",
+        default=None,
+        choices=[mode.value for mode in RecordMode],
+        help="Record mode for allm_cassette tests (vcrpy's meanings). [default: none]",
+    )
+    group.addoption(
+        "--allm-cassette-dir",
+        action="store",
+        default=None,
+        help="Where cassettes live. [default: a 'cassettes' directory next to each test module]",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "allm_cassette(name=None, provider=None, record_mode=None, faults=None): record or replay a "
-        "cassette; faults=['rate_limit; times=1'] injects faults for this test")
+        "markers",
+        "allm_cassette(name=None, provider=None, record_mode=None, faults=None): record or replay a "
+        "cassette; faults=['rate_limit; times=1'] injects faults for this test",
+    )
 
 
 @dataclass(frozen=True)
@@ -102,24 +125,29 @@ def allm_proxies() -> Iterator[_Proxies]:
 
 
 @pytest.fixture
-def allm_cassette(request: pytest.FixtureRequest, allm_config: dict[str, Any],
-                  allm_proxies: _Proxies) -> Iterator[AllmCassette]:
+def allm_cassette(
+    request: pytest.FixtureRequest, allm_config: dict[str, Any], allm_proxies: _Proxies
+) -> Iterator[AllmCassette]:
     """Activate this test's cassette in the session's proxy and point OpenAI clients at it."""
     unknown = set(allm_config) - CONFIG_KEYS
     if unknown:
-        raise pytest.UsageError(
-            f"allm_config: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
+        raise pytest.UsageError(f"allm_config: unknown keys {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
     marker = request.node.get_closest_marker("allm_cassette")
     marker_kwargs = dict(marker.kwargs) if marker is not None else {}
     provider = marker_kwargs.get("provider") or allm_config.get("provider") or "openai"
-    mode = (request.config.getoption("--allm-record-mode") or marker_kwargs.get("record_mode")
-            or allm_config.get("record_mode") or "none")
+    mode = (
+        request.config.getoption("--allm-record-mode")
+        or marker_kwargs.get("record_mode")
+        or allm_config.get("record_mode")
+        or "none"
+    )
     try:
         mode = RecordMode(mode)
     except ValueError as exc:
         raise pytest.UsageError(f"allm {exc}") from None
-    name = (marker.args[0] if marker is not None and marker.args else marker_kwargs.get("name")) \
-        or _default_name(request)
+    name = (marker.args[0] if marker is not None and marker.args else marker_kwargs.get("name")) or _default_name(
+        request
+    )
     path = _cassette_dir(request) / name
     if path.suffix.lower() not in (".json", ".yaml", ".yml"):
         path = path.with_name(path.name + ".json")
@@ -138,8 +166,7 @@ def allm_cassette(request: pytest.FixtureRequest, allm_config: dict[str, Any],
         try:
             journal = proxy.engine.journal  # hook: journal
             before = frozenset(e["id"] for e in journal.list()) if journal is not None else frozenset()
-            yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine,
-                               journal_before=before)
+            yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine, journal_before=before)
         finally:
             proxy.engine.faults.clear()  # hook: faults
             if library is not None:
@@ -203,14 +230,22 @@ def _engine(provider: str, config: dict[str, Any], *, enabled: bool, root: Path)
     providers.setdefault(provider, {}).update(config.get("options") or {})
     settings = None
     if enabled:
-        cassette_keys = ("match_on", "allow_playback_repeats", "replay_timing", "filter_headers",
-                         "filter_query", "filter_body_fields")
-        values: dict[str, Any] = {k: tuple(config[k]) if isinstance(config[k], list) else config[k]
-                                  for k in cassette_keys if k in config}
+        cassette_keys = (
+            "match_on",
+            "allow_playback_repeats",
+            "replay_timing",
+            "filter_headers",
+            "filter_query",
+            "filter_body_fields",
+        )
+        values: dict[str, Any] = {
+            k: tuple(config[k]) if isinstance(config[k], list) else config[k] for k in cassette_keys if k in config
+        }
         # Tests activate cassettes by path; the directory only serves X-ALLM-Cassette names.
         settings = CassetteSettings(directory=str(root), record_mode="none", **values)
-    return Engine(image_adapter=provider, image_default_model=config.get("default_model"),
-                  providers=providers, cassettes=settings)
+    return Engine(
+        image_adapter=provider, image_default_model=config.get("default_model"), providers=providers, cassettes=settings
+    )
 
 
 def _start(engine: Any) -> _Proxy:
@@ -222,8 +257,11 @@ def _start(engine: Any) -> _Proxy:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, ProxyConfig(port=port)), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(engine, ProxyConfig(port=port)), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+    )
     thread = threading.Thread(target=server.run, name=f"allm-proxy-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol, get_args, get_type_hints
 
 Operation = Literal["generate", "edit", "variation"]
 
+
 def sniff_mime(data: bytes) -> str | None:
     """The image type from magic bytes; clients and providers both mislabel files."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -277,7 +278,6 @@ class ImageRequest:
         return parse_size(self.size)
 
 
-
 @dataclass(frozen=True)
 class RequestField:
     """One typed field of the OpenAI Images wire, as `ImageRequest` declares it."""
@@ -297,8 +297,9 @@ def _request_fields() -> tuple[RequestField, ...]:
             continue  # files, extras and bookkeeping: not one typed wire value
         scalar = [t for t in get_args(hints[spec.name]) if t is not type(None)]
         if len(scalar) != 1 or scalar[0] not in (str, int, bool):
-            raise TypeError(f"ImageRequest.{spec.name}: a wire field must be `str | None`, `int | None` "
-                            "or `bool | None`")
+            raise TypeError(
+                f"ImageRequest.{spec.name}: a wire field must be `str | None`, `int | None` or `bool | None`"
+            )
         table.append(RequestField(spec.name, scalar[0], option=role == "option"))
     return tuple(table)
 
@@ -313,6 +314,7 @@ INT_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.type is 
 BOOL_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.type is bool)
 # Provider options: a model family accepts some of them (capabilities), the rest are refused.
 OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in REQUEST_FIELDS if f.option)
+
 
 def parse_size(size: str | None) -> tuple[int, int] | None:
     if size is None or size == "auto":

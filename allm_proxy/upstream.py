@@ -45,8 +45,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # trust_env: honour HTTPS_PROXY / NO_PROXY as httpx does. Only when a proxy is set, though:
             # with trust_env aiohttp also reads ~/.netrc on a worker thread for every request (a thread
             # hop and a file read per call), which httpx never does.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=_proxy_configured(),
-                                                  auto_decompress=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=_proxy_configured(), auto_decompress=False
+            )
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

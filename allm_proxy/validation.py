@@ -25,6 +25,8 @@ MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 class _TooManyPixels(Exception):
     pass
+
+
 # The largest image any family may ask for (Gemini's flexible sizes reach 8192x8192).
 MAX_OUTPUT_EDGE = 16384
 MAX_OUTPUT_PIXELS = 8192 * 8192
@@ -72,7 +74,8 @@ def _check_text(request: ImageRequest) -> None:
                 raise InvalidRequestError(
                     f"Invalid '{name}': it contains a lone UTF-16 surrogate, which is not valid Unicode text. "
                     "Send well-formed UTF-8 text.",
-                    param=name, code="invalid_value",
+                    param=name,
+                    code="invalid_value",
                 ) from None
 
 
@@ -96,21 +99,25 @@ def _check_prompt(request: ImageRequest, family: ModelFamily) -> None:
     if request.prompt is None:
         raise InvalidRequestError(
             "Missing required parameter: 'prompt'. Describe the image you want.",
-            param="prompt", code="missing_required_parameter",
+            param="prompt",
+            code="missing_required_parameter",
         )
     if not isinstance(request.prompt, str):
         raise InvalidRequestError(
             f"Invalid type for 'prompt': expected a string, but got {type(request.prompt).__name__}.",
-            param="prompt", code="invalid_type",
+            param="prompt",
+            code="invalid_type",
         )
     if not request.prompt.strip():
-        raise InvalidRequestError("'prompt' must not be empty. Describe the image you want.",
-                                  param="prompt", code="empty_string")
+        raise InvalidRequestError(
+            "'prompt' must not be empty. Describe the image you want.", param="prompt", code="empty_string"
+        )
     if not family.permissive and len(request.prompt) > family.prompt_max:
         raise InvalidRequestError(
             f"Invalid 'prompt': string too long. Expected a string with maximum length {family.prompt_max}, "
             f"but got a string with length {len(request.prompt)} instead.",
-            param="prompt", code="string_above_max_length",
+            param="prompt",
+            code="string_above_max_length",
         )
 
 
@@ -136,16 +143,19 @@ def _check_n(request: ImageRequest, family: ModelFamily, model: str) -> None:
     if n is None:
         return
     if isinstance(n, bool) or not isinstance(n, int):
-        raise InvalidRequestError(f"Invalid type for 'n': expected an integer, but got {n!r}.",
-                                  param="n", code="invalid_type")
+        raise InvalidRequestError(
+            f"Invalid type for 'n': expected an integer, but got {n!r}.", param="n", code="invalid_type"
+        )
     if n < 1:
-        raise InvalidRequestError(f"{n} is less than the minimum of 1 - 'n'", param="n",
-                                  code="integer_below_min_value")
+        raise InvalidRequestError(f"{n} is less than the minimum of 1 - 'n'", param="n", code="integer_below_min_value")
     limit = 10 if family.permissive else family.n_max
     if n > limit:
         hint = " dall-e-3 makes one image per request." if limit == 1 else ""
-        raise InvalidRequestError(f"{n} is greater than the maximum of {limit} - 'n' (model `{model}`).{hint}",
-                                  param="n", code="integer_above_max_value")
+        raise InvalidRequestError(
+            f"{n} is greater than the maximum of {limit} - 'n' (model `{model}`).{hint}",
+            param="n",
+            code="integer_above_max_value",
+        )
 
 
 def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
@@ -153,8 +163,11 @@ def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
     if size is None:
         return
     if not isinstance(size, str):
-        raise InvalidRequestError(f"Invalid type for 'size': expected a string like '1024x1024', got {size!r}.",
-                                  param="size", code="invalid_type")
+        raise InvalidRequestError(
+            f"Invalid type for 'size': expected a string like '1024x1024', got {size!r}.",
+            param="size",
+            code="invalid_type",
+        )
     if size != "auto":
         try:
             parse_size(size)
@@ -162,7 +175,8 @@ def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
             raise InvalidRequestError(
                 f"Invalid 'size': {size!r} is not WIDTHxHEIGHT (e.g. '1024x1024'). "
                 f"Supported for `{model}`: {family.describe_sizes() or 'any WIDTHxHEIGHT'}.",
-                param="size", code="invalid_size",
+                param="size",
+                code="invalid_size",
             ) from None
     if family.permissive:
         _check_size_bounds(size, model)
@@ -172,18 +186,21 @@ def _check_size(request: ImageRequest, family: ModelFamily, model: str) -> None:
     if size == "auto" and family.default_size:
         raise InvalidRequestError(
             f"'auto' is not one of [{_quoted(family.sizes)}] - 'size' (model `{model}`)",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
     if family.flexible_sizes is not None:
         wh = parse_size(size)
         reason = family.flexible_sizes.check(*wh) if wh else None
         raise InvalidRequestError(
             f"Invalid 'size' {size!r} for `{model}`: {reason}. Supported: {family.describe_sizes()}.",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
     raise InvalidRequestError(
         f"'{size}' is not one of [{_quoted(family.sizes)}] - 'size' (model `{model}`)",
-        param="size", code="invalid_size",
+        param="size",
+        code="invalid_size",
     )
 
 
@@ -198,7 +215,8 @@ def _check_size_bounds(size: str, model: str) -> None:
         raise InvalidRequestError(
             f"Invalid 'size' {size!r} for `{model}`: width and height must be 1 to {MAX_OUTPUT_EDGE} pixels "
             f"and the image at most {MAX_OUTPUT_PIXELS // 1_000_000} megapixels (8192x8192).",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
 
 
@@ -220,12 +238,14 @@ def _check_choices(request: ImageRequest, family: ModelFamily, model: str) -> No
         if value not in allowed:
             raise InvalidRequestError(
                 f"Invalid value for '{name}': {value!r} is not one of [{_quoted(allowed)}] (model `{model}`).",
-                param=name, code="invalid_value",
+                param=name,
+                code="invalid_value",
             )
     if request.background == "transparent" and request.output_format == "jpeg":
         raise InvalidRequestError(
             "background 'transparent' needs output_format 'png' or 'webp'; JPEG has no alpha channel.",
-            param="background", code="invalid_value",
+            param="background",
+            code="invalid_value",
         )
     _check_int_range(request.output_compression, "output_compression", 0, 100)
     _check_int_range(request.partial_images, "partial_images", 0, 3)
@@ -235,11 +255,13 @@ def _check_int_range(value: object, name: str, low: int, high: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(f"Invalid type for '{name}': expected an integer, but got {value!r}.",
-                                  param=name, code="invalid_type")
+        raise InvalidRequestError(
+            f"Invalid type for '{name}': expected an integer, but got {value!r}.", param=name, code="invalid_type"
+        )
     if not low <= value <= high:
-        raise InvalidRequestError(f"Invalid '{name}': {value} is not between {low} and {high}.",
-                                  param=name, code="invalid_value")
+        raise InvalidRequestError(
+            f"Invalid '{name}': {value} is not between {low} and {high}.", param=name, code="invalid_value"
+        )
 
 
 def _check_inputs(request: ImageRequest, family: ModelFamily, model: str) -> None:
@@ -247,13 +269,15 @@ def _check_inputs(request: ImageRequest, family: ModelFamily, model: str) -> Non
         raise InvalidRequestError(
             "Missing required parameter: 'image'. Send the image to edit as a file part named 'image' "
             "(or several as 'image[]').",
-            param="image", code="missing_required_parameter",
+            param="image",
+            code="missing_required_parameter",
         )
     limit = 1 if request.operation == "variation" else (16 if family.permissive else family.max_input_images)
     if len(request.images) > limit:
         raise InvalidRequestError(
             f"Too many images: got {len(request.images)}, `{model}` takes at most {limit}.",
-            param="image", code="too_many_images",
+            param="image",
+            code="too_many_images",
         )
     sizes = [image_dimensions(f, "image") for f in request.images]
     if family.square_png_input:
@@ -262,11 +286,13 @@ def _check_inputs(request: ImageRequest, family: ModelFamily, model: str) -> Non
             raise InvalidRequestError(
                 f"Invalid input image: `{model}` needs a square PNG image, got {first.mime_type} "
                 f"{sizes[0][0]}x{sizes[0][1]}.",
-                param="image", code="invalid_image_format",
+                param="image",
+                code="invalid_image_format",
             )
         if len(first.data) > 4 * 1024 * 1024:
-            raise InvalidRequestError(f"Invalid input image: `{model}` needs a PNG under 4 MB.",
-                                      param="image", code="image_too_large")
+            raise InvalidRequestError(
+                f"Invalid input image: `{model}` needs a PNG under 4 MB.", param="image", code="image_too_large"
+            )
     if request.mask is not None:
         check_mask(request.mask, sizes[0])
 
@@ -277,7 +303,8 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
         raise InvalidRequestError(
             f"Invalid '{param}': the file {upload.filename or '(unnamed)'} is not a PNG, JPEG or WEBP image "
             f"(its first bytes are {upload.data[:8]!r}).",
-            param=param, code="invalid_image_format",
+            param=param,
+            code="invalid_image_format",
         )
     try:
         with PILImage.open(io.BytesIO(upload.data)) as img:
@@ -293,13 +320,15 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
     except (_TooManyPixels, PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
         raise InvalidRequestError(
             f"Invalid '{param}': the image is larger than {MAX_IMAGE_PIXELS} pixels; downscale it before sending.",
-            param=param, code="image_too_large",
+            param=param,
+            code="image_too_large",
         ) from None
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise InvalidRequestError(
             f"Invalid '{param}': the file {upload.filename or '(unnamed)'} could not be read as an image "
             f"({type(exc).__name__}). Is it truncated or corrupt?",
-            param=param, code="invalid_image",
+            param=param,
+            code="invalid_image",
         ) from None
     return width, height
 
@@ -308,13 +337,17 @@ def check_mask(mask: InputFile, image_size: tuple[int, int]) -> None:
     """A mask must be a PNG with an alpha channel and the size of the (first) image."""
     size = image_dimensions(mask, "mask")
     if mask.mime_type != "image/png":
-        raise InvalidRequestError(f"Invalid 'mask': it must be a PNG with an alpha channel, got {mask.mime_type}.",
-                                  param="mask", code="invalid_image_format")
+        raise InvalidRequestError(
+            f"Invalid 'mask': it must be a PNG with an alpha channel, got {mask.mime_type}.",
+            param="mask",
+            code="invalid_image_format",
+        )
     if size != image_size:
         raise InvalidRequestError(
             f"Invalid 'mask': its size {size[0]}x{size[1]} differs from the image's {image_size[0]}x{image_size[1]}; "
             "the mask must have the same dimensions as the image.",
-            param="mask", code="invalid_mask",
+            param="mask",
+            code="invalid_mask",
         )
     with PILImage.open(io.BytesIO(mask.data)) as img:
         has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
@@ -322,5 +355,6 @@ def check_mask(mask: InputFile, image_size: tuple[int, int]) -> None:
         raise InvalidRequestError(
             "Invalid 'mask': it has no alpha channel. Fully transparent pixels (alpha 0) mark the area to edit, "
             "so the mask must be an RGBA (or LA) PNG.",
-            param="mask", code="invalid_mask",
+            param="mask",
+            code="invalid_mask",
         )

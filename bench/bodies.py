@@ -44,11 +44,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def png(width: int, height: int, pixels: bytes, *, channels: int = 3, level: int = 1) -> bytes:
     """A PNG of raw 8-bit RGB (or RGBA) `pixels`, every row with filter type None."""
     stride = width * channels
-    raw = b"".join(b"\x00" + pixels[y * stride:(y + 1) * stride] for y in range(height))
+    raw = b"".join(b"\x00" + pixels[y * stride : (y + 1) * stride] for y in range(height))
     color_type = 2 if channels == 3 else 6
     ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, level))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, level)) + _chunk(b"IEND", b"")
+    )
 
 
 def noise(nbytes: int, bits: int, seed: int) -> bytes:
@@ -102,8 +103,12 @@ def response_body(kind: str, image: bytes) -> bytes:
             "output_format": "png",
             "quality": "high",
             "size": "1024x1024",
-            "usage": {"input_tokens": 50, "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
-                      "output_tokens": 4160, "total_tokens": 4210},
+            "usage": {
+                "input_tokens": 50,
+                "input_tokens_details": {"image_tokens": 0, "text_tokens": 50},
+                "output_tokens": 4160,
+                "total_tokens": 4210,
+            },
         }
     else:
         body = {"created": CREATED, "data": [{"b64_json": b64}]}
@@ -160,12 +165,18 @@ def variant_request(index: int) -> RequestSpec:
 def edit_request(upload: bytes) -> RequestSpec:
     """A multipart edit as the OpenAI SDK sends it (fields, then the file part)."""
     parts = []
-    for name, value in (("model", "gpt-image-1.5"), ("prompt", "bench edit: add a full moon"),
-                        ("size", "1024x1024"), ("n", "1")):
+    for name, value in (
+        ("model", "gpt-image-1.5"),
+        ("prompt", "bench edit: add a full moon"),
+        ("size", "1024x1024"),
+        ("n", "1"),
+    ):
         parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     parts.append(
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="bench.png"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode() + upload + b"\r\n"
+        "Content-Type: image/png\r\n\r\n".encode()
+        + upload
+        + b"\r\n"
     )
     parts.append(f"--{BOUNDARY}--\r\n".encode())
     return RequestSpec("POST", "/v1/images/edits", f"multipart/form-data; boundary={BOUNDARY}", b"".join(parts))

@@ -28,6 +28,7 @@ def loader() -> tuple[str, Callable[[Path], Any]]:
 
     library_cls = getattr(cassettes, "CassetteLibrary", None)
     if library_cls is not None and callable(getattr(library_cls, "tape", None)):
+
         def load(path: Path) -> Any:
             settings = CassetteSettings(path=str(path), record_mode="none", allow_playback_repeats=True)
             return library_cls(settings).tape(path.resolve())
@@ -38,7 +39,8 @@ def loader() -> tuple[str, Callable[[Path], Any]]:
     from vcr.serializers import yamlserializer
 
     return "vcr FilesystemPersister (allm_proxy.cassettes has no loader)", (
-        lambda path: FilesystemPersister.load_cassette(str(path), yamlserializer))
+        lambda path: FilesystemPersister.load_cassette(str(path), yamlserializer)
+    )
 
 
 def main() -> None:
@@ -55,8 +57,18 @@ def main() -> None:
         count: int | None = len(loaded)
     except TypeError:
         count = None
-    print(json.dumps({"api": name, "load_s": elapsed, "peak_mb": (peak - baseline) / 1024,
-                      "baseline_mb": baseline / 1024, "peak_reset": peak_reset, "loaded_len": count}))
+    print(
+        json.dumps(
+            {
+                "api": name,
+                "load_s": elapsed,
+                "peak_mb": (peak - baseline) / 1024,
+                "baseline_mb": baseline / 1024,
+                "peak_reset": peak_reset,
+                "loaded_len": count,
+            }
+        )
+    )
 
 
 def _status(key: str) -> int:

@@ -52,21 +52,38 @@ def lookup(bench: Bench) -> None:
         if error:
             bench.skip(f"replay lookup {count}", error)
             continue
-        server = bench.proxy(f"replay-lookup-{count}", bench.replay_args(cassette, f"lookup-{count}"),
-                             probe=B.tiny_request(0))
+        server = bench.proxy(
+            f"replay-lookup-{count}", bench.replay_args(cassette, f"lookup-{count}"), probe=B.tiny_request(0)
+        )
         try:
             if not server.ok:
                 bench.skip(f"replay lookup {count}", server.probe_error or "did not start")
                 continue
             cpu_before = cpu_seconds(server.pid)
-            result = bench.loadgen(f"lookup-{count}", server.port, requests, concurrency=1,
-                                   warmup=bench.plan.warmup, duration=bench.plan.duration, verify="shape",
-                                   order="random")
+            result = bench.loadgen(
+                f"lookup-{count}",
+                server.port,
+                requests,
+                concurrency=1,
+                warmup=bench.plan.warmup,
+                duration=bench.plan.duration,
+                verify="shape",
+                order="random",
+            )
             cpu_ms = (cpu_seconds(server.pid) - cpu_before) * 1000 / max(result.get("completed", 0), 1)
-            bench.emit({"kind": "replay_lookup", "interactions": count, "cassette_mb": cassette.stat().st_size / 2**20,
-                        "server_cpu_ms_per_req": cpu_ms, "startup_ms": server.startup_ms,
-                        **{k: result.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors", "error_kinds",
-                                                       "requests", "fatal")}})
+            bench.emit(
+                {
+                    "kind": "replay_lookup",
+                    "interactions": count,
+                    "cassette_mb": cassette.stat().st_size / 2**20,
+                    "server_cpu_ms_per_req": cpu_ms,
+                    "startup_ms": server.startup_ms,
+                    **{
+                        k: result.get(k)
+                        for k in ("rps", "p50_ms", "p99_ms", "errors", "error_kinds", "requests", "fatal")
+                    },
+                }
+            )
         finally:
             stop_proxy(bench.procs, server, timeout=30)
 
@@ -76,8 +93,11 @@ def cassette_load(bench: Bench) -> None:
     cassette = bench.work / f"large-{count}{bench.plan.cassette_suffix}"
     requests = [bench.request(B.variant_request(i)) for i in range(count)]
     error = bench.record_cassette(cassette, requests, concurrency=2, name=f"large-{count}")
-    record: dict[str, Any] = {"kind": "cassette_load", "interactions": count,
-                              "format": bench.plan.cassette_suffix.lstrip(".")}
+    record: dict[str, Any] = {
+        "kind": "cassette_load",
+        "interactions": count,
+        "format": bench.plan.cassette_suffix.lstrip("."),
+    }
     large = B.large_png()
     images = sum(len(B.with_text_chunk(large, f"bench variant {i}")) for i in range(count))
     record["images_mb"] = images / 2**20
@@ -85,15 +105,21 @@ def cassette_load(bench: Bench) -> None:
         bench.emit({**record, "file_mb": 0.0, "error": error})
         return
     record["file_mb"] = cassette.stat().st_size / 2**20
-    loaded = run_json(bench.procs, "cassette-load", [sys.executable, "-m", "bench.cassette_load", str(cassette)],
-                      cpus=bench.server_cpus, timeout=300)
+    loaded = run_json(
+        bench.procs,
+        "cassette-load",
+        [sys.executable, "-m", "bench.cassette_load", str(cassette)],
+        cpus=bench.server_cpus,
+        timeout=300,
+    )
     if loaded.get("fatal") or loaded.get("error"):
         record["error"] = loaded.get("fatal") or loaded.get("error")
     else:
         record.update(loaded)
         record["peak_ratio"] = loaded["peak_mb"] / record["images_mb"]
-    server = bench.proxy(f"replay-large-{count}", bench.replay_args(cassette, f"large-{count}"),
-                         probe=B.variant_request(0))
+    server = bench.proxy(
+        f"replay-large-{count}", bench.replay_args(cassette, f"large-{count}"), probe=B.variant_request(0)
+    )
     try:
         record["replay_first_answer_ms"] = server.startup_ms if server.ok else None
         if server.ok:
@@ -130,30 +156,52 @@ def _load_rounds(bench: Bench, target: str, server: Any, rounds: int = 2) -> Non
     request = [bench.workload_request("small")]
     concurrency = bench.plan.load_concurrency
     count = bench.plan.load_requests
-    bench.loadgen(f"load-{target}-warm", server.port, request, concurrency=concurrency, duration=30,
-                  max_requests=max(200, count // 20))
+    bench.loadgen(
+        f"load-{target}-warm",
+        server.port,
+        request,
+        concurrency=concurrency,
+        duration=30,
+        max_requests=max(200, count // 20),
+    )
     time.sleep(0.5)
     rss_start = memory_kb(server.pid)["VmRSS"] / 1024
     reset_peak(server.pid)
     results, rss_after = [], []
     for index in range(rounds):
-        result = bench.loadgen(f"load-{target}-{index + 1}", server.port, request, concurrency=concurrency,
-                               duration=120, max_requests=count)
+        result = bench.loadgen(
+            f"load-{target}-{index + 1}",
+            server.port,
+            request,
+            concurrency=concurrency,
+            duration=120,
+            max_requests=count,
+        )
         results.append(result)
         time.sleep(0.5)
         rss_after.append(memory_kb(server.pid)["VmRSS"] / 1024)
     peak = memory_kb(server.pid)["VmHWM"] / 1024
     p99s = [r["p99_ms"] for r in results if r.get("p99_ms") is not None]
-    bench.emit({
-        "kind": "load", "target": target, "workload": "small", "concurrency": concurrency, "rounds": rounds,
-        "requests": count, "completed": [r.get("completed") for r in results],
-        "errors": sum(int(r.get("errors", 1)) for r in results),
-        "error_kinds": [r.get("error_kinds") for r in results],
-        "p99_ms": max(p99s) if p99s else None, "p50_ms": [r.get("p50_ms") for r in results],
-        "rps": sum(r.get("rps", 0.0) for r in results) / rounds,
-        "peak_rss_mb": peak, "rss_start_mb": rss_start, "rss_after_mb": rss_after,
-        "growth_kb_per_1k_requests": (rss_after[-1] - rss_after[0]) * 1024 / count * 1000 if rounds > 1 else None,
-    })
+    bench.emit(
+        {
+            "kind": "load",
+            "target": target,
+            "workload": "small",
+            "concurrency": concurrency,
+            "rounds": rounds,
+            "requests": count,
+            "completed": [r.get("completed") for r in results],
+            "errors": sum(int(r.get("errors", 1)) for r in results),
+            "error_kinds": [r.get("error_kinds") for r in results],
+            "p99_ms": max(p99s) if p99s else None,
+            "p50_ms": [r.get("p50_ms") for r in results],
+            "rps": sum(r.get("rps", 0.0) for r in results) / rounds,
+            "peak_rss_mb": peak,
+            "rss_start_mb": rss_start,
+            "rss_after_mb": rss_after,
+            "growth_kb_per_1k_requests": (rss_after[-1] - rss_after[0]) * 1024 / count * 1000 if rounds > 1 else None,
+        }
+    )
 
 
 def cpu_per_mb(bench: Bench) -> None:
@@ -162,16 +210,25 @@ def cpu_per_mb(bench: Bench) -> None:
     Only where both cells carry the upstream's bodies (the fake provider's images are its own, and small).
     """
     for target in ("passthrough", "replay"):
-        rows = {(r["workload"], r["concurrency"]): r for r in bench.records
-                if r.get("kind") == "throughput" and r["target"] == target
-                and r.get("server_cpu_ms_per_req") is not None}
-        levels = sorted({c for (w, c) in rows if w == "small"} & {c for (w, c) in rows if w == "large"},
-                        key=lambda c: (c != 16, c))
+        rows = {
+            (r["workload"], r["concurrency"]): r
+            for r in bench.records
+            if r.get("kind") == "throughput" and r["target"] == target and r.get("server_cpu_ms_per_req") is not None
+        }
+        levels = sorted(
+            {c for (w, c) in rows if w == "small"} & {c for (w, c) in rows if w == "large"}, key=lambda c: (c != 16, c)
+        )
         if not levels:
             continue
         small, large = rows[("small", levels[0])], rows[("large", levels[0])]
         mb_small, mb_large = small["response_bytes"] / 1e6, large["response_bytes"] / 1e6
         slope = (large["server_cpu_ms_per_req"] - small["server_cpu_ms_per_req"]) / (mb_large - mb_small)
-        bench.emit({"kind": "cpu_per_mb", "target": target, "slope_ms_per_mb": slope,
-                    "intercept_ms": small["server_cpu_ms_per_req"] - slope * mb_small,
-                    "basis": f"small and large at C={levels[0]}"})
+        bench.emit(
+            {
+                "kind": "cpu_per_mb",
+                "target": target,
+                "slope_ms_per_mb": slope,
+                "intercept_ms": small["server_cpu_ms_per_req"] - slope * mb_small,
+                "basis": f"small and large at C={levels[0]}",
+            }
+        )

@@ -104,8 +104,9 @@ class _Probe(Verifier):
         self.results: dict[str, str | None] = {}
 
     def check(self, status: int, body: bytes | bytearray, length: int, expect: bytes | None) -> str | None:
-        self.results = {mode: Verifier(mode).check(status, body, length, expect)
-                        for mode in ("exact", "shape", "status")}
+        self.results = {
+            mode: Verifier(mode).check(status, body, length, expect) for mode in ("exact", "shape", "status")
+        }
         return None
 
 
@@ -143,15 +144,15 @@ class Connection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.state == "body":
-            return self.body_view[self.body_pos:self.body_len]
+            return self.body_view[self.body_pos : self.body_len]
         if self.state == "chunked":
             if len(self.chunks) - self.chunk_pos < 65536:
                 self.chunks.extend(bytes(max(65536, len(self.chunks))))
-            return memoryview(self.chunks)[self.chunk_pos:]
+            return memoryview(self.chunks)[self.chunk_pos :]
         if self.head_pos >= HEAD_CAP:
             self._finish("head_too_large")
             return self.head_view  # the connection is aborted; whatever arrives is dropped
-        return self.head_view[self.head_pos:]
+        return self.head_view[self.head_pos :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.stats.bytes_in += nbytes
@@ -205,14 +206,14 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.gzipped = b"\r\ncontent-encoding: gzip" in head
         self.close_after = b"\r\nconnection: close" in head
-        leftover = self.head_view[end + 4:self.head_pos]
+        leftover = self.head_view[end + 4 : self.head_pos]
         if b"\r\ntransfer-encoding: chunked" in head:
             self.stats.chunked_responses += 1
             self.state = "chunked"
             self.chunk_pos = len(leftover)
             if len(self.chunks) < self.chunk_pos + 65536:
                 self.chunks = bytearray(self.chunk_pos + 65536)
-            self.chunks[:self.chunk_pos] = leftover
+            self.chunks[: self.chunk_pos] = leftover
             self._maybe_complete_chunked()
             return
         marker = head.find(b"\r\ncontent-length:")
@@ -220,7 +221,7 @@ class Connection(asyncio.BufferedProtocol):
             self._finish("no_content_length")
             return
         line_end = head.find(b"\r\n", marker + 2)
-        length = int(head[marker + 17:line_end if line_end > 0 else len(head)])
+        length = int(head[marker + 17 : line_end if line_end > 0 else len(head)])
         if length > len(self.body):
             self.body_view.release()
             self.body = bytearray(length)
@@ -230,7 +231,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.body_pos > length:
             self._finish("extra_bytes")
             return
-        self.body_view[:self.body_pos] = leftover
+        self.body_view[: self.body_pos] = leftover
         if self.body_pos >= length:
             self._complete_body()
         else:
@@ -240,15 +241,15 @@ class Connection(asyncio.BufferedProtocol):
         body: bytes | bytearray = self.body
         if self.gzipped:
             self.stats.gzip_responses += 1
-            body = gzip.decompress(self.body_view[:self.body_len])
+            body = gzip.decompress(self.body_view[: self.body_len])
             self._finish(self.verifier.check(self.status, body, len(body), self.expect), body)
             return
         self._finish(self.verifier.check(self.status, body, self.body_len, self.expect), body)
 
     def _maybe_complete_chunked(self) -> None:
-        if self.chunk_pos < 5 or self.chunks[self.chunk_pos - 5:self.chunk_pos] != b"0\r\n\r\n":
+        if self.chunk_pos < 5 or self.chunks[self.chunk_pos - 5 : self.chunk_pos] != b"0\r\n\r\n":
             return
-        data = bytes(self.chunks[:self.chunk_pos])
+        data = bytes(self.chunks[: self.chunk_pos])
         parts, pos = [], 0
         while True:
             line_end = data.find(b"\r\n", pos)
@@ -257,7 +258,7 @@ class Connection(asyncio.BufferedProtocol):
             size = int(data[pos:line_end].split(b";", 1)[0], 16)
             if size == 0:
                 break
-            parts.append(data[line_end + 2:line_end + 2 + size])
+            parts.append(data[line_end + 2 : line_end + 2 + size])
             pos = line_end + 2 + size + 2
             if pos > len(data):
                 return
@@ -272,8 +273,7 @@ class Connection(asyncio.BufferedProtocol):
         if body is not None:
             self.stats.bodies += 1
             self.stats.body_bytes += self.body_len if body is self.body else len(body)
-        if error is not None and body is not None and error.startswith("status_") and len(
-                self.stats.error_samples) < 3:
+        if error is not None and body is not None and error.startswith("status_") and len(self.stats.error_samples) < 3:
             self.stats.error_samples.append(bytes(body[:300]).decode("utf-8", "replace"))
         if (error is not None or self.close_after) and self.transport is not None:
             self.transport.abort()
@@ -331,8 +331,9 @@ class LoadGenerator:
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: Connection(self.stats, Verifier(self.mode), self.capacity),
-                                   self.host, self.port),
+            loop.create_connection(
+                lambda: Connection(self.stats, Verifier(self.mode), self.capacity), self.host, self.port
+            ),
             self.timeout,
         )
         self.connections.append(conn)
@@ -461,8 +462,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = asyncio.run(generator.run())
     except (OSError, TimeoutError) as exc:
-        result = {"fatal": f"{type(exc).__name__}: {exc}", "errors": 1, "requests": 0, "rps": 0.0,
-                  "error_kinds": {"fatal": 1}}
+        result = {
+            "fatal": f"{type(exc).__name__}: {exc}",
+            "errors": 1,
+            "requests": 0,
+            "rps": 0.0,
+            "error_kinds": {"fatal": 1},
+        }
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
 

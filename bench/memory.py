@@ -58,13 +58,19 @@ def run(bench: Bench, upload_mb: tuple[float, float]) -> int:
     started = time.monotonic()
     quick = bench.plan.duration < 4.0
     bench.environment()
-    print(f"allm-proxy bench --memory: uploads of {upload_mb[0]:g} and {upload_mb[1]:g} MB; server CPUs "
-          f"{sorted(bench.server_cpus or [])}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"allm-proxy bench --memory: uploads of {upload_mb[0]:g} and {upload_mb[1]:g} MB; server CPUs "
+        f"{sorted(bench.server_cpus or [])}; load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     bench.bodies = B.build(bench.work / "bodies")
     bench.upstream = start_upstream(bench.procs, bench.bodies, cpus=bench.client_cpus)
     expect = bench.bodies.response("large")
-    small = (bench.workload_request("edit") if upload_mb[0] == 1.0
-             else bench.request(B.edit_request(B.noise_png(upload_mb[0])), expect))
+    small = (
+        bench.workload_request("edit")
+        if upload_mb[0] == 1.0
+        else bench.request(B.edit_request(B.noise_png(upload_mb[0])), expect)
+    )
     big = bench.request(B.edit_request(B.noise_png(upload_mb[1], seed=5)), expect)
     scenarios = [
         ("small", f"peak RSS, 16 concurrent {upload_mb[0]:g} MB edits at C=16", small, 16, 32 if quick else 64),
@@ -80,15 +86,25 @@ def run(bench: Bench, upload_mb: tuple[float, float]) -> int:
                 continue
             values[target] = _peak(bench, target, entry, concurrency, count, crashed)
         goal = RSS_GOALS_MB[key] if upload_mb == DEFAULT_SIZES else None
-        rows.append(_row(bench, name, f"<= {goal:.0f} MB" if goal else "n/a (not the issue's sizes)", values,
-                         None if goal is None else _at_most(goal), "{:.0f} MB"))
+        rows.append(
+            _row(
+                bench,
+                name,
+                f"<= {goal:.0f} MB" if goal else "n/a (not the issue's sizes)",
+                values,
+                None if goal is None else _at_most(goal),
+                "{:.0f} MB",
+            )
+        )
     rows.append(_edit_throughput(bench, crashed))
     print()
     print(table(rows))
     if crashed:
         print("\nsomething did not work, so the figures above are incomplete:\n  " + "\n  ".join(crashed))
-    print(f"\n{len(bench.records)} records in {bench.jsonl} ({time.monotonic() - started:.0f} s; "
-          f"load average now {os.getloadavg()[0]:.2f})")
+    print(
+        f"\n{len(bench.records)} records in {bench.jsonl} ({time.monotonic() - started:.0f} s; "
+        f"load average now {os.getloadavg()[0]:.2f})"
+    )
     return 1 if crashed else 0
 
 
@@ -100,13 +116,15 @@ def _start(bench: Bench, target: str) -> Server:
     assert bench.upstream is not None and bench.bodies is not None
     probe = bench.bodies.request_spec("small")
     if target == "reference":
-        return start_reference(bench.procs, bench.upstream, cpus=bench.server_cpus, log_level=bench.plan.log_level,
-                               probe=probe)
+        return start_reference(
+            bench.procs, bench.upstream, cpus=bench.server_cpus, log_level=bench.plan.log_level, probe=probe
+        )
     return bench.proxy(f"memory-{target}", passthrough_args(bench.upstream), probe)
 
 
-def _peak(bench: Bench, target: str, entry: dict[str, Any], concurrency: int, count: int,
-          crashed: list[str]) -> float | None:
+def _peak(
+    bench: Bench, target: str, entry: dict[str, Any], concurrency: int, count: int, crashed: list[str]
+) -> float | None:
     """Peak RSS (MB) of a fresh `target` over `count` requests of `entry` at `concurrency`."""
     server = _start(bench, target)
     try:
@@ -115,19 +133,36 @@ def _peak(bench: Bench, target: str, entry: dict[str, Any], concurrency: int, co
             return None
         idle = tree_memory_kb(server.pid)["VmRSS"] / 1024
         tree_reset_peak(server.pid)
-        result = bench.loadgen(f"memory-{target}-c{concurrency}", server.port, [entry], concurrency=concurrency,
-                               duration=180.0, max_requests=count)
+        result = bench.loadgen(
+            f"memory-{target}-c{concurrency}",
+            server.port,
+            [entry],
+            concurrency=concurrency,
+            duration=180.0,
+            max_requests=count,
+        )
         if server.proc.poll() is not None:
             crashed.append(f"{target} exited with {server.proc.returncode} under {concurrency} concurrent uploads")
             return None
         peak = tree_memory_kb(server.pid)["VmHWM"] / 1024
         if result.get("errors") or result.get("fatal"):
-            crashed.append(f"{target} at C={concurrency}: {result.get('errors')} errors {result.get('error_kinds')} "
-                           f"{result.get('fatal') or result.get('error_samples') or ''}")
-        bench.emit({"kind": "memory_cell", "target": target, "concurrency": concurrency, "requests": count,
-                    "upload_bytes": os.path.getsize(entry["body_file"]), "idle_rss_mb": idle, "peak_rss_mb": peak,
-                    **{k: result.get(k) for k in ("rps", "p50_ms", "errors", "error_kinds", "completed")}},
-                   show=False)
+            crashed.append(
+                f"{target} at C={concurrency}: {result.get('errors')} errors {result.get('error_kinds')} "
+                f"{result.get('fatal') or result.get('error_samples') or ''}"
+            )
+        bench.emit(
+            {
+                "kind": "memory_cell",
+                "target": target,
+                "concurrency": concurrency,
+                "requests": count,
+                "upload_bytes": os.path.getsize(entry["body_file"]),
+                "idle_rss_mb": idle,
+                "peak_rss_mb": peak,
+                **{k: result.get(k) for k in ("rps", "p50_ms", "errors", "error_kinds", "completed")},
+            },
+            show=False,
+        )
         return float(peak)
     finally:
         stop_proxy(bench.procs, server, timeout=30)
@@ -144,29 +179,62 @@ def _edit_throughput(bench: Bench, crashed: list[str]) -> dict[str, Any]:
         if cell.get("errors") or cell.get("fatal"):
             crashed.append(f"edit throughput, {target}: {cell.get('errors')} errors {cell.get('error_kinds')}")
     ours = cells.get("passthrough", {}).get("ratio_to_reference")
-    row = _row(bench, "edit req/s at C=16 / reference's", f">= {EDIT_BASELINE_RATIO:.2f}x (today's)",
-               {"passthrough": ours, "reference": 1.0 if "reference" in cells else None},
-               lambda v: v >= EDIT_BASELINE_RATIO, "{:.2f}x")
-    row["detail"] = ", ".join(f"{t} {cells[t]['rps']:,.0f} req/s" for t in ("direct", "reference", "passthrough")
-                              if t in cells and cells[t].get("rps") is not None)
+    row = _row(
+        bench,
+        "edit req/s at C=16 / reference's",
+        f">= {EDIT_BASELINE_RATIO:.2f}x (today's)",
+        {"passthrough": ours, "reference": 1.0 if "reference" in cells else None},
+        lambda v: v >= EDIT_BASELINE_RATIO,
+        "{:.2f}x",
+    )
+    row["detail"] = ", ".join(
+        f"{t} {cells[t]['rps']:,.0f} req/s"
+        for t in ("direct", "reference", "passthrough")
+        if t in cells and cells[t].get("rps") is not None
+    )
     return row
 
 
-def _row(bench: Bench, name: str, goal: str, values: dict[str, float | None],
-         passes: Callable[[float], bool] | None, fmt: str) -> dict[str, Any]:
+def _row(
+    bench: Bench,
+    name: str,
+    goal: str,
+    values: dict[str, float | None],
+    passes: Callable[[float], bool] | None,
+    fmt: str,
+) -> dict[str, Any]:
     value = values.get("passthrough")
     ok = None if value is None or passes is None else bool(passes(value))
-    return bench.emit({"kind": "memory", "name": name, "goal": goal, "value": value, "ok": ok,
-                       "reference": values.get("reference"), "fmt": fmt}, show=False)
+    return bench.emit(
+        {
+            "kind": "memory",
+            "name": name,
+            "goal": goal,
+            "value": value,
+            "ok": ok,
+            "reference": values.get("reference"),
+            "fmt": fmt,
+        },
+        show=False,
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Each target with allm-proxy's value, PASS/FAIL, and the reference's value beside it."""
+
     def shown(value: float | None, fmt: str) -> str:
         return "-" if value is None else fmt.format(value)
 
-    lines = [[r["name"], r["goal"], shown(r["value"], r["fmt"]), {True: "PASS", False: "FAIL", None: "n/a"}[r["ok"]],
-              shown(r.get("reference"), r["fmt"])] for r in rows]
+    lines = [
+        [
+            r["name"],
+            r["goal"],
+            shown(r["value"], r["fmt"]),
+            {True: "PASS", False: "FAIL", None: "n/a"}[r["ok"]],
+            shown(r.get("reference"), r["fmt"]),
+        ]
+        for r in rows
+    ]
     text = report.table(lines, ["figure (issue 15)", "goal", "allm-proxy", "result", "reference"])
     details = [f"  {r['name']}: {r['detail']}" for r in rows if r.get("detail")]
     return text + ("\n" + "\n".join(details) if details else "")

@@ -54,15 +54,25 @@ def ensure_litellm(venv: Path, *, timeout: float = 900.0, log: Path | None = Non
     started = time.monotonic()
     log = log or venv.parent / "litellm-install.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    steps = [[sys.executable, "-m", "venv", "--clear", str(venv)],
-             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              LITELLM_REQUIREMENT]]
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            LITELLM_REQUIREMENT,
+        ],
+    ]
     with log.open("ab") as out:
         for argv in steps:
             left = timeout - (time.monotonic() - started)
             try:
-                code = subprocess.run(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, timeout=max(left, 1),
-                                      check=False).returncode
+                code = subprocess.run(
+                    argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, timeout=max(left, 1), check=False
+                ).returncode
             except (OSError, subprocess.TimeoutExpired) as exc:
                 return PeerInstall(None, error=f"installing {LITELLM_REQUIREMENT} failed: {exc}; see {log}")
             if code != 0:
@@ -76,9 +86,13 @@ def ensure_litellm(venv: Path, *, timeout: float = 900.0, log: Path | None = Non
 
 def _version(venv: Path) -> str | None:
     try:
-        out = subprocess.run([str(venv / "bin" / "python"), "-c",
-                              "import importlib.metadata as m; print(m.version('litellm'))"],
-                             capture_output=True, text=True, timeout=60, check=False)
+        out = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
@@ -101,29 +115,53 @@ def litellm_config(upstream_port: int, path: Path) -> Path:
     lines += ["litellm_settings:", "  num_retries: 0", "  request_timeout: 120"]
     # The key the load generator sends is the master key: LiteLLM checks it on every request, as
     # deployed. It is a short fake key, which LiteLLM refuses to start with unless told it may.
-    lines += ["general_settings:", f"  master_key: {BENCH_CLIENT_KEY}",
-              "  dangerously_permit_weak_or_unset_master_key: true", ""]
+    lines += [
+        "general_settings:",
+        f"  master_key: {BENCH_CLIENT_KEY}",
+        "  dangerously_permit_weak_or_unset_master_key: true",
+        "",
+    ]
     path.write_text("\n".join(lines))
     return path
 
 
 def litellm_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LITELLM_", "ALLM_PROXY_"))}
-    env.update({
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # the bundled price list: nothing fetched at start
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    })
+    env.update(
+        {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # the bundled price list: nothing fetched at start
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
     env.pop("DATABASE_URL", None)
     return env
 
 
-def start_litellm(procs: Processes, install: PeerInstall, upstream: Server, config_path: Path, *,
-                  cpus: set[int] | None, probe: RequestSpec | None, timeout: float = 240.0) -> Server:
+def start_litellm(
+    procs: Processes,
+    install: PeerInstall,
+    upstream: Server,
+    config_path: Path,
+    *,
+    cpus: set[int] | None,
+    probe: RequestSpec | None,
+    timeout: float = 240.0,
+) -> Server:
     """Start LiteLLM's proxy (one worker) and time it to its first answered request."""
     assert install.executable is not None
     port = free_port()
-    argv = [str(install.executable), "--config", str(litellm_config(upstream.port, config_path)),
-            "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    return start_http(procs, "litellm", argv, port, cpus=cpus, env=litellm_env(), probe=probe, timeout=timeout,
-                      what="LiteLLM's proxy")
+    argv = [
+        str(install.executable),
+        "--config",
+        str(litellm_config(upstream.port, config_path)),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
+    ]
+    return start_http(
+        procs, "litellm", argv, port, cpus=cpus, env=litellm_env(), probe=probe, timeout=timeout, what="LiteLLM's proxy"
+    )

@@ -43,15 +43,28 @@ class Processes:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def spawn(self, name: str, argv: Sequence[str], *, cpus: set[int] | None = None,
-              env: dict[str, str] | None = None, stdout: int | IO[bytes] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cpus: set[int] | None = None,
+        env: dict[str, str] | None = None,
+        stdout: int | IO[bytes] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
         """Start `argv`; its stderr (and stdout unless given) goes to LOG_DIR/NAME.log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed when the child ends
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log if stdout is None else stdout, stderr=log,
-            env=env, cwd=cwd, start_new_session=True, preexec_fn=_child_setup(cpus),
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log if stdout is None else stdout,
+            stderr=log,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_child_setup(cpus),
         )
         log.close()
         self.children.append((name, proc))
@@ -78,8 +91,9 @@ class Processes:
         self.children.clear()
 
 
-def run_json(procs: Processes, name: str, argv: Sequence[str], *, cpus: set[int] | None, timeout: float,
-             cwd: Path | None = None) -> dict[str, Any]:
+def run_json(
+    procs: Processes, name: str, argv: Sequence[str], *, cpus: set[int] | None, timeout: float, cwd: Path | None = None
+) -> dict[str, Any]:
     """Run a child that prints one JSON object on stdout; bounded by `timeout` seconds."""
     proc = procs.spawn(name, argv, cpus=cpus, stdout=subprocess.PIPE, cwd=cwd)
     try:
@@ -101,7 +115,7 @@ def run_json(procs: Processes, name: str, argv: Sequence[str], *, cpus: set[int]
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of `pid` (all its threads), from /proc/PID/stat."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 

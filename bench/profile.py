@@ -35,8 +35,20 @@ def start(procs: Processes, pid: int, out: Path, seconds: float, cpus: set[int] 
     exe = py_spy()
     assert exe is not None
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "100",
-            "--format", "raw", "--output", str(out)]
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "100",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
     return procs.spawn(f"py-spy-{out.stem}", argv, cpus=cpus)
 
 

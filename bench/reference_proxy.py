@@ -36,8 +36,9 @@ def app(upstream: str) -> Starlette:
         sent = client.build_request("POST", request.url.path, content=await request.body(), headers=headers)
         answer = await client.send(sent, stream=True)
         kept = {k: v for k, v in answer.headers.items() if k not in DROPPED}
-        return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, headers=kept,
-                                 background=BackgroundTask(answer.aclose))
+        return StreamingResponse(
+            answer.aiter_raw(), status_code=answer.status_code, headers=kept, background=BackgroundTask(answer.aclose)
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -49,8 +50,11 @@ def app(upstream: str) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.reference_proxy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reference_proxy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--upstream", required=True, help="the upstream's origin, e.g. http://127.0.0.1:9000")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="info", help="uvicorn's (info: an access-log line per request)")

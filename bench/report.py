@@ -54,8 +54,11 @@ def relate(record: Record, baselines: dict[str, Record]) -> None:
             record[f"ratio_to_{name}"] = rps / base["rps"]
         if name == "direct" and record.get("p50_ms") is not None and base.get("p50_ms") is not None:
             record["added_p50_ms"] = record["p50_ms"] - base["p50_ms"]
-        if (name == "reference" and record.get("server_cpu_ms_per_req") is not None
-                and base.get("server_cpu_ms_per_req")):
+        if (
+            name == "reference"
+            and record.get("server_cpu_ms_per_req") is not None
+            and base.get("server_cpu_ms_per_req")
+        ):
             record["cpu_ratio_to_reference"] = record["server_cpu_ms_per_req"] / base["server_cpu_ms_per_req"]
 
 
@@ -103,36 +106,49 @@ def other_figures(records: Iterable[Record]) -> str:
             state = f"{r['startup_ms']:.0f} ms" if r.get("startup_ms") is not None else "-"
             if r.get("starts", 1) > 1:
                 state += f" (median of {r['starts']} starts; first {r['first_ms']:.0f}, slowest {r['max_ms']:.0f})"
-            lines.append(f"startup to first answered request, {r['target']}: {state}"
-                         + (f"  ({r['error']})" if r.get("error") else ""))
+            lines.append(
+                f"startup to first answered request, {r['target']}: {state}"
+                + (f"  ({r['error']})" if r.get("error") else "")
+            )
         elif kind == "first_generation":
-            lines.append(f"fake provider, first {r['workload']} generation: {r['first_ms']:.1f} ms "
-                         f"(repeat: {_fmt(r.get('repeat_ms'), '{:.1f}')} ms)")
+            lines.append(
+                f"fake provider, first {r['workload']} generation: {r['first_ms']:.1f} ms "
+                f"(repeat: {_fmt(r.get('repeat_ms'), '{:.1f}')} ms)"
+            )
         elif kind == "cpu_per_mb":
-            lines.append(f"{r['target']}: CPU {r['slope_ms_per_mb']:.2f} ms per MB of response "
-                         f"(+{r['intercept_ms']:.2f} ms per request; from {r['basis']})")
+            lines.append(
+                f"{r['target']}: CPU {r['slope_ms_per_mb']:.2f} ms per MB of response "
+                f"(+{r['intercept_ms']:.2f} ms per request; from {r['basis']})"
+            )
         elif kind == "replay_lookup":
-            lines.append(f"replay lookup, {r['interactions']:>5} interactions: p50 {r['p50_ms']:.2f} ms, "
-                         f"{r['rps']:,.0f} req/s at C=1, CPU {_fmt(r.get('server_cpu_ms_per_req'), '{:.2f}')} "
-                         f"ms/req, errors {r['errors']}")
+            lines.append(
+                f"replay lookup, {r['interactions']:>5} interactions: p50 {r['p50_ms']:.2f} ms, "
+                f"{r['rps']:,.0f} req/s at C=1, CPU {_fmt(r.get('server_cpu_ms_per_req'), '{:.2f}')} "
+                f"ms/req, errors {r['errors']}"
+            )
         elif kind == "cassette_load":
             lines.append(
                 f"cassette load, {r['interactions']} large interactions ({r['images_mb']:.0f} MB of images, "
                 f"file {r['file_mb']:.0f} MB): {_fmt(r.get('load_s'), '{:.2f}')} s, peak "
                 f"{_fmt(r.get('peak_mb'), '{:.0f}')} MB = {_fmt(r.get('peak_ratio'), '{:.2f}')}x the images; "
                 f"replay proxy start to first answer {_fmt(r.get('replay_first_answer_ms'), '{:.0f}')} ms"
-                + (f"  ({r['error']})" if r.get("error") else ""))
+                + (f"  ({r['error']})" if r.get("error") else "")
+            )
         elif kind == "load":
             lines.append(
                 f"load test, {r['target']}: {r['rounds']} x {r['requests']:,} requests at C={r['concurrency']}: "
                 f"errors {r['errors']}, p99 {_fmt(r.get('p99_ms'), '{:.1f}')} ms, {r['rps']:,.0f} req/s, "
                 f"peak RSS {_fmt(r.get('peak_rss_mb'), '{:.0f}')} MB, "
                 f"RSS start {_fmt(r.get('rss_start_mb'), '{:.0f}')}"
-                f" -> after {' -> '.join(_fmt(x, '{:.0f}') for x in r.get('rss_after_mb', []))} MB")
+                f" -> after {' -> '.join(_fmt(x, '{:.0f}') for x in r.get('rss_after_mb', []))} MB"
+            )
         elif kind == "peer":
-            lines.append(f"peer {r['target']}: " + (f"version {r['version']}" if r.get("version") else "not installed")
-                         + (f", installed in this run ({r['install_s']:.0f} s)" if r.get("installed_now") else "")
-                         + (f"  ({r['error']})" if r.get("error") else ""))
+            lines.append(
+                f"peer {r['target']}: "
+                + (f"version {r['version']}" if r.get("version") else "not installed")
+                + (f", installed in this run ({r['install_s']:.0f} s)" if r.get("installed_now") else "")
+                + (f"  ({r['error']})" if r.get("error") else "")
+            )
         elif kind == "skipped":
             lines.append(f"skipped {r['what']}: {r['why']}")
     return "\n".join(lines)
@@ -173,8 +189,9 @@ def _value(key: str, pick: Callable[[list[float]], float] = min, **match: Any) -
 def _ratio_fake_to_replay(records: list[Record]) -> float | None:
     ratios = []
     for fake in _find(records, kind="throughput", target="fake"):
-        replay = _find(records, kind="throughput", target="replay", workload=fake["workload"],
-                       concurrency=fake["concurrency"])
+        replay = _find(
+            records, kind="throughput", target="replay", workload=fake["workload"], concurrency=fake["concurrency"]
+        )
         if replay and replay[0].get("server_cpu_ms_per_req") and fake.get("server_cpu_ms_per_req") is not None:
             ratios.append(fake["server_cpu_ms_per_req"] / replay[0]["server_cpu_ms_per_req"])
     return max(ratios) if ratios else None
@@ -199,8 +216,11 @@ def _lookup_ratio(records: list[Record]) -> float | None:
 
 def _slowest_startup(records: list[Record]) -> float | None:
     """allm-proxy's slowest median startup (the reference and the peers are not what issue 7 asks about)."""
-    values = [r["startup_ms"] for r in _find(records, kind="startup")
-              if r.get("target") not in BASELINES and r.get("startup_ms") is not None]
+    values = [
+        r["startup_ms"]
+        for r in _find(records, kind="startup")
+        if r.get("target") not in BASELINES and r.get("startup_ms") is not None
+    ]
     return max(values) if values else None
 
 
@@ -210,43 +230,82 @@ def _load_errors(records: list[Record]) -> float | None:
 
 
 CHECKS = (
-    Check("pass-through small C=1", ">= 600 req/s",
-          _value("rps", kind="throughput", target="passthrough", workload="small", concurrency=1),
-          lambda v: v >= 600, "{:,.0f}"),
-    Check("pass-through small C=16", ">= 600 req/s",
-          _value("rps", kind="throughput", target="passthrough", workload="small", concurrency=16),
-          lambda v: v >= 600, "{:,.0f}"),
-    Check("pass-through large C=16", ">= 150 req/s",
-          _value("rps", kind="throughput", target="passthrough", workload="large", concurrency=16),
-          lambda v: v >= 150, "{:,.0f}"),
-    Check("pass-through added p50, small C=1", "<= 1.2 ms",
-          _value("added_p50_ms", kind="throughput", target="passthrough", workload="small", concurrency=1),
-          lambda v: v <= 1.2),
-    Check("pass-through peak RSS, large C=64", "<= 100 MB",
-          _value("server_peak_rss_mb", max, kind="throughput", target="passthrough", workload="large",
-                 concurrency=64),
-          lambda v: v <= 100, "{:.0f}"),
+    Check(
+        "pass-through small C=1",
+        ">= 600 req/s",
+        _value("rps", kind="throughput", target="passthrough", workload="small", concurrency=1),
+        lambda v: v >= 600,
+        "{:,.0f}",
+    ),
+    Check(
+        "pass-through small C=16",
+        ">= 600 req/s",
+        _value("rps", kind="throughput", target="passthrough", workload="small", concurrency=16),
+        lambda v: v >= 600,
+        "{:,.0f}",
+    ),
+    Check(
+        "pass-through large C=16",
+        ">= 150 req/s",
+        _value("rps", kind="throughput", target="passthrough", workload="large", concurrency=16),
+        lambda v: v >= 150,
+        "{:,.0f}",
+    ),
+    Check(
+        "pass-through added p50, small C=1",
+        "<= 1.2 ms",
+        _value("added_p50_ms", kind="throughput", target="passthrough", workload="small", concurrency=1),
+        lambda v: v <= 1.2,
+    ),
+    Check(
+        "pass-through peak RSS, large C=64",
+        "<= 100 MB",
+        _value("server_peak_rss_mb", max, kind="throughput", target="passthrough", workload="large", concurrency=64),
+        lambda v: v <= 100,
+        "{:.0f}",
+    ),
     Check("proxy answers gzip-recompressed (any target)", "0", _gzip_answers, lambda v: v == 0, "{:.0f}"),
-    Check("pass-through CPU per MB of response", "<= 2 ms/MB",
-          _value("slope_ms_per_mb", kind="cpu_per_mb", target="passthrough"), lambda v: v <= 2.0),
-    Check("replay large C=16", ">= 250 req/s",
-          _value("rps", kind="throughput", target="replay", workload="large", concurrency=16),
-          lambda v: v >= 250, "{:,.0f}"),
-    Check("replay small (best C)", ">= 1,000 req/s",
-          _value("rps", max, kind="throughput", target="replay", workload="small"),
-          lambda v: v >= 1000, "{:,.0f}"),
+    Check(
+        "pass-through CPU per MB of response",
+        "<= 2 ms/MB",
+        _value("slope_ms_per_mb", kind="cpu_per_mb", target="passthrough"),
+        lambda v: v <= 2.0,
+    ),
+    Check(
+        "replay large C=16",
+        ">= 250 req/s",
+        _value("rps", kind="throughput", target="replay", workload="large", concurrency=16),
+        lambda v: v >= 250,
+        "{:,.0f}",
+    ),
+    Check(
+        "replay small (best C)",
+        ">= 1,000 req/s",
+        _value("rps", max, kind="throughput", target="replay", workload="small"),
+        lambda v: v >= 1000,
+        "{:,.0f}",
+    ),
     Check("upstream requests while replaying", "0", _replay_upstream_hits, lambda v: v == 0, "{:.0f}"),
     Check("replay CPU/req, most vs fewest interactions", "~1 (O(1))", _lookup_ratio, lambda v: v <= 1.5),
-    Check("cassette load (50 large in a full run)", "<= 0.3 s", _value("load_s", kind="cassette_load"),
-          lambda v: v <= 0.3),
-    Check("cassette load peak / images", "<= 1.5x", _value("peak_ratio", kind="cassette_load"),
-          lambda v: v <= 1.5),
+    Check(
+        "cassette load (50 large in a full run)", "<= 0.3 s", _value("load_s", kind="cassette_load"), lambda v: v <= 0.3
+    ),
+    Check("cassette load peak / images", "<= 1.5x", _value("peak_ratio", kind="cassette_load"), lambda v: v <= 1.5),
     Check("fake CPU/req vs replay (worst cell)", "~1 (<= 1.25)", _ratio_fake_to_replay, lambda v: v <= 1.25),
-    Check("fake first 1024x1024 generation", "<= 150 ms",
-          _value("first_ms", kind="first_generation", target="fake", workload="large"),
-          lambda v: v <= 150, "{:.0f}"),
-    Check("startup to first answer (median, slowest target)", "<= 1,000 ms",
-          _slowest_startup, lambda v: v <= 1000, "{:.0f}"),
+    Check(
+        "fake first 1024x1024 generation",
+        "<= 150 ms",
+        _value("first_ms", kind="first_generation", target="fake", workload="large"),
+        lambda v: v <= 150,
+        "{:.0f}",
+    ),
+    Check(
+        "startup to first answer (median, slowest target)",
+        "<= 1,000 ms",
+        _slowest_startup,
+        lambda v: v <= 1000,
+        "{:.0f}",
+    ),
     Check("load test errors (fake + replay)", "0", _load_errors, lambda v: v == 0, "{:.0f}"),
 )
 
@@ -266,20 +325,51 @@ def _added_p50_vs_reference(records: list[Record]) -> float | None:
 # against the reference in the same run: today's was 1.05x the reference's (4.4 ms against 4.2 ms in the
 # issue), so the goal is 0.6 x 1.05 = 0.63x the reference's.
 CHECKS_15 = (
-    Check("pass-through small C=1 / reference", ">= 1.3x", _cell_value("passthrough", "small", 1, "ratio_to_reference"),
-          lambda v: v >= 1.3, issue=15),
-    Check("pass-through added p50 small C=1 / reference's", "<= 1x", _added_p50_vs_reference,
-          lambda v: v <= 1.0, issue=15),
-    Check("pass-through small C=16 / reference", ">= 2x",
-          _cell_value("passthrough", "small", 16, "ratio_to_reference"), lambda v: v >= 2.0, issue=15),
-    Check("pass-through large C=16 / reference", ">= 2x",
-          _cell_value("passthrough", "large", 16, "ratio_to_reference"), lambda v: v >= 2.0, issue=15),
-    Check("pass-through large C=16 / litellm", ">= 5x",
-          _cell_value("passthrough", "large", 16, "ratio_to_litellm"), lambda v: v >= 5.0, issue=15),
-    Check("pass-through CPU/req small C=1 / reference's", "<= 0.63x (0.6x today's)",
-          _cell_value("passthrough", "small", 1, "cpu_ratio_to_reference"), lambda v: v <= 0.63, issue=15),
-    Check("replay small C=16 / direct", ">= 0.35x", _cell_value("replay", "small", 16, "ratio_to_direct"),
-          lambda v: v >= 0.35, issue=15),
+    Check(
+        "pass-through small C=1 / reference",
+        ">= 1.3x",
+        _cell_value("passthrough", "small", 1, "ratio_to_reference"),
+        lambda v: v >= 1.3,
+        issue=15,
+    ),
+    Check(
+        "pass-through added p50 small C=1 / reference's", "<= 1x", _added_p50_vs_reference, lambda v: v <= 1.0, issue=15
+    ),
+    Check(
+        "pass-through small C=16 / reference",
+        ">= 2x",
+        _cell_value("passthrough", "small", 16, "ratio_to_reference"),
+        lambda v: v >= 2.0,
+        issue=15,
+    ),
+    Check(
+        "pass-through large C=16 / reference",
+        ">= 2x",
+        _cell_value("passthrough", "large", 16, "ratio_to_reference"),
+        lambda v: v >= 2.0,
+        issue=15,
+    ),
+    Check(
+        "pass-through large C=16 / litellm",
+        ">= 5x",
+        _cell_value("passthrough", "large", 16, "ratio_to_litellm"),
+        lambda v: v >= 5.0,
+        issue=15,
+    ),
+    Check(
+        "pass-through CPU/req small C=1 / reference's",
+        "<= 0.63x (0.6x today's)",
+        _cell_value("passthrough", "small", 1, "cpu_ratio_to_reference"),
+        lambda v: v <= 0.63,
+        issue=15,
+    ),
+    Check(
+        "replay small C=16 / direct",
+        ">= 0.35x",
+        _cell_value("replay", "small", 16, "ratio_to_direct"),
+        lambda v: v >= 0.35,
+        issue=15,
+    ),
 )
 
 
@@ -287,9 +377,17 @@ def evaluate(records: list[Record]) -> list[Record]:
     out = []
     for check in (*CHECKS, *CHECKS_15):
         value = check.measure(records)
-        out.append({"kind": "check", "name": check.name, "goal": check.goal, "value": value, "issue": check.issue,
-                    "ok": None if value is None else bool(check.passes(value)),
-                    "shown": "-" if value is None else check.fmt.format(value)})
+        out.append(
+            {
+                "kind": "check",
+                "name": check.name,
+                "goal": check.goal,
+                "value": value,
+                "issue": check.issue,
+                "ok": None if value is None else bool(check.passes(value)),
+                "shown": "-" if value is None else check.fmt.format(value),
+            }
+        )
     return out
 
 
@@ -297,7 +395,10 @@ def checks_table(checks: list[Record]) -> str:
     """The checks, one block per issue (issue 7's absolute figures, issue 15's ratios)."""
     blocks = []
     for issue in sorted({c.get("issue", 7) for c in checks}):
-        rows = [[c["name"], c["goal"], c["shown"], {True: "ok", False: "MISS", None: "n/a"}[c["ok"]]]
-                for c in checks if c.get("issue", 7) == issue]
+        rows = [
+            [c["name"], c["goal"], c["shown"], {True: "ok", False: "MISS", None: "n/a"}[c["ok"]]]
+            for c in checks
+            if c.get("issue", 7) == issue
+        ]
         blocks.append(table(rows, [f"figure (issue {issue})", "goal", "measured", "result"]))
     return "\n\n".join(blocks)

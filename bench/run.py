@@ -92,16 +92,19 @@ class Plan:
             targets.append("load")
         unknown = set(targets) - set(TARGETS) - set(GROUPS)
         if unknown:
-            raise SystemExit(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS + GROUPS)}"
-                             + ("; a peer is asked for with --peer" if unknown & set(PEERS) else ""))
+            raise SystemExit(
+                f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS + GROUPS)}"
+                + ("; a peer is asked for with --peer" if unknown & set(PEERS) else "")
+            )
         chosen_peers = tuple(dict.fromkeys(p.strip() for p in ",".join(args.peer or []).split(",") if p.strip()))
         if set(chosen_peers) - set(PEERS):
             raise SystemExit(f"unknown peers {sorted(set(chosen_peers) - set(PEERS))}; choose from {', '.join(PEERS)}")
         targets += [p for p in chosen_peers if p not in targets]
         workloads = [w.strip() for w in args.workloads.split(",")] if args.workloads else list(B.WORKLOADS)
         if set(workloads) - set(B.WORKLOADS):
-            raise SystemExit(f"unknown workloads {sorted(set(workloads) - set(B.WORKLOADS))}; "
-                             f"choose from {', '.join(B.WORKLOADS)}")
+            raise SystemExit(
+                f"unknown workloads {sorted(set(workloads) - set(B.WORKLOADS))}; choose from {', '.join(B.WORKLOADS)}"
+            )
         levels = [int(c) for c in args.concurrency.split(",")] if args.concurrency else None
         if levels and (min(levels) < 1 or max(levels) > 256):
             raise SystemExit("--concurrency takes values from 1 to 256")
@@ -194,22 +197,52 @@ class Bench:
     def workload_request(self, workload: str) -> dict[str, Any]:
         assert self.bodies is not None
         spec = self.bodies.request_spec(workload)
-        return {"method": spec.method, "path": spec.path, "content_type": spec.content_type,
-                "body_file": str(self.bodies.request(workload)),
-                "expect_file": str(self.bodies.response(B.WORKLOAD_RESPONSE[workload]))}
+        return {
+            "method": spec.method,
+            "path": spec.path,
+            "content_type": spec.content_type,
+            "body_file": str(self.bodies.request(workload)),
+            "expect_file": str(self.bodies.response(B.WORKLOAD_RESPONSE[workload])),
+        }
 
-    def loadgen(self, name: str, port: int, requests: list[dict[str, Any]], *, concurrency: int,
-                warmup: float = 0.0, duration: float = 5.0, max_requests: int = 0, verify: str = "auto",
-                order: str = "cycle") -> dict[str, Any]:
+    def loadgen(
+        self,
+        name: str,
+        port: int,
+        requests: list[dict[str, Any]],
+        *,
+        concurrency: int,
+        warmup: float = 0.0,
+        duration: float = 5.0,
+        max_requests: int = 0,
+        verify: str = "auto",
+        order: str = "cycle",
+    ) -> dict[str, Any]:
         self._specs += 1
         spec_path = self.work / f"loadgen-{self._specs}.json"
-        spec_path.write_text(json.dumps({
-            "port": port, "requests": requests, "concurrency": concurrency, "warmup": warmup,
-            "duration": duration, "max_requests": max_requests, "verify": verify, "order": order, "timeout": 30.0,
-        }))
-        return run_json(self.procs, f"loadgen-{self._specs}-{name}", [sys.executable, "-m", "bench.loadgen",
-                                                                    str(spec_path)],
-                        cpus=self.client_cpus, timeout=warmup + duration + 90, cwd=ROOT)
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "port": port,
+                    "requests": requests,
+                    "concurrency": concurrency,
+                    "warmup": warmup,
+                    "duration": duration,
+                    "max_requests": max_requests,
+                    "verify": verify,
+                    "order": order,
+                    "timeout": 30.0,
+                }
+            )
+        )
+        return run_json(
+            self.procs,
+            f"loadgen-{self._specs}-{name}",
+            [sys.executable, "-m", "bench.loadgen", str(spec_path)],
+            cpus=self.client_cpus,
+            timeout=warmup + duration + 90,
+            cwd=ROOT,
+        )
 
     # -- measuring one cell ---------------------------------------------------------
 
@@ -218,14 +251,24 @@ class Bench:
         upstream_before = upstream_served(self.upstream) if target == "replay" and self.upstream else None
         spy, spy_out = None, self.out_dir / f"bench-{self.stamp}.profiles" / f"{target}-{workload}-c{concurrency}.txt"
         if self.plan.profile:
-            spy = profile.start(self.procs, pid, spy_out, self.plan.warmup + self.plan.duration + 0.5,
-                                self.client_cpus)
+            spy = profile.start(self.procs, pid, spy_out, self.plan.warmup + self.plan.duration + 0.5, self.client_cpus)
         tree_reset_peak(pid)
         cpu_before = tree_cpu_seconds(pid)
-        result = self.loadgen(f"{target}-{workload}-c{concurrency}", server.port, [self.workload_request(workload)],
-                              concurrency=concurrency, warmup=self.plan.warmup, duration=self.plan.duration)
-        record: dict[str, Any] = {"kind": "throughput", "target": target, "workload": workload,
-                                  "concurrency": concurrency, **result}
+        result = self.loadgen(
+            f"{target}-{workload}-c{concurrency}",
+            server.port,
+            [self.workload_request(workload)],
+            concurrency=concurrency,
+            warmup=self.plan.warmup,
+            duration=self.plan.duration,
+        )
+        record: dict[str, Any] = {
+            "kind": "throughput",
+            "target": target,
+            "workload": workload,
+            "concurrency": concurrency,
+            **result,
+        }
         if spy is not None:
             record["profile"] = profile.finish(self.procs, spy, spy_out)
         if server.proc.poll() is None:
@@ -243,8 +286,14 @@ class Bench:
         if upstream_before is not None and self.upstream is not None:
             after = upstream_served(self.upstream)
             record["upstream_requests"] = None if after is None else after - upstream_before
-        report.relate(record, {name: cells[(workload, concurrency)] for name, cells in self.baselines.items()
-                               if (workload, concurrency) in cells})
+        report.relate(
+            record,
+            {
+                name: cells[(workload, concurrency)]
+                for name, cells in self.baselines.items()
+                if (workload, concurrency) in cells
+            },
+        )
         if target in report.BASELINES:
             self.baselines.setdefault(target, {})[(workload, concurrency)] = record
         return self.emit(record)
@@ -261,23 +310,34 @@ class Bench:
     def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None, *, workers: int = 1) -> Server:
         if self.plan.no_journal:  # hook: journal
             args = [*args, "--no-journal"]
-        server = start_proxy(self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level,
-                             probe=probe, workers=workers)
+        server = start_proxy(
+            self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level, probe=probe, workers=workers
+        )
         return server
 
-    def record_cassette(self, cassette: Path, requests: list[dict[str, Any]], *, concurrency: int,
-                        name: str) -> str | None:
+    def record_cassette(
+        self, cassette: Path, requests: list[dict[str, Any]], *, concurrency: int, name: str
+    ) -> str | None:
         """Record `requests` through a recording proxy into `cassette`; None when it worked, else why not."""
         assert self.upstream is not None
         server = self.proxy(f"record-{name}", record_args(self.upstream, cassette), probe=None)
         try:
             if not server.ok:
                 return f"recording proxy did not start: {server.probe_error}"
-            result = self.loadgen(f"record-{name}", server.port, requests, concurrency=concurrency,
-                                  duration=120.0, max_requests=len(requests), verify="status")
+            result = self.loadgen(
+                f"record-{name}",
+                server.port,
+                requests,
+                concurrency=concurrency,
+                duration=120.0,
+                max_requests=len(requests),
+                verify="status",
+            )
             if result.get("errors"):
-                return (f"recording answered errors {result.get('error_kinds')} "
-                        f"{result.get('error_samples') or result.get('fatal', '')}")
+                return (
+                    f"recording answered errors {result.get('error_kinds')} "
+                    f"{result.get('error_samples') or result.get('fatal', '')}"
+                )
         finally:
             code = stop_proxy(self.procs, server, timeout=180)
         if not cassette.exists():
@@ -289,8 +349,9 @@ class Bench:
             return self.replay_cassette
         cassette = self.work / f"replay{self.plan.cassette_suffix}"
         workloads = sorted({w for w, _ in self.plan.cells} | {"small"}, key=B.WORKLOADS.index)
-        error = self.record_cassette(cassette, [self.workload_request(w) for w in workloads], concurrency=1,
-                                     name="replay")
+        error = self.record_cassette(
+            cassette, [self.workload_request(w) for w in workloads], concurrency=1, name="replay"
+        )
         if error:
             self.skip("replay", error)
             return None
@@ -314,23 +375,40 @@ class Bench:
     def target_reference(self) -> None:
         upstream = self.upstream
         assert upstream is not None
-        self.served("reference", lambda probe: start_reference(
-            self.procs, upstream, cpus=self.server_cpus, log_level=self.plan.log_level, probe=probe))
+        self.served(
+            "reference",
+            lambda probe: start_reference(
+                self.procs, upstream, cpus=self.server_cpus, log_level=self.plan.log_level, probe=probe
+            ),
+        )
 
     def target_litellm(self) -> None:
         upstream = self.upstream
         assert upstream is not None
         install = peers.ensure_litellm(peers.litellm_venv(self.out_dir))
-        self.emit({"kind": "peer", "target": "litellm", "version": install.version, "error": install.error,
-                   "installed_now": install.installed_now, "install_s": install.seconds})
+        self.emit(
+            {
+                "kind": "peer",
+                "target": "litellm",
+                "version": install.version,
+                "error": install.error,
+                "installed_now": install.installed_now,
+                "install_s": install.seconds,
+            }
+        )
         if install.executable is None:
             self.skip("litellm", install.error or "not installed")
             return
         config = self.work / "litellm.yaml"
         # LiteLLM takes tens of seconds to start: one process serves all its cells (peak RSS is then the
         # highest so far, which for the large cells is their own).
-        self.served("litellm", lambda probe: peers.start_litellm(
-            self.procs, install, upstream, config, cpus=self.server_cpus, probe=probe), reuse=True)
+        self.served(
+            "litellm",
+            lambda probe: peers.start_litellm(
+                self.procs, install, upstream, config, cpus=self.server_cpus, probe=probe
+            ),
+            reuse=True,
+        )
 
     def target_passthrough(self) -> None:
         assert self.upstream is not None
@@ -347,11 +425,20 @@ class Bench:
 
     def proxied(self, target: str, args: list[str], *, first_generation: bool = False, workers: int = 1) -> None:
         """Every cell of an allm-proxy target (`served`); `workers` > 1 runs `serve --workers N`."""
-        self.served(target, lambda probe: self.proxy(target, args, probe=probe, workers=workers),
-                    first_generation=first_generation)
+        self.served(
+            target,
+            lambda probe: self.proxy(target, args, probe=probe, workers=workers),
+            first_generation=first_generation,
+        )
 
-    def served(self, target: str, start: Callable[[B.RequestSpec], Server], *, first_generation: bool = False,
-               reuse: bool = False) -> None:
+    def served(
+        self,
+        target: str,
+        start: Callable[[B.RequestSpec], Server],
+        *,
+        first_generation: bool = False,
+        reuse: bool = False,
+    ) -> None:
         """Measure every cell of `target`, on a fresh server per cell (unless --reuse-proxy or `reuse`).
 
         A fresh process per cell keeps each cell's peak RSS its own: CPython
@@ -372,8 +459,14 @@ class Bench:
                         stop_proxy(self.procs, server, timeout=30)
                     server = start(probe)
                     if not server.ok:
-                        self.emit({"kind": "startup", "target": target, "startup_ms": server.startup_ms,
-                                   "error": server.probe_error})
+                        self.emit(
+                            {
+                                "kind": "startup",
+                                "target": target,
+                                "startup_ms": server.startup_ms,
+                                "error": server.probe_error,
+                            }
+                        )
                         self.skip(target, server.probe_error or "did not start")
                         return
                     startups.append(server.startup_ms or 0.0)
@@ -386,9 +479,18 @@ class Bench:
                 stop_proxy(self.procs, server, timeout=30)
         if startups:
             ordered = sorted(startups)
-            self.emit({"kind": "startup", "target": target, "startup_ms": ordered[len(ordered) // 2],
-                       "first_ms": startups[0], "max_ms": ordered[-1], "starts": len(startups),
-                       "idle_rss_mb": idle_rss, "error": None})
+            self.emit(
+                {
+                    "kind": "startup",
+                    "target": target,
+                    "startup_ms": ordered[len(ordered) // 2],
+                    "first_ms": startups[0],
+                    "max_ms": ordered[-1],
+                    "starts": len(startups),
+                    "idle_rss_mb": idle_rss,
+                    "error": None,
+                }
+            )
 
     def first_generation(self, server: Server) -> None:
         assert self.bodies is not None
@@ -401,8 +503,16 @@ class Bench:
             if status != 200:
                 self.skip("fake first generation", f"answered {status}: {body[:200]!r}")
                 return
-        self.emit({"kind": "first_generation", "target": "fake", "workload": "large", "size": "1024x1024",
-                   "first_ms": timings[0], "repeat_ms": timings[1]})
+        self.emit(
+            {
+                "kind": "first_generation",
+                "target": "fake",
+                "workload": "large",
+                "size": "1024x1024",
+                "first_ms": timings[0],
+                "repeat_ms": timings[1],
+            }
+        )
 
     # -- derived figures ------------------------------------------------------------------
 
@@ -410,28 +520,44 @@ class Bench:
 
     def environment(self) -> None:
         try:
-            rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                 timeout=5).stdout.strip()
+            rev = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             rev = ""
-        self.emit({
-            "kind": "env", "python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "server_cpus": sorted(self.server_cpus or []),
-            "client_cpus": sorted(self.client_cpus or []), "loadavg": os.getloadavg(), "git": rev,
-            "plan": {"targets": self.plan.targets, "cells": self.plan.cells, "warmup": self.plan.warmup,
-                     "duration": self.plan.duration, "proxy_log_level": self.plan.log_level},
-        }, show=False)
+        self.emit(
+            {
+                "kind": "env",
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "server_cpus": sorted(self.server_cpus or []),
+                "client_cpus": sorted(self.client_cpus or []),
+                "loadavg": os.getloadavg(),
+                "git": rev,
+                "plan": {
+                    "targets": self.plan.targets,
+                    "cells": self.plan.cells,
+                    "warmup": self.plan.warmup,
+                    "duration": self.plan.duration,
+                    "proxy_log_level": self.plan.log_level,
+                },
+            },
+            show=False,
+        )
 
     def run(self) -> int:
         started = time.monotonic()
         self.environment()
-        print(f"allm-proxy bench: {', '.join(self.plan.targets)}; cells "
-              f"{' '.join(f'{w}@{c}' for w, c in self.plan.cells)}; {self.plan.warmup:g}+{self.plan.duration:g} s "
-              f"each; server CPUs {sorted(self.server_cpus or [])}, client CPUs {sorted(self.client_cpus or [])}; "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"allm-proxy bench: {', '.join(self.plan.targets)}; cells "
+            f"{' '.join(f'{w}@{c}' for w, c in self.plan.cells)}; {self.plan.warmup:g}+{self.plan.duration:g} s "
+            f"each; server CPUs {sorted(self.server_cpus or [])}, client CPUs {sorted(self.client_cpus or [])}; "
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         self.bodies = B.build(self.work / "bodies")
-        self.upstream = start_upstream(self.procs, self.bodies, cpus=self.client_cpus,
-                                       use_gzip=self.plan.upstream_gzip)
+        self.upstream = start_upstream(self.procs, self.bodies, cpus=self.client_cpus, use_gzip=self.plan.upstream_gzip)
         for target in ORDER:
             if target in self.plan.targets and self.time_left(target):
                 print(f"== {target}", flush=True)
@@ -455,10 +581,16 @@ class Bench:
             print(others)
             print()
         print(report.checks_table(checks))
-        print(f"\n{len(self.records)} records in {self.jsonl} ({time.monotonic() - started:.0f} s; "
-              f"load average now {os.getloadavg()[0]:.2f})")
-        failed = [r for r in self.records if (r.get("kind") == "throughput" and (r.get("errors") or r.get("fatal")))
-                  or (r.get("kind") == "skipped" and "--time-limit" not in r["why"])]
+        print(
+            f"\n{len(self.records)} records in {self.jsonl} ({time.monotonic() - started:.0f} s; "
+            f"load average now {os.getloadavg()[0]:.2f})"
+        )
+        failed = [
+            r
+            for r in self.records
+            if (r.get("kind") == "throughput" and (r.get("errors") or r.get("fatal")))
+            or (r.get("kind") == "skipped" and "--time-limit" not in r["why"])
+        ]
         if failed:
             print(f"{len(failed)} cells failed or were skipped (see above and {self.procs.log_dir})")
         return 1 if failed else 0
@@ -470,8 +602,14 @@ class Bench:
         rows = [r for r in self.records if r.get("kind") == "throughput"]
         for record in rows:
             cell = (record["workload"], record["concurrency"])
-            report.relate(record, {r["target"]: r for r in rows
-                                   if r["target"] in report.BASELINES and (r["workload"], r["concurrency"]) == cell})
+            report.relate(
+                record,
+                {
+                    r["target"]: r
+                    for r in rows
+                    if r["target"] in report.BASELINES and (r["workload"], r["concurrency"]) == cell
+                },
+            )
         with self.jsonl.open("w") as out:
             out.writelines(json.dumps(r) + "\n" for r in self.records)
 

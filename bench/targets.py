@@ -50,17 +50,25 @@ class Server:
         return self.probe_error is None
 
 
-def http_call(port: int, spec: RequestSpec | None = None, *, path: str = "/healthz",
-              timeout: float = 30.0) -> tuple[int, bytes]:
+def http_call(
+    port: int, spec: RequestSpec | None = None, *, path: str = "/healthz", timeout: float = 30.0
+) -> tuple[int, bytes]:
     """One request on a fresh connection (for probes and one-offs, not for load)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         if spec is None:
             conn.request("GET", path)
         else:
-            conn.request(spec.method, spec.path, body=spec.body, headers={
-                "Content-Type": spec.content_type, "Authorization": f"Bearer {BENCH_CLIENT_KEY}",
-                "Accept-Encoding": "gzip, deflate"})
+            conn.request(
+                spec.method,
+                spec.path,
+                body=spec.body,
+                headers={
+                    "Content-Type": spec.content_type,
+                    "Authorization": f"Bearer {BENCH_CLIENT_KEY}",
+                    "Accept-Encoding": "gzip, deflate",
+                },
+            )
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -106,8 +114,17 @@ def proxy_env() -> dict[str, str]:
     return env
 
 
-def start_proxy(procs: Processes, name: str, args: list[str], *, cpus: set[int] | None, log_level: str,
-                probe: RequestSpec | None, timeout: float = 30.0, workers: int = 1) -> Server:
+def start_proxy(
+    procs: Processes,
+    name: str,
+    args: list[str],
+    *,
+    cpus: set[int] | None,
+    log_level: str,
+    probe: RequestSpec | None,
+    timeout: float = 30.0,
+    workers: int = 1,
+) -> Server:
     """Start `allm-proxy serve ARGS` and time it to its first answered request (see `start_http`).
 
     `workers` is the place for the cells of `serve --workers N` (issue 15): the
@@ -118,22 +135,58 @@ def start_proxy(procs: Processes, name: str, args: list[str], *, cpus: set[int] 
     argv = [*proxy_command(), "serve", "--port", str(port), "--log-level", log_level, *args]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return start_http(procs, name, argv, port, cpus=cpus, env=proxy_env(), probe=probe, timeout=timeout,
-                      what="allm-proxy")
+    return start_http(
+        procs, name, argv, port, cpus=cpus, env=proxy_env(), probe=probe, timeout=timeout, what="allm-proxy"
+    )
 
 
-def start_reference(procs: Processes, upstream: Server, *, cpus: set[int] | None, log_level: str,
-                    probe: RequestSpec | None, timeout: float = 30.0) -> Server:
+def start_reference(
+    procs: Processes,
+    upstream: Server,
+    *,
+    cpus: set[int] | None,
+    log_level: str,
+    probe: RequestSpec | None,
+    timeout: float = 30.0,
+) -> Server:
     """Start the thin reference proxy (`bench.reference_proxy`) in front of `upstream`."""
     port = free_port()
-    argv = [python(), "-m", "bench.reference_proxy", "--upstream", f"http://127.0.0.1:{upstream.port}",
-            "--port", str(port), "--log-level", log_level]
-    return start_http(procs, "reference", argv, port, cpus=cpus, env=proxy_env(), probe=probe, timeout=timeout,
-                      what="the reference proxy")
+    argv = [
+        python(),
+        "-m",
+        "bench.reference_proxy",
+        "--upstream",
+        f"http://127.0.0.1:{upstream.port}",
+        "--port",
+        str(port),
+        "--log-level",
+        log_level,
+    ]
+    return start_http(
+        procs,
+        "reference",
+        argv,
+        port,
+        cpus=cpus,
+        env=proxy_env(),
+        probe=probe,
+        timeout=timeout,
+        what="the reference proxy",
+    )
 
 
-def start_http(procs: Processes, name: str, argv: list[str], port: int, *, cpus: set[int] | None,
-               env: dict[str, str], probe: RequestSpec | None, timeout: float, what: str) -> Server:
+def start_http(
+    procs: Processes,
+    name: str,
+    argv: list[str],
+    port: int,
+    *,
+    cpus: set[int] | None,
+    env: dict[str, str],
+    probe: RequestSpec | None,
+    timeout: float,
+    what: str,
+) -> Server:
     """Spawn a server listening on `port` and time it to its first answered request.
 
     With a `probe`, that request is sent (retried while the port refuses) and
@@ -183,12 +236,12 @@ def record_args(upstream: Server, cassette: Path) -> list[str]:
 def replay_config(upstream: Server, cassette: Path, config_path: Path) -> list[str]:
     """A config replaying `cassette` (repeats allowed: the load sends the same request again and again)."""
     config_path.write_text(
-        "provider = \"openai\"\n\n"
+        'provider = "openai"\n\n'
         "[providers.openai]\n"
-        f"base_url = \"http://127.0.0.1:{upstream.port}/v1\"\n\n"
+        f'base_url = "http://127.0.0.1:{upstream.port}/v1"\n\n'
         "[cassettes]\n"
-        f"path = \"{cassette}\"\n"
-        "record_mode = \"none\"\n"
+        f'path = "{cassette}"\n'
+        'record_mode = "none"\n'
         "allow_playback_repeats = true\n"
     )
     return ["--config", str(config_path)]

@@ -27,9 +27,7 @@ from pathlib import Path
 from .bodies import RESPONSE_KINDS, BodySet, response_body, select_response, with_text_chunk
 
 MAX_HEAD = 64 * 1024
-IMAGE_PATHS = frozenset(
-    f"{base}/images/{op}" for base in ("/v1", "") for op in ("generations", "edits", "variations")
-)
+IMAGE_PATHS = frozenset(f"{base}/images/{op}" for base in ("/v1", "") for op in ("generations", "edits", "variations"))
 
 
 def _response(status: str, body: bytes, *, gzipped: bool = False, close: bool = False) -> bytes:
@@ -57,15 +55,27 @@ class Answers:
         self.plain = {kind: _response("200 OK", bodies.response(kind).read_bytes()) for kind in RESPONSE_KINDS}
         self.gzipped = {}
         if use_gzip:
-            self.gzipped = {kind: _response("200 OK", gzip.compress(bodies.response(kind).read_bytes(), 6),
-                                            gzipped=True) for kind in RESPONSE_KINDS}
+            self.gzipped = {
+                kind: _response("200 OK", gzip.compress(bodies.response(kind).read_bytes(), 6), gzipped=True)
+                for kind in RESPONSE_KINDS
+            }
         self.images = {kind: bodies.image(kind).read_bytes() for kind in RESPONSE_KINDS}
         self._variants: OrderedDict[tuple[str, int, bool], bytes] = OrderedDict()
         self._cache_size = cache_size
         self.served = 0
-        self.not_found = _response("404 Not Found", json.dumps({"error": {
-            "message": "Unknown route on the bench upstream.", "type": "invalid_request_error", "param": None,
-            "code": "unknown_url"}}).encode())
+        self.not_found = _response(
+            "404 Not Found",
+            json.dumps(
+                {
+                    "error": {
+                        "message": "Unknown route on the bench upstream.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "unknown_url",
+                    }
+                }
+            ).encode(),
+        )
         self.health = _response("200 OK", b'{"status":"ok"}')
 
     def image_answer(self, body: bytes | bytearray, content_type: str, accepts_gzip: bool) -> bytes:
@@ -114,7 +124,7 @@ class UpstreamProtocol(asyncio.Protocol):
                         self._fail()
                     return
                 self.head = self._parse_head(bytes(self.buf[:end]))
-                del self.buf[:end + 4]
+                del self.buf[: end + 4]
             body = self._take_body(self.head[2])
             if body is None:
                 return
@@ -154,14 +164,14 @@ class UpstreamProtocol(asyncio.Protocol):
             start = line_end + 2
             if size == 0:
                 trailer_end = self.buf.find(b"\r\n\r\n", line_end)
-                if trailer_end < 0 and self.buf[start:start + 2] != b"\r\n":
+                if trailer_end < 0 and self.buf[start : start + 2] != b"\r\n":
                     return None
-                end = start + 2 if self.buf[start:start + 2] == b"\r\n" else trailer_end + 4
+                end = start + 2 if self.buf[start : start + 2] == b"\r\n" else trailer_end + 4
                 del self.buf[:end]
                 return b"".join(parts)
             if len(self.buf) < start + size + 2:
                 return None
-            parts.append(bytes(self.buf[start:start + size]))
+            parts.append(bytes(self.buf[start : start + size]))
             pos = start + size + 2
 
     def _answer(self, method: str, path: str, headers: dict[str, str], body: bytes | bytearray) -> None:
@@ -206,8 +216,9 @@ async def serve(bodies: BodySet, port: int, use_gzip: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.upstream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bodies", type=Path, required=True, help="directory written by bench.bodies.build")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--gzip", action="store_true", help="answer gzip bodies to clients that accept them")

@@ -34,11 +34,14 @@ def run(client: OpenAI) -> list[bytes]:
     mask.paste((0, 0, 0, 0), (128, 0, 256, 256))
     mask_png = io.BytesIO()
     mask.save(mask_png, format="PNG")
-    edited = client.images.edit(model="gpt-image-1.5", image=("kestrel.png", input_image(), "image/png"),
-                                mask=("mask.png", mask_png.getvalue(), "image/png"), prompt="add a full moon")
+    edited = client.images.edit(
+        model="gpt-image-1.5",
+        image=("kestrel.png", input_image(), "image/png"),
+        mask=("mask.png", mask_png.getvalue(), "image/png"),
+        prompt="add a full moon",
+    )
     images += [base64.b64decode(d.b64_json or "") for d in edited.data or []]
-    for event in client.images.generate(model="gpt-image-1.5", prompt="a fox at dusk", stream=True,
-                                        partial_images=1):
+    for event in client.images.generate(model="gpt-image-1.5", prompt="a fox at dusk", stream=True, partial_images=1):
         images.append(base64.b64decode(event.b64_json or ""))
     return images
 

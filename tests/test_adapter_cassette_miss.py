@@ -36,8 +36,10 @@ def upstream_for(provider: str) -> Callable[[], AbstractContextManager[str]]:
 
 def record_a_kestrel(provider: str, cassette: Path) -> str:
     """Record one generation of "a kestrel" (n=1) into `cassette`; the upstream's URL, stopped by now."""
-    with upstream_for(provider)() as upstream_url, \
-            running_proxy(engine_for(provider, upstream_url, cassette, "once")) as url:
+    with (
+        upstream_for(provider)() as upstream_url,
+        running_proxy(engine_for(provider, upstream_url, cassette, "once")) as url,
+    ):
         recorder = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0)
         recorder.images.generate(model=MODELS[provider], prompt="a kestrel", n=1)
     assert cassette.exists()

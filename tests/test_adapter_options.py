@@ -32,8 +32,7 @@ def valid_keys_listed(message: str, options: type[AdapterOptions]) -> bool:
 
 
 @pytest.mark.parametrize(("provider", "typo", "options"), MISSPELT)
-def test_a_misspelt_option_fails_preparing_the_engine(provider: str, typo: str,
-                                                      options: type[AdapterOptions]) -> None:
+def test_a_misspelt_option_fails_preparing_the_engine(provider: str, typo: str, options: type[AdapterOptions]) -> None:
     engine = Engine(image_adapter=provider, image_adapter_opts={typo: 2})
 
     async def prepare() -> None:
@@ -59,9 +58,20 @@ def test_a_misspelt_option_fails_serve_at_start_up_as_a_usage_error(
     config.write_text(f'provider = "{provider}"\n\n[providers.{provider}]\n{typo} = 2\n')
     # A subprocess with a timeout: should the check not fail, the server it starts is killed.
     result = subprocess.run(
-        [sys.executable, "-c", "from allm_proxy.cli import main; main()",
-         "serve", "--config", str(config), "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            "from allm_proxy.cli import main; main()",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2, result.stderr  # click's usage-error status
     assert typo in result.stderr and valid_keys_listed(result.stderr, options)
@@ -69,8 +79,15 @@ def test_a_misspelt_option_fails_serve_at_start_up_as_a_usage_error(
 
 
 def test_valid_keys_are_the_dataclass_fields_plus_the_engines() -> None:
-    assert GeminiOptions.valid_keys() == {"base_url", "api_version", "variations", "mask_hint",
-                                          "max_concurrency", "safety_code", *ENGINE_KEYS}
+    assert GeminiOptions.valid_keys() == {
+        "base_url",
+        "api_version",
+        "variations",
+        "mask_hint",
+        "max_concurrency",
+        "safety_code",
+        *ENGINE_KEYS,
+    }
     assert OpenAIOptions.valid_keys() == {"base_url", "max_retries", *ENGINE_KEYS}
 
 

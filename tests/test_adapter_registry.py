@@ -72,8 +72,9 @@ def test_an_entry_point_module_is_imported_on_first_lookup_only(monkeypatch: pyt
     assert "tiny_adapter" not in sys.modules  # listing names imports nothing
 
 
-def test_a_package_installed_after_the_first_lookup_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              fresh_registry: AdapterRegistry) -> None:
+def test_a_package_installed_after_the_first_lookup_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_registry: AdapterRegistry
+) -> None:
     assert "tiny" not in fresh_registry.names()
     monkeypatch.syspath_prepend(str(install_tiny_adapter(tmp_path / "site")))
     assert fresh_registry.get("tiny").name == "tiny"
@@ -105,12 +106,15 @@ def test_an_adapter_registered_by_hand_replaces_a_builtin() -> None:
 # -- broken entry points -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "words"), [
-    ("no_such_module_for_allm:INFO", "could not be loaded: ModuleNotFoundError"),
-    (f"{TINY}:NO_SUCH_NAME", "could not be loaded: AttributeError"),
-    (f"{TINY}:TINY_SOURCE", "gave a str, not an AdapterInfo"),
-    (f"{TINY}:install_tiny_adapter", "could not be loaded: TypeError"),  # a callable that needs arguments
-])
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("no_such_module_for_allm:INFO", "could not be loaded: ModuleNotFoundError"),
+        (f"{TINY}:NO_SUCH_NAME", "could not be loaded: AttributeError"),
+        (f"{TINY}:TINY_SOURCE", "gave a str, not an AdapterInfo"),
+        (f"{TINY}:install_tiny_adapter", "could not be loaded: TypeError"),  # a callable that needs arguments
+    ],
+)
 def test_a_broken_entry_point_is_an_error_naming_it(value: str, words: str) -> None:
     registry = registry_with(entry("broken", value))
     with pytest.raises(AdapterLoadError) as error:
@@ -155,8 +159,10 @@ def test_engine_generates_through_an_installed_entry_point_adapter(tiny_installe
 
 
 def test_an_installed_adapter_rejects_a_misspelt_option_too(tiny_installed: Path) -> None:
-    with Engine(image_adapter="tiny", image_adapter_opts={"color": "red"}) as engine, \
-            pytest.raises(ValueError, match=r"\['color'\]; known: api_key, api_key_env, colour"):
+    with (
+        Engine(image_adapter="tiny", image_adapter_opts={"color": "red"}) as engine,
+        pytest.raises(ValueError, match=r"\['color'\]; known: api_key, api_key_env, colour"),
+    ):
         generate_image(engine, "a kestrel")
 
 
@@ -188,8 +194,7 @@ def cli_env(site: Path) -> dict[str, str]:
 
 def run_cli(args: list[str], site: Path) -> subprocess.CompletedProcess[str]:
     # A subprocess with a timeout: should the check not fail, the server it starts is killed.
-    return subprocess.run(cli_command(args), env=cli_env(site),
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(cli_command(args), env=cli_env(site), capture_output=True, text=True, timeout=60, check=False)
 
 
 @contextmanager
@@ -197,8 +202,9 @@ def serving_cli(args: list[str], site: Path) -> Iterator[str]:
     """`allm-proxy ARGS` in a subprocess; yields its base URL once /healthz answers; stops it by PID."""
     port = int(args[args.index("--port") + 1])
     base_url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(cli_command(args), env=cli_env(site), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        cli_command(args), env=cli_env(site), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

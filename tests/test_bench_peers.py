@@ -22,8 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench(out: Path, *args: str, timeout: float = 120) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(out), *args], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return proc.returncode, proc.stdout
 
 
@@ -33,8 +40,19 @@ def _records(out: Path) -> list[dict]:
 
 
 def test_reference_target_relays_upstream_bytes_and_every_cell_gets_its_ratio_to_it(tmp_path: Path) -> None:
-    code, output = _bench(tmp_path, "--targets", "direct,reference,fake", "--workloads", "small",
-                          "--concurrency", "2", "--duration", "0.8", "--warmup", "0.1")
+    code, output = _bench(
+        tmp_path,
+        "--targets",
+        "direct,reference,fake",
+        "--workloads",
+        "small",
+        "--concurrency",
+        "2",
+        "--duration",
+        "0.8",
+        "--warmup",
+        "0.1",
+    )
     assert code == 0, output
     rows = {r["target"]: r for r in _records(tmp_path) if r["kind"] == "throughput"}
     assert set(rows) == {"direct", "reference", "fake"}, output
@@ -44,27 +62,33 @@ def test_reference_target_relays_upstream_bytes_and_every_cell_gets_its_ratio_to
     assert reference["ratio_to_direct"] == pytest.approx(reference["rps"] / rows["direct"]["rps"])
     assert fake["ratio_to_reference"] == pytest.approx(fake["rps"] / reference["rps"])
     assert fake["cpu_ratio_to_reference"] == pytest.approx(
-        fake["server_cpu_ms_per_req"] / reference["server_cpu_ms_per_req"])
+        fake["server_cpu_ms_per_req"] / reference["server_cpu_ms_per_req"]
+    )
     assert "ratio_to_reference" not in rows["direct"]
     assert "x ref" in output and "x litellm" not in output  # no peer, no peer column
 
 
 def test_memory_scenario_at_tiny_sizes_prints_each_figure_and_exits_zero(tmp_path: Path) -> None:
     # The edit cell needs a window long enough for C=16 edits to complete even on a loaded machine.
-    code, output = _bench(tmp_path, "--memory", "--memory-sizes", "0.05,0.2", "--duration", "2",
-                          "--warmup", "0.2", timeout=240)
+    code, output = _bench(
+        tmp_path, "--memory", "--memory-sizes", "0.05,0.2", "--duration", "2", "--warmup", "0.2", timeout=240
+    )
     assert code == 0, output
     records = _records(tmp_path)
     figures = [r for r in records if r["kind"] == "memory"]
-    assert [f["name"] for f in figures] == ["peak RSS, 16 concurrent 0.05 MB edits at C=16",
-                                            "peak RSS, 4 concurrent 0.2 MB edits", "edit req/s at C=16 / reference's"]
+    assert [f["name"] for f in figures] == [
+        "peak RSS, 16 concurrent 0.05 MB edits at C=16",
+        "peak RSS, 4 concurrent 0.2 MB edits",
+        "edit req/s at C=16 / reference's",
+    ]
     assert all(f["value"] is not None and f["reference"] for f in figures), figures
     assert all(f["value"] > 0 for f in figures[:2]), figures
     assert [f["ok"] for f in figures[:2]] == [None, None]  # not the issue's sizes: no verdict
     assert figures[2]["ok"] in (True, False)
     cells = [r for r in records if r["kind"] == "memory_cell"]
-    assert {(c["target"], c["concurrency"]) for c in cells} == {(t, c) for t in ("passthrough", "reference")
-                                                                for c in (16, 4)}
+    assert {(c["target"], c["concurrency"]) for c in cells} == {
+        (t, c) for t in ("passthrough", "reference") for c in (16, 4)
+    }
     assert all(c["errors"] == 0 and c["peak_rss_mb"] >= c["idle_rss_mb"] * 0.9 for c in cells), cells
     assert "PASS" in output or "FAIL" in output
 
@@ -86,10 +110,23 @@ def test_relate_gives_ratios_to_each_baseline_of_the_cell_and_none_to_direct() -
 def test_issue_15_checks_read_ratios_within_the_run() -> None:
     cells = [
         {"kind": "throughput", "target": "reference", "workload": "small", "concurrency": 1, "added_p50_ms": 2.0},
-        {"kind": "throughput", "target": "passthrough", "workload": "small", "concurrency": 1,
-         "ratio_to_reference": 1.4, "added_p50_ms": 2.4, "cpu_ratio_to_reference": 0.5},
-        {"kind": "throughput", "target": "passthrough", "workload": "large", "concurrency": 16,
-         "ratio_to_reference": 2.5, "ratio_to_litellm": 4.0},
+        {
+            "kind": "throughput",
+            "target": "passthrough",
+            "workload": "small",
+            "concurrency": 1,
+            "ratio_to_reference": 1.4,
+            "added_p50_ms": 2.4,
+            "cpu_ratio_to_reference": 0.5,
+        },
+        {
+            "kind": "throughput",
+            "target": "passthrough",
+            "workload": "large",
+            "concurrency": 16,
+            "ratio_to_reference": 2.5,
+            "ratio_to_litellm": 4.0,
+        },
     ]
     checks = {c["name"]: c for c in report.evaluate(cells) if c["issue"] == 15}
     assert checks["pass-through small C=1 / reference"]["ok"] is True
@@ -102,7 +139,8 @@ def test_issue_15_checks_read_ratios_within_the_run() -> None:
 
 
 def test_litellm_config_routes_every_workload_model_to_the_upstream_with_the_client_key_as_master(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     config = yaml.safe_load(peers.litellm_config(4321, tmp_path / "litellm.yaml").read_text())
     sent = {json.loads(B.small_request().body)["model"], json.loads(B.large_request().body)["model"]}
     routed = {m["model_name"]: m["litellm_params"] for m in config["model_list"]}
@@ -123,8 +161,9 @@ def test_litellm_installed_by_an_earlier_run_is_reused_without_running_pip(tmp_p
     assert not install.installed_now and install.error is None
 
 
-def test_a_peer_that_cannot_be_installed_is_skipped_with_the_reason(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_peer_that_cannot_be_installed_is_skipped_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(peers, "ensure_litellm", lambda venv: peers.PeerInstall(None, error="no index reachable"))
     bench = Bench(Plan.from_args(parse_args(["--quick", "--peer", "litellm"])), tmp_path)
     ended = subprocess.Popen(["true"])

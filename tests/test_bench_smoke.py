@@ -16,15 +16,32 @@ pytestmark = pytest.mark.slow  # the benchmark's subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
 THROUGHPUT_FIELDS = {
-    "run", "kind", "target", "workload", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "requests",
-    "verify", "identical", "server_cpu_ms_per_req", "server_peak_rss_mb", "response_bytes", "gzip_responses",
+    "run",
+    "kind",
+    "target",
+    "workload",
+    "concurrency",
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "requests",
+    "verify",
+    "identical",
+    "server_cpu_ms_per_req",
+    "server_peak_rss_mb",
+    "response_bytes",
+    "gzip_responses",
 }
 
 
 def _bench(out: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), *args],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -36,8 +53,9 @@ def _processes_mentioning(text: str) -> list[int]:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")),
-                         "")
+            state = next(
+                (line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), ""
+            )
         except OSError:
             continue
         if text in cmdline and "zombie" not in state:
@@ -51,8 +69,19 @@ def _records(out: Path) -> list[dict]:
 
 
 def test_tiny_run_writes_throughput_and_startup_records_for_direct_and_fake(tmp_path: Path) -> None:
-    proc = _bench(tmp_path, "--targets", "direct,fake", "--workloads", "small", "--concurrency", "2",
-                  "--duration", "1", "--warmup", "0.2")
+    proc = _bench(
+        tmp_path,
+        "--targets",
+        "direct,fake",
+        "--workloads",
+        "small",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+    )
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     records = _records(tmp_path)
@@ -73,8 +102,19 @@ def test_tiny_run_writes_throughput_and_startup_records_for_direct_and_fake(tmp_
 
 
 def test_interrupted_run_ends_every_process_it_started(tmp_path: Path) -> None:
-    proc = _bench(tmp_path, "--targets", "direct", "--workloads", "small", "--concurrency", "2",
-                  "--duration", "30", "--warmup", "0")
+    proc = _bench(
+        tmp_path,
+        "--targets",
+        "direct",
+        "--workloads",
+        "small",
+        "--concurrency",
+        "2",
+        "--duration",
+        "30",
+        "--warmup",
+        "0",
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(_processes_mentioning(str(tmp_path))) < 2:
         time.sleep(0.1)  # wait for the upstream and the load generator

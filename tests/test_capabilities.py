@@ -8,13 +8,22 @@ from allm_proxy.capabilities import ModelCatalog
 from allm_proxy.config import config_from_mapping
 
 
-@pytest.mark.parametrize(("model", "family"), [
-    ("dall-e-2", "dall-e-2"), ("dall-e-3", "dall-e-3"), ("gpt-image-1", "gpt-image"),
-    ("gpt-image-1.5", "gpt-image"), ("gpt-image-1-mini", "gpt-image"), ("chatgpt-image-latest", "gpt-image"),
-    ("gpt-image-2", "gpt-image-2"), ("gpt-image-2-2026-04-21", "gpt-image-2"),
-    ("gemini-3-pro-image", "gemini-3-pro-image"), ("models/gemini-3.1-flash-image", "gemini-3.1-flash-image"),
-    ("gemini-3.1-flash-lite-image", "gemini-3.1-flash-lite-image"),
-])
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("dall-e-2", "dall-e-2"),
+        ("dall-e-3", "dall-e-3"),
+        ("gpt-image-1", "gpt-image"),
+        ("gpt-image-1.5", "gpt-image"),
+        ("gpt-image-1-mini", "gpt-image"),
+        ("chatgpt-image-latest", "gpt-image"),
+        ("gpt-image-2", "gpt-image-2"),
+        ("gpt-image-2-2026-04-21", "gpt-image-2"),
+        ("gemini-3-pro-image", "gemini-3-pro-image"),
+        ("models/gemini-3.1-flash-image", "gemini-3.1-flash-image"),
+        ("gemini-3.1-flash-lite-image", "gemini-3.1-flash-lite-image"),
+    ],
+)
 def test_known_ids_match_their_family_by_longest_prefix(model: str, family: str) -> None:
     found = ModelCatalog().lookup(model)
     assert found is not None and found.name == family
@@ -29,8 +38,9 @@ def test_unknown_ids_get_the_providers_permissive_family() -> None:
 
 
 def test_config_adds_a_family_like_a_builtin() -> None:
-    config = config_from_mapping({"families": {"gpt-image-3": {"like": "gpt-image-2", "match": ["gpt-image-3"],
-                                                               "n_max": 4}}})
+    config = config_from_mapping(
+        {"families": {"gpt-image-3": {"like": "gpt-image-2", "match": ["gpt-image-3"], "n_max": 4}}}
+    )
     catalog = ModelCatalog.from_config(config.families)
     family = catalog.lookup("gpt-image-3-preview")
     assert family is not None and family.name == "gpt-image-3" and family.n_max == 4
@@ -48,8 +58,17 @@ def test_config_family_with_unknown_key_is_an_error() -> None:
         ModelCatalog.from_config({"x": {"provider": "openai", "sizez": ["1x1"]}})
 
 
-@pytest.mark.parametrize(("size", "ok"), [("1536x864", True), ("3840x2160", True), ("1000x1000", False),
-                                          ("4000x1000", False), ("480x1600", False), ("2160x3840", True)])
+@pytest.mark.parametrize(
+    ("size", "ok"),
+    [
+        ("1536x864", True),
+        ("3840x2160", True),
+        ("1000x1000", False),
+        ("4000x1000", False),
+        ("480x1600", False),
+        ("2160x3840", True),
+    ],
+)
 def test_gpt_image_2_flexible_sizes(size: str, ok: bool) -> None:
     family = ModelCatalog().lookup("gpt-image-2")
     assert family is not None and family.size_allowed(size) is ok

@@ -39,8 +39,14 @@ class DriftedOpenAI(FakeOpenAI):
 
     def _refusal(self, received: Received) -> tuple[int, dict[str, Any]] | None:
         if received.fields.get("model") == RETIRED_OPENAI:
-            return 404, {"error": {"message": f"The model `{RETIRED_OPENAI}` does not exist.",
-                                   "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
+            return 404, {
+                "error": {
+                    "message": f"The model `{RETIRED_OPENAI}` does not exist.",
+                    "type": "invalid_request_error",
+                    "param": "model",
+                    "code": "model_not_found",
+                }
+            }
         return super()._refusal(received)
 
     def _answer(self, received: Received, number: int) -> bytes:
@@ -79,15 +85,18 @@ def record_openai(path: Path) -> None:
     """Four SDK calls through the proxy (provider openai, record mode once) to the fake OpenAI."""
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
-        engine = Engine(image_adapter="openai",
-                        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                        cassettes=CassetteSettings(path=str(path), record_mode="once"))
+        engine = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+            cassettes=CassetteSettings(path=str(path), record_mode="once"),
+        )
         with running_proxy(engine) as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0)
             client.images.generate(model="gpt-image-1", prompt="a kestrel", size="1024x1024")
             client.images.generate(model=RETIRED_OPENAI, prompt="a heron", response_format="b64_json")
-            client.images.edit(model="gpt-image-1", image=("in.png", png_bytes((16, 16)), "image/png"),
-                               prompt="add a hat")
+            client.images.edit(
+                model="gpt-image-1", image=("in.png", png_bytes((16, 16)), "image/png"), prompt="add a hat"
+            )
             list(client.images.generate(model="gpt-image-1", prompt="an owl", stream=True, partial_images=1))
     assert len(report.read(path)) == 4
 
@@ -95,8 +104,11 @@ def record_openai(path: Path) -> None:
 def record_gemini(path: Path) -> None:
     upstream = FakeGemini()
     with upstream.serving() as upstream_url:
-        engine = Engine(image_adapter="gemini", image_adapter_opts={"base_url": upstream_url, "api_key": GEMINI_KEY},
-                        cassettes=CassetteSettings(path=str(path), record_mode="once"))
+        engine = Engine(
+            image_adapter="gemini",
+            image_adapter_opts={"base_url": upstream_url, "api_key": GEMINI_KEY},
+            cassettes=CassetteSettings(path=str(path), record_mode="once"),
+        )
         with running_proxy(engine) as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0)
             client.images.generate(model="gemini-3-pro-image", prompt="a kestrel")
@@ -136,8 +148,14 @@ def drifted() -> Iterator[tuple[DriftedOpenAI, str]]:
 
 def check(*args: str, env: dict[str, str] | None = None, answer: str | None = None) -> Result:
     """`allm-proxy cassettes check ARGS` with fake keys; `answer` is typed at the prompt, if one comes."""
-    environment = {"OPENAI_API_KEY": OPENAI_KEY, "GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_API_KEY": "",
-                   "ALLM_PROXY_OPENAI_BASE_URL": "", "ALLM_PROXY_GEMINI_BASE_URL": "", **(env or {})}
+    environment = {
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "GEMINI_API_KEY": GEMINI_KEY,
+        "GOOGLE_API_KEY": "",
+        "ALLM_PROXY_OPENAI_BASE_URL": "",
+        "ALLM_PROXY_GEMINI_BASE_URL": "",
+        **(env or {}),
+    }
     return CliRunner().invoke(main, ["cassettes", "check", *args], env=environment, input=answer)
 
 
@@ -166,11 +184,15 @@ def test_without_a_base_url_requests_go_to_the_host_they_were_recorded_from(tmp_
     upstream = FakeOpenAI()
     path = tmp_path / "here.json"
     with upstream.serving() as url:
-        engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": url + "/v1", "api_key": OPENAI_KEY},
-                        cassettes=CassetteSettings(path=str(path), record_mode="once"))
+        engine = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": url + "/v1", "api_key": OPENAI_KEY},
+            cassettes=CassetteSettings(path=str(path), record_mode="once"),
+        )
         with running_proxy(engine) as proxy_url:
             openai.OpenAI(base_url=proxy_url + "/v1", api_key="sk-test-c", max_retries=0).images.generate(
-                model="gpt-image-1", prompt="a wren")
+                model="gpt-image-1", prompt="a wren"
+            )
         result = check(str(tmp_path), "--live", "--yes")
     assert result.exit_code == 0, result.output
     assert len(upstream.requests) == 2 and upstream.requests[1].bearer == OPENAI_KEY
@@ -196,7 +218,8 @@ def test_each_drift_is_named_and_the_check_exits_1(cassette: Path, drifted: tupl
 
 
 def test_update_rerecords_drifted_interactions_so_a_second_check_is_all_same(
-        cassette: Path, drifted: tuple[DriftedOpenAI, str]) -> None:
+    cassette: Path, drifted: tuple[DriftedOpenAI, str]
+) -> None:
     before = report.read(cassette)
     first = check(str(cassette), "--live", "--yes", "--update", "--openai-base-url", drifted[1] + "/v1")
     assert first.exit_code == 1
@@ -215,12 +238,21 @@ def test_update_rerecords_drifted_interactions_so_a_second_check_is_all_same(
 
     # Plain vcrpy still reads and replays it, with the answers the drifted upstream gave.
     generated, retired = after[0], after[1]
-    with vcr.use_cassette(str(cassette), record_mode="none", serializer=SERIALIZERS[cassette.suffix],
-                          match_on=["method", "uri", "body"]), httpx.Client() as client:
-        answer = client.post(generated.request.uri, content=generated.request.body,
-                             headers={"content-type": "application/json"})
-        gone = client.post(retired.request.uri, content=retired.request.body,
-                           headers={"content-type": "application/json"})
+    with (
+        vcr.use_cassette(
+            str(cassette),
+            record_mode="none",
+            serializer=SERIALIZERS[cassette.suffix],
+            match_on=["method", "uri", "body"],
+        ),
+        httpx.Client() as client,
+    ):
+        answer = client.post(
+            generated.request.uri, content=generated.request.body, headers={"content-type": "application/json"}
+        )
+        gone = client.post(
+            retired.request.uri, content=retired.request.body, headers={"content-type": "application/json"}
+        )
     assert answer.status_code == 200 and "format" in answer.json() and "output_format" not in answer.json()
     image = base64.b64decode(answer.json()["data"][0]["b64_json"])
     assert PILImage.open(io.BytesIO(image)).size == (16, 12)
@@ -228,7 +260,8 @@ def test_update_rerecords_drifted_interactions_so_a_second_check_is_all_same(
 
 
 def test_json_report_names_every_interaction_and_its_differences(
-        cassette: Path, drifted: tuple[DriftedOpenAI, str]) -> None:
+    cassette: Path, drifted: tuple[DriftedOpenAI, str]
+) -> None:
     result = check(str(cassette), "--live", "--yes", "--json", "--openai-base-url", drifted[1] + "/v1")
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -289,16 +322,20 @@ def test_old_new_compares_two_cassettes_of_the_same_calls(cassette: Path, tmp_pa
 def test_old_new_pairs_interactions_by_request_not_position(tmp_path: Path) -> None:
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
+
         def record(path: Path, prompts: list[str]) -> None:
-            engine = Engine(image_adapter="openai",
-                            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                            cassettes=CassetteSettings(path=str(path), record_mode="once"))
+            engine = Engine(
+                image_adapter="openai",
+                image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+                cassettes=CassetteSettings(path=str(path), record_mode="once"),
+            )
             with running_proxy(engine) as url:
                 client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-c", max_retries=0)
                 for prompt in prompts:
                     model = RETIRED_OPENAI if prompt == "a heron" else "gpt-image-1"
-                    client.images.generate(model=model, prompt=prompt, response_format=None if
-                                           model == "gpt-image-1" else "b64_json")
+                    client.images.generate(
+                        model=model, prompt=prompt, response_format=None if model == "gpt-image-1" else "b64_json"
+                    )
 
         record(tmp_path / "old.json", ["a kestrel", "a heron"])
         record(tmp_path / "new.json", ["a heron", "a kestrel"])
@@ -364,5 +401,9 @@ def test_on_a_terminal_yes_sends_and_shows_progress(cassette: Path) -> None:
         result = check(str(cassette), "--live", "--openai-base-url", url + "/v1", answer="y\n")
     assert result.exit_code == 0, result.output
     assert len(upstream.requests) == 4
-    assert [line for line in result.stderr.splitlines() if "/" in line and line[0].isdigit()] == \
-        ["1/4", "2/4", "3/4", "4/4"]
+    assert [line for line in result.stderr.splitlines() if "/" in line and line[0].isdigit()] == [
+        "1/4",
+        "2/4",
+        "3/4",
+        "4/4",
+    ]

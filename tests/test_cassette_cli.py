@@ -22,11 +22,21 @@ from tests.support.images import png_bytes
 async def recorded(tmp_path: Path) -> Path:
     cassette = tmp_path / "demo.json"
     library, upstream = library_for(cassette), Upstream()
-    await send(library, upstream.asgi_transport(), "POST", "/images/generations",
-               json={"model": "gpt-image-1", "prompt": "a watercolor kestrel on a fence post"})
-    await send(library, upstream.asgi_transport(), "POST", "/images/edits",
-               data={"model": "gpt-image-1", "prompt": "add a hat"},
-               files={"image": ("in.png", png_bytes((12, 10), mode="RGB"), "image/png")})
+    await send(
+        library,
+        upstream.asgi_transport(),
+        "POST",
+        "/images/generations",
+        json={"model": "gpt-image-1", "prompt": "a watercolor kestrel on a fence post"},
+    )
+    await send(
+        library,
+        upstream.asgi_transport(),
+        "POST",
+        "/images/edits",
+        data={"model": "gpt-image-1", "prompt": "add a hat"},
+        files={"image": ("in.png", png_bytes((12, 10), mode="RGB"), "image/png")},
+    )
     return cassette
 
 
@@ -45,8 +55,7 @@ def test_list_prints_one_line_per_interaction_with_model_prompt_status_and_image
     ]
 
 
-def test_show_prints_the_interaction_and_extract_writes_images_that_open(recorded: Path,
-                                                                         tmp_path: Path) -> None:
+def test_show_prints_the_interaction_and_extract_writes_images_that_open(recorded: Path, tmp_path: Path) -> None:
     code, output = run("show", str(recorded), "1", "--extract", str(tmp_path / "out"))
     assert code == 0
     assert "POST http://127.0.0.1:9/v1/images/edits" in output
@@ -58,8 +67,7 @@ def test_show_prints_the_interaction_and_extract_writes_images_that_open(recorde
         assert image.size == (12, 10)
 
 
-def test_show_without_a_number_prints_every_interaction_naming_uri_and_status(recorded: Path,
-                                                                              tmp_path: Path) -> None:
+def test_show_without_a_number_prints_every_interaction_naming_uri_and_status(recorded: Path, tmp_path: Path) -> None:
     code, output = run("show", str(recorded), "--extract", str(tmp_path / "out"))
     assert code == 0
     blocks = [line for line in output.splitlines() if line.startswith("#")]
@@ -81,18 +89,29 @@ def test_verify_passes_a_clean_recording(recorded: Path) -> None:
 
 def test_verify_lists_secrets_undecodable_bodies_and_broken_images_and_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    request = Request("POST", "https://generativelanguage.googleapis.com/v1beta/models/m:generateContent?key=abc",
-                      b"{not json", {"content-type": "application/json", "Authorization": "Bearer x"})
+    request = Request(
+        "POST",
+        "https://generativelanguage.googleapis.com/v1beta/models/m:generateContent?key=abc",
+        b"{not json",
+        {"content-type": "application/json", "Authorization": "Bearer x"},
+    )
     broken = base64.b64encode(png_bytes((8, 8), mode="RGB")[:30]).decode()
-    response = {"status": {"code": 200, "message": "OK"},
-                "headers": {"content-type": ["application/json"], "set-cookie": ["a=b"]},
-                "body": {"string": json.dumps({"data": [{"b64_json": broken}]}).encode()}}
+    response = {
+        "status": {"code": 200, "message": "OK"},
+        "headers": {"content-type": ["application/json"], "set-cookie": ["a=b"]},
+        "body": {"string": json.dumps({"data": [{"b64_json": broken}]}).encode()},
+    }
     fmt = formats.format_for(path)
     write_atomic(path, fmt.document([fmt.dump_interaction(request, response)], None))
     (tmp_path / "torn.json").write_text('{"version": 1, "interactions": [')
     code, output = run("verify", str(tmp_path))
     assert code == 1
-    for problem in ("request header Authorization is stored", "response header set-cookie is stored",
-                    "query parameter key= is stored", "request body does not decode",
-                    "response image 0 does not open", "torn.json: does not parse"):
+    for problem in (
+        "request header Authorization is stored",
+        "response header set-cookie is stored",
+        "query parameter key= is stored",
+        "request body does not decode",
+        "response image 0 does not open",
+        "torn.json: does not parse",
+    ):
         assert problem in output

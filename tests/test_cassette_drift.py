@@ -27,8 +27,11 @@ def picture(size: tuple[int, int] = (8, 8), fmt: str = "PNG") -> str:
 
 def answer(body: Any, status: int = 200, content_type: str = "application/json") -> dict[str, Any]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return {"status": {"code": status, "message": "OK"}, "headers": {"Content-Type": [content_type]},
-            "body": {"string": raw}}
+    return {
+        "status": {"code": status, "message": "OK"},
+        "headers": {"Content-Type": [content_type]},
+        "body": {"string": raw},
+    }
 
 
 def stream(*events: dict[str, Any]) -> dict[str, Any]:
@@ -41,11 +44,26 @@ def drift(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def test_a_shape_has_every_key_path_with_its_type_and_base64_images_typed_image() -> None:
-    shape = shape_of(answer({"created": 1, "data": [{"b64_json": picture(), "revised_prompt": "x"}],
-                             "usage": {"total_tokens": 3.5, "cached": None, "ok": True}}))
-    assert shape.paths == {"created": "integer", "data": "array", "data[0]": "object", "data[0].b64_json": "image",
-                           "data[0].revised_prompt": "string", "usage": "object", "usage.total_tokens": "number",
-                           "usage.cached": "null", "usage.ok": "boolean"}
+    shape = shape_of(
+        answer(
+            {
+                "created": 1,
+                "data": [{"b64_json": picture(), "revised_prompt": "x"}],
+                "usage": {"total_tokens": 3.5, "cached": None, "ok": True},
+            }
+        )
+    )
+    assert shape.paths == {
+        "created": "integer",
+        "data": "array",
+        "data[0]": "object",
+        "data[0].b64_json": "image",
+        "data[0].revised_prompt": "string",
+        "usage": "object",
+        "usage.total_tokens": "number",
+        "usage.cached": "null",
+        "usage.ok": "boolean",
+    }
     assert [(i.format, i.size) for i in shape.images] == [("png", "8x8")]
 
 
@@ -75,8 +93,10 @@ def test_image_format_and_size_changes_are_named_per_image() -> None:
 
 def test_a_status_change_names_the_new_error_code_and_nothing_else() -> None:
     old = answer({"data": [{"b64_json": picture()}]})
-    new = answer({"error": {"message": "gone", "type": "invalid_request_error", "param": "model",
-                            "code": "model_not_found"}}, status=404)
+    new = answer(
+        {"error": {"message": "gone", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}},
+        status=404,
+    )
     assert drift(old, new) == ["status 200 -> 404 model_not_found"]
     assert drift(new, old) == ["status 404 model_not_found -> 200"]
 
@@ -87,7 +107,9 @@ def test_errors_compare_by_type_and_code_not_message() -> None:
 
     assert drift(envelope("Bad size.", "invalid_size"), envelope("Size not allowed!", "invalid_size")) == []
     assert drift(envelope("x", "invalid_size"), envelope("x", "invalid_value", "server_error")) == [
-        "error type invalid_request_error -> server_error", "error code invalid_size -> invalid_value"]
+        "error type invalid_request_error -> server_error",
+        "error code invalid_size -> invalid_value",
+    ]
 
 
 def test_a_google_error_is_labelled_by_its_status_name() -> None:
@@ -99,12 +121,15 @@ def test_a_google_error_is_labelled_by_its_status_name() -> None:
 def test_stream_event_types_are_compared_in_order() -> None:
     partial = {"type": "image_generation.partial_image", "b64_json": picture(), "partial_image_index": 0}
     completed = {"type": "image_generation.completed", "b64_json": picture()}
-    assert shape_of(stream(partial, completed)).events == ("image_generation.partial_image",
-                                                           "image_generation.completed")
+    assert shape_of(stream(partial, completed)).events == (
+        "image_generation.partial_image",
+        "image_generation.completed",
+    )
     assert drift(stream(partial, completed), stream(partial, completed)) == []
     changed = drift(stream(partial, completed), stream(completed))
-    assert changed[0] == ("events [image_generation.partial_image, image_generation.completed] -> "
-                          "[image_generation.completed]")
+    assert changed[0] == (
+        "events [image_generation.partial_image, image_generation.completed] -> [image_generation.completed]"
+    )
     assert "images 2 -> 1" in changed
 
 
@@ -117,8 +142,9 @@ def test_a_body_that_is_no_longer_json_shows_as_a_content_type_change() -> None:
 # -- live.py ----------------------------------------------------------------------------------------
 
 
-def request(uri: str, body: bytes = b'{"model": "gpt-image-1", "prompt": "a"}',
-            content_type: str = "application/json") -> Request:
+def request(
+    uri: str, body: bytes = b'{"model": "gpt-image-1", "prompt": "a"}', content_type: str = "application/json"
+) -> Request:
     return Request("POST", uri, body, {"content-type": content_type})
 
 
@@ -132,19 +158,25 @@ def test_the_provider_follows_from_the_recorded_path() -> None:
 def test_a_base_url_replaces_the_recorded_host_and_api_root_keeping_path_and_query() -> None:
     openai_call = request("http://127.0.0.1:5/v1/images/generations")
     gemini_call = request("http://127.0.0.1:6/v1beta/models/m:streamGenerateContent?alt=sse")
-    assert target_url(openai_call, "openai", "https://gw.example/openai/v1/") == \
-        "https://gw.example/openai/v1/images/generations"
-    assert target_url(gemini_call, "gemini", "https://g.example") == \
-        "https://g.example/v1beta/models/m:streamGenerateContent?alt=sse"
+    assert (
+        target_url(openai_call, "openai", "https://gw.example/openai/v1/")
+        == "https://gw.example/openai/v1/images/generations"
+    )
+    assert (
+        target_url(gemini_call, "gemini", "https://g.example")
+        == "https://g.example/v1beta/models/m:streamGenerateContent?alt=sse"
+    )
     assert target_url(openai_call, "openai", None) == "http://127.0.0.1:5/v1/images/generations"
 
 
 def test_uploads_stored_as_base64_parts_are_sent_as_their_bytes() -> None:
     image = png_bytes((4, 4))
     content_type = "multipart/form-data; boundary=xyz"
-    body = (b'--xyz\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhat\r\n'
-            b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-            b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--xyz--\r\n")
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhat\r\n'
+        b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + image + b"\r\n--xyz--\r\n"
+    )
     stored = request_body_from_text(request_body_text(content_type, body))
     assert stored != body  # the JSON format keeps the upload as base64
     assert without_base64_parts(content_type, stored or b"") == body
@@ -152,8 +184,10 @@ def test_uploads_stored_as_base64_parts_are_sent_as_their_bytes() -> None:
 
 
 def test_interactions_of_no_known_provider_are_planned_out() -> None:
-    entries = [Entry(0, request("http://h/v1/images/generations"), answer({})),
-               Entry(1, Request("GET", "http://h/v1/files/img-1.png", None, {}), answer({}))]
+    entries = [
+        Entry(0, request("http://h/v1/images/generations"), answer({})),
+        Entry(1, Request("GET", "http://h/v1/files/img-1.png", None, {}), answer({})),
+    ]
     planned, others = plan(Path("c.json"), entries)
     assert [(p.entry.index, p.provider, p.model) for p in planned] == [(0, "openai", "gpt-image-1")]
     assert [e.index for e in others] == [1]
@@ -167,10 +201,19 @@ class KeyEchoingUpstream(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
-        echo = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error",
-                          "param": None, "code": "invalid_api_key"}}
-        return httpx.Response(401, headers={"content-type": "application/json", "set-cookie": "sid=secret-c-1"},
-                              stream=httpx.ByteStream(json.dumps(echo).encode()))
+        echo = {
+            "error": {
+                "message": f"Incorrect API key provided: {KEY}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        }
+        return httpx.Response(
+            401,
+            headers={"content-type": "application/json", "set-cookie": "sid=secret-c-1"},
+            stream=httpx.ByteStream(json.dumps(echo).encode()),
+        )
 
 
 async def test_resending_adds_the_key_reports_progress_and_keeps_no_secret() -> None:
@@ -180,8 +223,13 @@ async def test_resending_adds_the_key_reports_progress_and_keeps_no_secret() -> 
     entries = [Entry(i, request(f"http://127.0.0.1:9/v1/images/generations?n={i}"), answer({})) for i in range(3)]
     planned, _ = plan(Path("c.json"), entries)
     progress: list[tuple[int, int]] = []
-    sent = await resend_all(planned, {"openai": Endpoint("http://up.example/v1", KEY)}, SecretFilter(),
-                            transport=upstream, progress=lambda k, n: progress.append((k, n)))
+    sent = await resend_all(
+        planned,
+        {"openai": Endpoint("http://up.example/v1", KEY)},
+        SecretFilter(),
+        transport=upstream,
+        progress=lambda k, n: progress.append((k, n)),
+    )
     assert sorted(progress) == [(1, 3), (2, 3), (3, 3)]
     assert [str(r.url) for r in seen] == [f"http://up.example/v1/images/generations?n={i}" for i in range(3)]
     assert {r.headers["authorization"] for r in seen} == {f"Bearer {KEY}"}

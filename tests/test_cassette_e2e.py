@@ -19,17 +19,21 @@ from tests.upstreams.openai_upstream import FakeOpenAI, stream_ending_in_done
 
 
 def proxy_engine(upstream_url: str, cassette: Path, record_mode: str) -> Engine:
-    return Engine(image_adapter="openai",
-                  image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                  cassettes=CassetteSettings(path=str(cassette), record_mode=record_mode))
+    return Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+        cassettes=CassetteSettings(path=str(cassette), record_mode=record_mode),
+    )
 
 
 def calls(client: openai.OpenAI) -> dict[str, Any]:
     generated = client.images.generate(model="gpt-image-1", prompt="a kestrel at dawn", size="1024x1024", n=2)
-    edited = client.images.edit(model="gpt-image-1", image=("in.png", png_bytes((16, 16), mode="RGB"), "image/png"),
-                                prompt="add a tiny hat")
-    events = [e.type for e in client.images.generate(model="gpt-image-1", prompt="a heron", stream=True,
-                                                      partial_images=2)]
+    edited = client.images.edit(
+        model="gpt-image-1", image=("in.png", png_bytes((16, 16), mode="RGB"), "image/png"), prompt="add a tiny hat"
+    )
+    events = [
+        e.type for e in client.images.generate(model="gpt-image-1", prompt="a heron", stream=True, partial_images=2)
+    ]
     return {
         "generated": [d.b64_json for d in generated.data or []],
         "edited": [d.b64_json for d in edited.data or []],
@@ -40,8 +44,7 @@ def calls(client: openai.OpenAI) -> dict[str, Any]:
 def test_sdk_calls_recorded_through_the_proxy_replay_alike_with_the_upstream_down(tmp_path: Path) -> None:
     cassette = tmp_path / "e2e.json"
     upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url, \
-            running_proxy(proxy_engine(upstream_url, cassette, "once")) as url:
+    with upstream.serving() as upstream_url, running_proxy(proxy_engine(upstream_url, cassette, "once")) as url:
         recorded = calls(openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0))
     assert len(upstream.requests) == 3
     assert OPENAI_KEY not in cassette.read_text()
@@ -65,8 +68,7 @@ def test_a_stream_ending_in_done_is_recorded_and_replays_the_same_events(tmp_pat
     cassette = tmp_path / "done.json"
     upstream = FakeOpenAI()
     upstream.script(stream_ending_in_done())
-    with upstream.serving() as upstream_url, \
-            running_proxy(proxy_engine(upstream_url, cassette, "once")) as url:
+    with upstream.serving() as upstream_url, running_proxy(proxy_engine(upstream_url, cassette, "once")) as url:
         recorded = stream_events(openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0))
     assert [kind for kind, _ in recorded] == ["image_generation.partial_image", "image_generation.completed"]
     assert cassette.exists(), "the stream was not recorded"
@@ -82,14 +84,19 @@ def test_materialized_url_fetch_records_into_and_replays_from_the_chosen_cassett
     """Defect 2: the image-URL fetch of --materialize-urls belongs to the cassette the client chose."""
 
     def engine(upstream_url: str, record_mode: str) -> Engine:
-        return Engine(image_adapter="openai",
-                      image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY,
-                                          "materialize_urls": True},
-                      cassettes=CassetteSettings(directory=str(tmp_path), record_mode=record_mode))
+        return Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY, "materialize_urls": True},
+            cassettes=CassetteSettings(directory=str(tmp_path), record_mode=record_mode),
+        )
 
     def generate(url: str) -> bytes:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-client", max_retries=0,
-                               default_headers={"X-ALLM-Cassette": "suite/test-a"})
+        client = openai.OpenAI(
+            base_url=url + "/v1",
+            api_key="sk-test-client",
+            max_retries=0,
+            default_headers={"X-ALLM-Cassette": "suite/test-a"},
+        )
         result = client.images.generate(model="dall-e-2", prompt="a lighthouse", size="256x256")
         assert result.data is not None and result.data[0].url is not None
         assert result.data[0].url.startswith(url)  # the proxy hosts the bytes it fetched from the provider

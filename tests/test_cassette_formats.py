@@ -29,12 +29,17 @@ from allm_proxy.cassettes.tape import Tape
 from allm_proxy.config import CassetteSettings, RecordMode
 
 
-def interaction(body: bytes, request_body: bytes | None = b'{"prompt": "p"}',
-                content_type: str = "application/json") -> tuple[Request, dict[str, Any]]:
-    request = Request("POST", "https://api.example.test/v1/images/generations", request_body,
-                      {"content-type": content_type})
-    response = {"status": {"code": 200, "message": "OK"}, "headers": {"content-type": ["application/json"]},
-                "body": {"string": body}}
+def interaction(
+    body: bytes, request_body: bytes | None = b'{"prompt": "p"}', content_type: str = "application/json"
+) -> tuple[Request, dict[str, Any]]:
+    request = Request(
+        "POST", "https://api.example.test/v1/images/generations", request_body, {"content-type": content_type}
+    )
+    response = {
+        "status": {"code": 200, "message": "OK"},
+        "headers": {"content-type": ["application/json"]},
+        "body": {"string": body},
+    }
     return request, response
 
 
@@ -53,8 +58,9 @@ bodies = st.one_of(
 @pytest.mark.slow  # hypothesis: 150 examples
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, request_body=st.one_of(st.none(), st.binary(max_size=64)))
-def test_the_fast_json_loader_gives_back_exactly_what_was_written(tmp_path: Path, body: bytes,
-                                                                  request_body: bytes | None) -> None:
+def test_the_fast_json_loader_gives_back_exactly_what_was_written(
+    tmp_path: Path, body: bytes, request_body: bytes | None
+) -> None:
     path = tmp_path / "prop.json"
     write(path, [interaction(body, request_body, "application/octet-stream"), interaction(b"second")])
     requests, responses, _ = jsonformat.load(path)
@@ -120,8 +126,7 @@ def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) ->
 @pytest.mark.slow  # timing
 def test_replay_is_a_hash_lookup_and_only_a_miss_scans_the_matchers(tmp_path: Path) -> None:
     path = tmp_path / "many.json"
-    write(path, [interaction(f"answer {i}".encode(), json.dumps({"prompt": f"p{i}"}).encode())
-                 for i in range(3000)])
+    write(path, [interaction(f"answer {i}".encode(), json.dumps({"prompt": f"p{i}"}).encode()) for i in range(3000)])
     settings_ = CassetteSettings(path=str(path), record_mode="none")
     tape = Tape(path, RecordMode.NONE, build(settings_.match_on), SecretFilter())
     tape.load()
@@ -131,8 +136,9 @@ def test_replay_is_a_hash_lookup_and_only_a_miss_scans_the_matchers(tmp_path: Pa
     assert tape.stats.scans == 0
     miss, _ = interaction(b"", json.dumps({"prompt": "p3000"}).encode())
     assert asyncio.run(tape.next_response(tape.key(miss), "default")) is None
-    assert "matchers that differ: body (prompt: 'p3000' != recorded" in tape.miss(miss, tape.key(miss),
-                                                                                   "default").message
+    assert (
+        "matchers that differ: body (prompt: 'p3000' != recorded" in tape.miss(miss, tape.key(miss), "default").message
+    )
     assert tape.stats.scans == 1
 
 
@@ -158,8 +164,7 @@ RECORDER = textwrap.dedent("""
 
 @pytest.mark.slow  # subprocess, SIGKILL
 @pytest.mark.parametrize("kill_after", [4, 9, 15])
-def test_sigkill_during_a_burst_of_recordings_leaves_a_parseable_cassette(tmp_path: Path,
-                                                                          kill_after: int) -> None:
+def test_sigkill_during_a_burst_of_recordings_leaves_a_parseable_cassette(tmp_path: Path, kill_after: int) -> None:
     path = tmp_path / "killed.json"
     acknowledged = 0
     command = [sys.executable, "-c", RECORDER, str(path)]

@@ -23,14 +23,23 @@ def directory_library(root: Path, record_mode: str = "once") -> CassetteLibrary:
     return CassetteLibrary(CassetteSettings(directory=str(root), record_mode=record_mode))
 
 
-async def generate(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, prompt: str = "p",
-                   cassette: str | None = None) -> httpx.Response:
-    return await send(library, inner, "POST", "/images/generations", cassette=cassette,
-                      json={"model": "gpt-image-1", "prompt": prompt})
+async def generate(
+    library: CassetteLibrary, inner: httpx.AsyncBaseTransport, prompt: str = "p", cassette: str | None = None
+) -> httpx.Response:
+    return await send(
+        library,
+        inner,
+        "POST",
+        "/images/generations",
+        cassette=cassette,
+        json={"model": "gpt-image-1", "prompt": prompt},
+    )
 
 
-@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a/../../b", ".hidden", "a\\b", "", "a//b",
-                                  "x" * 300, "nul\x00byte", "c:/windows"])
+@pytest.mark.parametrize(
+    "name",
+    ["../escape", "/etc/passwd", "a/../../b", ".hidden", "a\\b", "", "a//b", "x" * 300, "nul\x00byte", "c:/windows"],
+)
 async def test_a_cassette_name_that_could_leave_the_directory_is_a_400(tmp_path: Path, name: str) -> None:
     library = directory_library(tmp_path / "cassettes")
     with pytest.raises(errors.InvalidRequestError) as caught:
@@ -53,7 +62,9 @@ async def test_the_header_picks_a_cassette_inside_the_directory(tmp_path: Path) 
     await generate(library, upstream.asgi_transport(), "a", cassette="suite/test-a")
     await generate(library, upstream.asgi_transport(), "b", cassette="suite/test-b.yaml")
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*")) == [
-        "suite/test-a.json", "suite/test-b.yaml"]
+        "suite/test-a.json",
+        "suite/test-b.yaml",
+    ]
     replaying = directory_library(root, "none")
     answer = await generate(replaying, DeadUpstream(), "b", cassette="suite/test-b.yaml")
     assert answer.json()["prompt"] == "b"
@@ -109,8 +120,10 @@ async def test_an_unreadable_cassette_is_a_clear_400(tmp_path: Path) -> None:
 
 
 def control_client(library: CassetteLibrary) -> TestClient:
-    app = Starlette(routes=[Route(control.PATH, control.cassette_control, methods=["GET", "POST"])],
-                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    app = Starlette(
+        routes=[Route(control.PATH, control.cassette_control, methods=["GET", "POST"])],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )
     app.state.engine = SimpleNamespace(cassette_library=library)
     return TestClient(app)
 
@@ -128,15 +141,19 @@ def test_control_endpoint_activates_a_cassette_and_reports_it(tmp_path: Path) ->
         assert client.post("/allm/cassette", json={"name": None}).json()["active"] is None
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"name": "../../etc/passwd"}, "invalid_cassette_name"),
-    ({"name": "ok", "record_mode": "sometimes"}, "invalid_record_mode"),
-    ({"name": 3}, None),
-    ({"nme": "typo"}, "unknown_parameter"),
-    (["not", "an", "object"], "invalid_json"),
-])
-def test_control_endpoint_errors_are_non_retried_openai_envelopes(tmp_path: Path, body: object,
-                                                                   code: str | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"name": "../../etc/passwd"}, "invalid_cassette_name"),
+        ({"name": "ok", "record_mode": "sometimes"}, "invalid_record_mode"),
+        ({"name": 3}, None),
+        ({"nme": "typo"}, "unknown_parameter"),
+        (["not", "an", "object"], "invalid_json"),
+    ],
+)
+def test_control_endpoint_errors_are_non_retried_openai_envelopes(
+    tmp_path: Path, body: object, code: str | None
+) -> None:
     with control_client(directory_library(tmp_path)) as client:
         answer = client.post("/allm/cassette", json=body)
     assert answer.status_code == 400
@@ -145,20 +162,22 @@ def test_control_endpoint_errors_are_non_retried_openai_envelopes(tmp_path: Path
     assert error["type"] == "invalid_request_error" and error["code"] == code and error["message"]
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"path": "demo.txt"}, "needs one of the extensions .json, .yaml, .yml"),
-    ({"path": "demo.json", "match_on": ("method", "bodyy")}, "unknown cassette matcher(s) ['bodyy']"),
-])
-def test_bad_cassette_settings_fail_when_the_library_is_built(settings: dict[str, object],
-                                                              message: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"path": "demo.txt"}, "needs one of the extensions .json, .yaml, .yml"),
+        ({"path": "demo.json", "match_on": ("method", "bodyy")}, "unknown cassette matcher(s) ['bodyy']"),
+    ],
+)
+def test_bad_cassette_settings_fail_when_the_library_is_built(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError) as caught:
         CassetteLibrary(CassetteSettings(**settings))  # type: ignore[arg-type]
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize("content", ['{"version": 1, "interactions": [{"req": 1}]}',
-                                     '{"version": 7, "interactions": []}',
-                                     '[1, 2]'])
+@pytest.mark.parametrize(
+    "content", ['{"version": 1, "interactions": [{"req": 1}]}', '{"version": 7, "interactions": []}', "[1, 2]"]
+)
 async def test_a_file_that_is_json_but_not_a_cassette_is_a_clear_400(tmp_path: Path, content: str) -> None:
     (tmp_path / "odd.json").write_text(content)
     with pytest.raises(errors.InvalidRequestError) as caught:
@@ -174,6 +193,7 @@ def test_control_endpoint_requires_the_access_token(tmp_path: Path) -> None:
     with running_proxy(engine, ProxyConfig(access_token="proxy-token-1")) as url:
         refused = httpx.post(f"{url}/allm/cassette", json={"name": "a"})
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
-        allowed = httpx.post(f"{url}/allm/cassette", json={"name": "a"},
-                             headers={"authorization": "Bearer proxy-token-1"})
+        allowed = httpx.post(
+            f"{url}/allm/cassette", json={"name": "a"}, headers={"authorization": "Bearer proxy-token-1"}
+        )
         assert allowed.status_code == 200, allowed.text

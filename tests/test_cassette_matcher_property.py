@@ -21,10 +21,16 @@ DEFAULT = build(["method", "scheme", "host", "port", "path", "query", "body"])
 # Small value spaces, so that equal requests are drawn often, written in many different ways.
 values = st.sampled_from(["a kestrel", "a heron", 1, 2, "256x256", None, True])
 json_bodies = st.dictionaries(st.sampled_from(["prompt", "n", "size", "model"]), values, max_size=3)
-fields = st.lists(st.tuples(st.sampled_from(["prompt", "n", "model"]), st.sampled_from(["x", "y", "2"])),
-                  max_size=3, unique_by=lambda f: f[0])
-files = st.lists(st.tuples(st.sampled_from(["image", "mask"]), st.sampled_from([b"\x89PNG-a", b"\x89PNG-b"])),
-                 max_size=2, unique_by=lambda f: f[0])
+fields = st.lists(
+    st.tuples(st.sampled_from(["prompt", "n", "model"]), st.sampled_from(["x", "y", "2"])),
+    max_size=3,
+    unique_by=lambda f: f[0],
+)
+files = st.lists(
+    st.tuples(st.sampled_from(["image", "mask"]), st.sampled_from([b"\x89PNG-a", b"\x89PNG-b"])),
+    max_size=2,
+    unique_by=lambda f: f[0],
+)
 
 
 @st.composite
@@ -39,11 +45,19 @@ def json_request(draw: st.DrawFn) -> tuple[str, bytes]:
 def multipart_request(draw: st.DrawFn) -> tuple[str, bytes]:
     boundary = draw(st.sampled_from(["b1", "xyzzy", "----b0undary"]))
     quote = draw(st.sampled_from(['"', ""]))  # quoted and unquoted names parse alike
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name={quote}{name}{quote}\r\n\r\n{value}\r\n'.encode()
-             for name, value in draw(fields)]
-    parts += [(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
-               f"Content-Type: image/png\r\n\r\n").encode() + data + b"\r\n"
-              for name, data in draw(files)]
+    parts = [
+        f"--{boundary}\r\nContent-Disposition: form-data; name={quote}{name}{quote}\r\n\r\n{value}\r\n".encode()
+        for name, value in draw(fields)
+    ]
+    parts += [
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n"
+        for name, data in draw(files)
+    ]
     order = draw(st.permutations(parts))
     return f"multipart/form-data; boundary={boundary}", b"".join(order) + f"--{boundary}--\r\n".encode()
 

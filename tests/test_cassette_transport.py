@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,10 +27,12 @@ from tests.support.cassette_helpers import (
 from tests.support.images import png_bytes
 
 
-async def generate(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, prompt: str = "a red fox",
-                   **kwargs: object) -> httpx.Response:
-    return await send(library, inner, "POST", "/images/generations",
-                      json={"model": "gpt-image-1", "prompt": prompt}, **kwargs)  # type: ignore[arg-type]
+async def generate(
+    library: CassetteLibrary, inner: httpx.AsyncBaseTransport, prompt: str = "a red fox", **kwargs: Any
+) -> httpx.Response:
+    return await send(
+        library, inner, "POST", "/images/generations", json={"model": "gpt-image-1", "prompt": prompt}, **kwargs
+    )
 
 
 async def test_recorded_answer_replays_byte_identical_with_the_upstream_stopped(tmp_path: Path) -> None:
@@ -76,12 +79,22 @@ async def test_each_session_gets_its_own_replay_cursor(tmp_path: Path) -> None:
 
 async def test_json_bodies_match_as_data_whatever_the_key_order_and_whitespace(tmp_path: Path) -> None:
     cassette = tmp_path / "json.json"
-    await send(library_for(cassette), Upstream().asgi_transport(), "POST", "/images/generations",
-               content=b'{"model": "gpt-image-1", "prompt": "a fox", "n": 1}',
-               headers={"content-type": "application/json"})
-    replayed = await send(library_for(cassette, "none"), DeadUpstream(), "POST", "/images/generations",
-                          content=b'{\n  "n":1,"prompt":"a fox",\n"model":"gpt-image-1"}',
-                          headers={"content-type": "application/json"})
+    await send(
+        library_for(cassette),
+        Upstream().asgi_transport(),
+        "POST",
+        "/images/generations",
+        content=b'{"model": "gpt-image-1", "prompt": "a fox", "n": 1}',
+        headers={"content-type": "application/json"},
+    )
+    replayed = await send(
+        library_for(cassette, "none"),
+        DeadUpstream(),
+        "POST",
+        "/images/generations",
+        content=b'{\n  "n":1,"prompt":"a fox",\n"model":"gpt-image-1"}',
+        headers={"content-type": "application/json"},
+    )
     assert replayed.json()["created"] == 1
 
 
@@ -89,14 +102,23 @@ async def test_edit_recorded_with_one_multipart_boundary_replays_with_another(tm
     cassette = tmp_path / "edit.json"
     image = png_bytes((16, 16), mode="RGB")
 
-    async def edit(library: CassetteLibrary, inner: httpx.AsyncBaseTransport,
-                   boundary: str) -> httpx.Response:
-        body = httpx.Request("POST", "http://x", files={"image": ("in.png", image, "image/png")},
-                             data={"prompt": "add a hat", "model": "gpt-image-1"})
+    async def edit(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, boundary: str) -> httpx.Response:
+        body = httpx.Request(
+            "POST",
+            "http://x",
+            files={"image": ("in.png", image, "image/png")},
+            data={"prompt": "add a hat", "model": "gpt-image-1"},
+        )
         random_boundary = body.headers["content-type"].split("boundary=")[1]
         content = body.read().replace(random_boundary.encode(), boundary.encode())
-        return await send(library, inner, "POST", "/images/edits", content=content,
-                          headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        return await send(
+            library,
+            inner,
+            "POST",
+            "/images/edits",
+            content=content,
+            headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+        )
 
     live = await edit(library_for(cassette), Upstream().asgi_transport(), "boundary-recorded-1111")
     replayed = await edit(library_for(cassette, "none"), DeadUpstream(), "another-boundary-2222")
@@ -109,8 +131,14 @@ async def test_edit_with_a_different_image_is_a_miss(tmp_path: Path) -> None:
     cassette = tmp_path / "edit.json"
 
     async def edit(library: CassetteLibrary, inner: httpx.AsyncBaseTransport, image: bytes) -> httpx.Response:
-        return await send(library, inner, "POST", "/images/edits", data={"prompt": "add a hat"},
-                          files={"image": ("in.png", image, "image/png")})
+        return await send(
+            library,
+            inner,
+            "POST",
+            "/images/edits",
+            data={"prompt": "add a hat"},
+            files={"image": ("in.png", image, "image/png")},
+        )
 
     await edit(library_for(cassette), Upstream().asgi_transport(), png_bytes((8, 8), (1, 2, 3), "RGB"))
     with pytest.raises(errors.CassetteMissError) as miss:
@@ -202,13 +230,25 @@ async def test_none_mode_never_reaches_the_upstream_even_for_unknown_requests(tm
 async def test_no_secret_reaches_any_written_cassette(tmp_path: Path) -> None:
     library, upstream = library_for(tmp_path / "secrets.json"), Upstream()
     await generate(library, upstream.asgi_transport())
-    await send(library, upstream.asgi_transport(), "POST", "/echo-key", json={"x": 1},
-               headers={"openai-organization": "org-test-cassette-secret",
-                        "cookie": "sid=test-cookie-cassette-77"})
+    await send(
+        library,
+        upstream.asgi_transport(),
+        "POST",
+        "/echo-key",
+        json={"x": 1},
+        headers={"openai-organization": "org-test-cassette-secret", "cookie": "sid=test-cookie-cassette-77"},
+    )
     gemini = CassetteLibrary(CassetteSettings(path=str(tmp_path / "gemini.yaml"), record_mode="once"))
-    await send(gemini, upstream.asgi_transport(), "POST", "/models/gemini-3-pro-image:generateContent",
-               base="http://127.0.0.1:9/v1beta", params={"key": "test-gemini-key-cassette-42"},
-               headers={"x-goog-api-key": "test-gemini-key-cassette-42"}, json={"contents": []})
+    await send(
+        gemini,
+        upstream.asgi_transport(),
+        "POST",
+        "/models/gemini-3-pro-image:generateContent",
+        base="http://127.0.0.1:9/v1beta",
+        params={"key": "test-gemini-key-cassette-42"},
+        headers={"x-goog-api-key": "test-gemini-key-cassette-42"},
+        json={"contents": []},
+    )
     files = list(written_files(tmp_path))
     assert len(files) == 2
     for path in files:
@@ -220,18 +260,29 @@ async def test_no_secret_reaches_any_written_cassette(tmp_path: Path) -> None:
 
 async def test_configured_headers_query_and_body_fields_are_filtered_too(tmp_path: Path) -> None:
     cassette = tmp_path / "filtered.json"
-    library = library_for(cassette, filter_headers=("x-team-token",), filter_query=("sig",),
-                          filter_body_fields=("user",))
-    await send(library, Upstream().asgi_transport(), "POST", "/images/generations",
-               params={"sig": "s1gnature-value"},
-               json={"model": "gpt-image-1", "prompt": "p", "user": "person@example.com"},
-               headers={"x-team-token": "team-token-value-9"})
+    library = library_for(
+        cassette, filter_headers=("x-team-token",), filter_query=("sig",), filter_body_fields=("user",)
+    )
+    await send(
+        library,
+        Upstream().asgi_transport(),
+        "POST",
+        "/images/generations",
+        params={"sig": "s1gnature-value"},
+        json={"model": "gpt-image-1", "prompt": "p", "user": "person@example.com"},
+        headers={"x-team-token": "team-token-value-9"},
+    )
     text = cassette.read_text()
     for value in ("s1gnature-value", "person@example.com", "team-token-value-9", "x-team-token"):
         assert value not in text
     replaying = library_for(cassette, "none", filter_body_fields=("user",))
-    replayed = await send(replaying, DeadUpstream(), "POST", "/images/generations",
-                          json={"model": "gpt-image-1", "prompt": "p", "user": "other"})
+    replayed = await send(
+        replaying,
+        DeadUpstream(),
+        "POST",
+        "/images/generations",
+        json={"model": "gpt-image-1", "prompt": "p", "user": "other"},
+    )
     assert replayed.json()["prompt"] == "p"
 
 
@@ -265,8 +316,7 @@ async def test_streams_replay_event_by_event(tmp_path: Path) -> None:
     cassette = tmp_path / "stream.json"
     upstream = Upstream()
     with serve_asgi(upstream.app) as url:
-        live = await send(library_for(cassette), httpx.AsyncHTTPTransport(), "POST", "/stream",
-                          base=url + "/v1")
+        live = await send(library_for(cassette), httpx.AsyncHTTPTransport(), "POST", "/stream", base=url + "/v1")
     replaying = library_for(cassette, "none")
     events: list[bytes] = []
     token_client = httpx.AsyncClient(transport=replaying.transport(DeadUpstream()))

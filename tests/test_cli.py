@@ -21,8 +21,9 @@ def test_generate_with_no_model_takes_dall_e_sizes(tmp_path: Path) -> None:
 
 def test_generate_writes_numbered_images(tmp_path: Path) -> None:
     out = tmp_path / "kestrel.png"
-    result = CliRunner().invoke(main, ["generate", "a kestrel", "-o", str(out), "--n", "2", "--size", "1536x1024",
-                                         "--model", "gpt-image-1.5"])
+    result = CliRunner().invoke(
+        main, ["generate", "a kestrel", "-o", str(out), "--n", "2", "--size", "1536x1024", "--model", "gpt-image-1.5"]
+    )
     assert result.exit_code == 0, result.output
     for name in ("kestrel-1.png", "kestrel-2.png"):
         with PILImage.open(tmp_path / name) as img:
@@ -63,16 +64,20 @@ def resolve(args: list[str], env: dict[str, str] | None = None):
 
 def test_flags_beat_environment_which_beats_config(tmp_path: Path) -> None:
     config_file = tmp_path / "allm.toml"
-    config_file.write_text('provider = "openai"\n[server]\nport = 9001\nhost = "127.0.0.2"\n'
-                           '[providers.openai]\nbase_url = "http://127.0.0.1:1/v1"\n'
-                           '[models."dall-e-3"]\nprovider = "fake"\nmodel = "gpt-image-1.5"\n')
+    config_file.write_text(
+        'provider = "openai"\n[server]\nport = 9001\nhost = "127.0.0.2"\n'
+        '[providers.openai]\nbase_url = "http://127.0.0.1:1/v1"\n'
+        '[models."dall-e-3"]\nprovider = "fake"\nmodel = "gpt-image-1.5"\n'
+    )
     from_file = resolve(["--config", str(config_file)])
     assert (from_file.provider, from_file.port, from_file.host) == ("openai", 9001, "127.0.0.2")
     assert from_file.aliases["dall-e-3"].model == "gpt-image-1.5"
     from_env = resolve(["--config", str(config_file)], env={"ALLM_PROXY_PORT": "9002"})
     assert from_env.port == 9002
-    from_flag = resolve(["--config", str(config_file), "--port", "9003", "--openai-base-url", "http://x/v1"],
-                        env={"ALLM_PROXY_PORT": "9002"})
+    from_flag = resolve(
+        ["--config", str(config_file), "--port", "9003", "--openai-base-url", "http://x/v1"],
+        env={"ALLM_PROXY_PORT": "9002"},
+    )
     assert from_flag.port == 9003 and from_flag.providers["openai"]["base_url"] == "http://x/v1"
 
 

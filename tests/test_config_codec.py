@@ -12,17 +12,27 @@ from allm_proxy.state.settings import StateSettings
 
 def test_every_nested_setting_round_trips_through_json() -> None:
     config = ProxyConfig(
-        host="0.0.0.0", port=9100, provider="openai", default_model="gpt-image-1.5", access_token="team-token",
-        max_body_bytes=1234, log_level="debug", timeout=12.5, workers=3,
+        host="0.0.0.0",
+        port=9100,
+        provider="openai",
+        default_model="gpt-image-1.5",
+        access_token="team-token",
+        max_body_bytes=1234,
+        log_level="debug",
+        timeout=12.5,
+        workers=3,
         providers={"openai": {"base_url": "http://127.0.0.1:1/v1", "materialize_urls": True}},
         aliases={"dall-e-3": ModelAlias(name="dall-e-3", provider="gemini", model="gemini-3-pro-image")},
         families={"gpt-image-3": {"like": "gpt-image-2", "match": ["gpt-image-3"]}},
-        cassettes=CassetteSettings(path="c.yaml", record_mode="new_episodes", match_on=("method", "body"),
-                                   filter_headers=("x-secret",)),
+        cassettes=CassetteSettings(
+            path="c.yaml", record_mode="new_episodes", match_on=("method", "body"), filter_headers=("x-secret",)
+        ),
         limits=ServerLimits(header_timeout=3.0, max_connections=None),
         journal=JournalSettings(enabled=False, max_entries=5),
-        faults=parse_faults("rate_limit; times=1, latency; ms=300; p=0.5"), fault_seed=7,
-        state=StateSettings(url="redis://127.0.0.1:6379/2", prefix="team:"), public_metrics=True,
+        faults=parse_faults("rate_limit; times=1, latency; ms=300; p=0.5"),
+        fault_seed=7,
+        state=StateSettings(url="redis://127.0.0.1:6379/2", prefix="team:"),
+        public_metrics=True,
         prices={"gpt-image-2": {"output": 32.0}},
     )
     back = config_from_json(config_to_json(config))

@@ -58,8 +58,12 @@ def test_b64_json_with_no_model_is_dall_e_2_base64(client: openai.OpenAI) -> Non
 
 
 def test_masked_edit_of_a_256_square_png_with_no_model(client: openai.OpenAI) -> None:
-    result = client.images.edit(image=("a.png", png_bytes((256, 256))), prompt="add a hat", size="256x256",
-                                mask=("m.png", half_transparent_mask((256, 256))))
+    result = client.images.edit(
+        image=("a.png", png_bytes((256, 256))),
+        prompt="add a hat",
+        size="256x256",
+        mask=("m.png", half_transparent_mask((256, 256))),
+    )
     assert result.data is not None and fetched_size(result.data[0].url) == (256, 256)
 
 
@@ -86,11 +90,16 @@ def test_gpt_image_parameter_switches_to_gpt_image(client: openai.OpenAI) -> Non
 
 async def test_async_client_with_no_model(fake_proxy_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=f"{fake_proxy_url}/v1", api_key="sk-test-dflt", max_retries=0) as aclient:
-        sizes = await asyncio.gather(*(aclient.images.generate(prompt="a heron", size=s)
-                                       for s in ("256x256", "512x512", "1024x1024")))
-        edited = await aclient.images.edit(image=("a.png", png_bytes((256, 256))), prompt="a hat",
-                                           mask=("m.png", half_transparent_mask((256, 256))), size="256x256",
-                                           response_format="b64_json")
+        sizes = await asyncio.gather(
+            *(aclient.images.generate(prompt="a heron", size=s) for s in ("256x256", "512x512", "1024x1024"))
+        )
+        edited = await aclient.images.edit(
+            image=("a.png", png_bytes((256, 256))),
+            prompt="a hat",
+            mask=("m.png", half_transparent_mask((256, 256))),
+            size="256x256",
+            response_format="b64_json",
+        )
         stream = await aclient.images.generate(prompt="a heron", stream=True)
         types = [event.type async for event in stream]
         with pytest.raises(openai.BadRequestError):
@@ -109,21 +118,24 @@ def test_library_api_follows_the_same_rule() -> None:
     assert gpt.model == "gpt-image-1.5" and gpt.images[0].mime_type == "image/webp" and gpt.usage is not None
 
 
-@pytest.mark.parametrize(("fields", "gpt"), [
-    ({}, False),
-    ({"quality": "standard"}, False),
-    ({"stream": False}, False),
-    ({"quality": "hd"}, False),
-    ({"stream": True}, True),
-    ({"partial_images": 0}, True),
-    ({"background": "auto"}, True),
-    ({"output_format": "png"}, True),
-    ({"output_compression": 50}, True),
-    ({"moderation": "low"}, True),
-    ({"input_fidelity": "high"}, True),
-    ({"quality": "low"}, True),
-    ({"quality": "auto"}, True),
-])
+@pytest.mark.parametrize(
+    ("fields", "gpt"),
+    [
+        ({}, False),
+        ({"quality": "standard"}, False),
+        ({"stream": False}, False),
+        ({"quality": "hd"}, False),
+        ({"stream": True}, True),
+        ({"partial_images": 0}, True),
+        ({"background": "auto"}, True),
+        ({"output_format": "png"}, True),
+        ({"output_compression": 50}, True),
+        ({"moderation": "low"}, True),
+        ({"input_fidelity": "high"}, True),
+        ({"quality": "low"}, True),
+        ({"quality": "auto"}, True),
+    ],
+)
 def test_which_parameters_are_gpt_image_only(fields: dict[str, object], gpt: bool) -> None:
     request = ImageRequest(operation="generate", prompt="x", **fields)  # type: ignore[arg-type]
     assert uses_gpt_image_parameters(request) is gpt
@@ -174,15 +186,22 @@ def test_passthrough_lets_openai_judge_an_odd_size(upstream: FakeOpenAI, passthr
     assert info.value.code == "invalid_size" and "'13x7' is not one of" in info.value.message
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    (json.dumps({"prompt": "a heron", "n": 0}).encode(), "n"),
-    (json.dumps({"size": "512x512"}).encode(), "prompt"),
-    (json.dumps({"prompt": "a heron", "size": "big"}).encode(), "size"),
-    (b'{"prompt": "a heron", ', None),
-])
-def test_passthrough_still_refuses_what_no_model_accepts(upstream: FakeOpenAI, passthrough: str, body: bytes,
-                                                         param: str | None) -> None:
-    response = httpx.post(f"{passthrough}/v1/images/generations", content=body,
-                          headers={"content-type": "application/json", "authorization": "Bearer sk-test-pass"})
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (json.dumps({"prompt": "a heron", "n": 0}).encode(), "n"),
+        (json.dumps({"size": "512x512"}).encode(), "prompt"),
+        (json.dumps({"prompt": "a heron", "size": "big"}).encode(), "size"),
+        (b'{"prompt": "a heron", ', None),
+    ],
+)
+def test_passthrough_still_refuses_what_no_model_accepts(
+    upstream: FakeOpenAI, passthrough: str, body: bytes, param: str | None
+) -> None:
+    response = httpx.post(
+        f"{passthrough}/v1/images/generations",
+        content=body,
+        headers={"content-type": "application/json", "authorization": "Bearer sk-test-pass"},
+    )
     assert response.status_code == 400 and response.json()["error"]["param"] == param
     assert upstream.requests == []

@@ -20,8 +20,7 @@ def test_demo_cassette_replays_every_call_offline(tmp_path: Path) -> None:
     cassette = tmp_path / "demo.json"
     shutil.copy(DEMO, cassette)
     # No provider key anywhere, and the default base URL: any network call would fail.
-    engine = Engine(image_adapter="openai", env={},
-                    cassettes=CassetteSettings(path=str(cassette), record_mode="none"))
+    engine = Engine(image_adapter="openai", env={}, cassettes=CassetteSettings(path=str(cassette), record_mode="none"))
     with running_proxy(engine) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test-replay", max_retries=0)
         images = run(client)

@@ -52,10 +52,12 @@ def test_edit_image_accepts_path_bytes_and_image(engine: Engine, tmp_path: Path)
     path.write_bytes(png_bytes((64, 64)))
     mask = half_transparent_mask((64, 64))
     from_path = edit_image(engine, path, "add a moon", mask=mask, model="dall-e-2", response_format="b64_json")
-    from_bytes = edit_image(engine, path.read_bytes(), "add a moon", mask=mask, model="dall-e-2",
-                            response_format="b64_json")
-    from_image = edit_image(engine, Image(path.read_bytes()), "add a moon", mask=Image(mask), model="dall-e-2",
-                            response_format="b64_json")
+    from_bytes = edit_image(
+        engine, path.read_bytes(), "add a moon", mask=mask, model="dall-e-2", response_format="b64_json"
+    )
+    from_image = edit_image(
+        engine, Image(path.read_bytes()), "add a moon", mask=Image(mask), model="dall-e-2", response_format="b64_json"
+    )
     assert from_path.images[0].data == from_bytes.images[0].data == from_image.images[0].data
 
 
@@ -66,8 +68,13 @@ def test_variations_of_an_image(engine: Engine) -> None:
 
 async def test_async_twins(engine: Engine) -> None:
     gen = await agenerate_image(engine, "async kestrel", size="1024x1024")
-    edit = await aedit_image(engine, [png_bytes((64, 64)), png_bytes((64, 64), (255, 0, 0, 255))], "merge",
-                             model="gpt-image-1.5", size="1024x1024")
+    edit = await aedit_image(
+        engine,
+        [png_bytes((64, 64)), png_bytes((64, 64), (255, 0, 0, 255))],
+        "merge",
+        model="gpt-image-1.5",
+        size="1024x1024",
+    )
     var = await aimage_variations(engine, png_bytes((64, 64)), model="dall-e-2", response_format="b64_json")
     assert gen.images and edit.images and var.images
     await engine.aclose()

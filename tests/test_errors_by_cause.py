@@ -16,13 +16,21 @@ from tests.upstreams.openai_upstream import FakeOpenAI
 
 
 def openai_engine(upstream: FakeOpenAI) -> Engine:
-    return Engine(image_adapter="openai", image_adapter_opts={"base_url": "http://openai.test/v1"},
-                  transport=httpx.ASGITransport(app=upstream), env={"OPENAI_API_KEY": "sk-test-wrong"})
+    return Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": "http://openai.test/v1"},
+        transport=httpx.ASGITransport(app=upstream),
+        env={"OPENAI_API_KEY": "sk-test-wrong"},
+    )
 
 
 def gemini_engine(upstream: FakeGemini) -> Engine:
-    return Engine(image_adapter="gemini", image_adapter_opts={"base_url": "http://gemini.test"},
-                  transport=httpx.ASGITransport(app=upstream.app), env={"GEMINI_API_KEY": "AIza-test-wrong"})
+    return Engine(
+        image_adapter="gemini",
+        image_adapter_opts={"base_url": "http://gemini.test"},
+        transport=httpx.ASGITransport(app=upstream.app),
+        env={"GEMINI_API_KEY": "AIza-test-wrong"},
+    )
 
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
@@ -45,32 +53,40 @@ def test_a_relayed_openai_error_keeps_its_body_and_is_the_class_of_its_status() 
     assert isinstance(quota, errors.InsufficientQuotaError)
 
 
-@pytest.mark.parametrize(("status", "error_type", "expected"), [
-    (400, None, errors.InvalidRequestError),
-    (401, None, errors.AuthenticationError),
-    (403, None, errors.PermissionDeniedError),
-    (404, None, errors.NotFoundError),
-    (409, None, errors.ConflictError),
-    (422, None, errors.UnprocessableEntityError),
-    (429, None, errors.RateLimitError),
-    (429, "insufficient_quota", errors.InsufficientQuotaError),
-    (400, "image_generation_user_error", errors.ModerationBlockedError),
-    (500, None, errors.UpstreamServerError),
-    (503, None, errors.ServiceUnavailableError),
-    (504, None, errors.UpstreamTimeoutError),
-])
-def test_error_class_is_the_named_class_of_a_status(status: int, error_type: str | None,
-                                                     expected: type[errors.ProxyError]) -> None:
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected"),
+    [
+        (400, None, errors.InvalidRequestError),
+        (401, None, errors.AuthenticationError),
+        (403, None, errors.PermissionDeniedError),
+        (404, None, errors.NotFoundError),
+        (409, None, errors.ConflictError),
+        (422, None, errors.UnprocessableEntityError),
+        (429, None, errors.RateLimitError),
+        (429, "insufficient_quota", errors.InsufficientQuotaError),
+        (400, "image_generation_user_error", errors.ModerationBlockedError),
+        (500, None, errors.UpstreamServerError),
+        (503, None, errors.ServiceUnavailableError),
+        (504, None, errors.UpstreamTimeoutError),
+    ],
+)
+def test_error_class_is_the_named_class_of_a_status(
+    status: int, error_type: str | None, expected: type[errors.ProxyError]
+) -> None:
     assert errors.error_class(status, error_type) is expected
 
 
-@pytest.mark.parametrize(("status", "error_type", "family"), [
-    (418, None, errors.InvalidRequestError),
-    (451, "legal", errors.InvalidRequestError),
-    (507, None, errors.UpstreamError),
-])
-def test_an_unusual_status_gets_a_class_of_its_own_under_the_nearest(status: int, error_type: str | None,
-                                                                     family: type[errors.ProxyError]) -> None:
+@pytest.mark.parametrize(
+    ("status", "error_type", "family"),
+    [
+        (418, None, errors.InvalidRequestError),
+        (451, "legal", errors.InvalidRequestError),
+        (507, None, errors.UpstreamError),
+    ],
+)
+def test_an_unusual_status_gets_a_class_of_its_own_under_the_nearest(
+    status: int, error_type: str | None, family: type[errors.ProxyError]
+) -> None:
     made = errors.error_class(status, error_type)
     assert issubclass(made, family) and made.status == status
     assert made.type == (error_type or family.type)

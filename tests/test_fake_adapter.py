@@ -38,7 +38,7 @@ def decode(data: bytes) -> PILImage.Image:
 
 def pixels(img: PILImage.Image) -> list[tuple[int, ...]]:
     raw, bands = img.tobytes(), len(img.getbands())
-    return [tuple(raw[i:i + bands]) for i in range(0, len(raw), bands)]
+    return [tuple(raw[i : i + bands]) for i in range(0, len(raw), bands)]
 
 
 def mean_abs_diff(a: PILImage.Image, b: PILImage.Image) -> float:
@@ -208,8 +208,11 @@ def test_dall_e_3_rewrites_the_prompt(engine: Engine) -> None:
 def test_edit_with_mask_keeps_unmasked_pixels(engine: Engine, output_format: str) -> None:
     source = gradient_png()
     mask = ellipse_mask((256, 256), (64, 48, 200, 176))
-    edited = edit_image(engine, source, "a giant flamingo", mask=mask, model="gpt-image-2",
-                        output_format=output_format).images[0].data
+    edited = (
+        edit_image(engine, source, "a giant flamingo", mask=mask, model="gpt-image-2", output_format=output_format)
+        .images[0]
+        .data
+    )
     out, original = decode(edited).convert("RGB"), decode(source).convert("RGB")
     keep = PILImage.open(io.BytesIO(mask)).getchannel("A")
     assert out.size == original.size
@@ -244,8 +247,9 @@ def test_edit_without_mask_changes_the_whole_image_recognisably(engine: Engine) 
 
 def test_edit_with_several_images_insets_the_others(engine: Engine) -> None:
     alone = decode(edit_image(engine, [gradient_png()], "together", model="gpt-image-2").images[0].data)
-    with_other = decode(edit_image(engine, [gradient_png(), gradient_png((128, 96))], "together", model="gpt-image-2")
-                        .images[0].data)
+    with_other = decode(
+        edit_image(engine, [gradient_png(), gradient_png((128, 96))], "together", model="gpt-image-2").images[0].data
+    )
     top_left = (0, 0, 128, 128)
     bottom_right = (128, 128, 256, 256)
     assert alone.crop(top_left).tobytes() == with_other.crop(top_left).tobytes()
@@ -295,8 +299,9 @@ def test_variation_honours_a_requested_size(engine: Engine) -> None:
 
 
 def test_stream_sends_partials_then_completed_with_requested_echo() -> None:
-    request = ImageRequest(operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256",
-                           stream=True, partial_images=3)
+    request = ImageRequest(
+        operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256", stream=True, partial_images=3
+    )
     events = asyncio.run(collect(request))
     assert [e.type for e in events] == ["image_generation.partial_image"] * 3 + ["image_generation.completed"]
     assert [e.partial_image_index for e in events[:3]] == [0, 1, 2]
@@ -310,8 +315,7 @@ def test_stream_sends_partials_then_completed_with_requested_echo() -> None:
 
 
 def test_stream_final_image_equals_the_unstreamed_image() -> None:
-    common: dict[str, Any] = {"operation": "generate", "prompt": "a kestrel", "model": "gpt-image-2",
-                              "size": "256x256"}
+    common: dict[str, Any] = {"operation": "generate", "prompt": "a kestrel", "model": "gpt-image-2", "size": "256x256"}
     events = asyncio.run(collect(ImageRequest(**common, stream=True, partial_images=2)))
     plain = asyncio.run(run(ImageRequest(**common)))
     assert isinstance(plain, ImageResponse)
@@ -319,8 +323,9 @@ def test_stream_final_image_equals_the_unstreamed_image() -> None:
 
 
 def test_stream_partials_get_closer_to_the_final_image() -> None:
-    request = ImageRequest(operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256",
-                           stream=True, partial_images=3)
+    request = ImageRequest(
+        operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256", stream=True, partial_images=3
+    )
     images = [decode(e.image.data) for e in asyncio.run(collect(request)) if e.image is not None]
     final = images[-1]
     distances = [mean_abs_diff(partial, final) for partial in images[:-1]]
@@ -329,23 +334,35 @@ def test_stream_partials_get_closer_to_the_final_image() -> None:
 
 
 def test_stream_without_partials_sends_only_completed() -> None:
-    request = ImageRequest(operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256",
-                           stream=True)
+    request = ImageRequest(operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256", stream=True)
     events = asyncio.run(collect(request))
     assert [e.type for e in events] == ["image_generation.completed"]
 
 
 def test_stream_edit_uses_image_edit_events() -> None:
-    request = ImageRequest(operation="edit", prompt="dusk", model="gpt-image-2", stream=True, partial_images=1,
-                           images=[InputFile(gradient_png())])
+    request = ImageRequest(
+        operation="edit",
+        prompt="dusk",
+        model="gpt-image-2",
+        stream=True,
+        partial_images=1,
+        images=[InputFile(gradient_png())],
+    )
     events = asyncio.run(collect(request))
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
     assert events[-1].usage is not None and events[-1].usage.input_image_tokens > 0
 
 
 def test_stream_with_n_sends_each_image_in_turn() -> None:
-    request = ImageRequest(operation="generate", prompt="a kestrel", model="gpt-image-2", size="256x256",
-                           stream=True, partial_images=1, n=2)
+    request = ImageRequest(
+        operation="generate",
+        prompt="a kestrel",
+        model="gpt-image-2",
+        size="256x256",
+        stream=True,
+        partial_images=1,
+        n=2,
+    )
     events = asyncio.run(collect(request))
     assert [e.kind for e in events] == ["partial_image", "completed", "partial_image", "completed"]
     assert events[1].image is not None and events[3].image is not None

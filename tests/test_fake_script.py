@@ -87,8 +87,18 @@ def test_generate_entry_falls_back_to_a_generated_image(script: FakeScript, engi
 
 
 def test_scripted_error_is_raised_with_status_code_and_headers(script: FakeScript, engine: Engine) -> None:
-    script.enqueue({"error": {"status": 429, "type": "requests", "code": "rate_limit_exceeded",
-                              "message": "Slow down", "param": None, "headers": {"retry-after": "1"}}})
+    script.enqueue(
+        {
+            "error": {
+                "status": 429,
+                "type": "requests",
+                "code": "rate_limit_exceeded",
+                "message": "Slow down",
+                "param": None,
+                "headers": {"retry-after": "1"},
+            }
+        }
+    )
     with pytest.raises(errors.RateLimitError) as info:
         generate_image(engine, "x")
     exc = info.value
@@ -100,8 +110,9 @@ def test_scripted_error_keeps_an_explicit_null_code(script: FakeScript, engine: 
     script.enqueue({"error": {"status": 503, "message": "Overloaded", "code": None}})
     with pytest.raises(errors.ProxyError) as info:
         generate_image(engine, "x")
-    assert info.value.envelope() == {"error": {"message": "Overloaded", "type": "server_error", "param": None,
-                                               "code": None}}
+    assert info.value.envelope() == {
+        "error": {"message": "Overloaded", "type": "server_error", "param": None, "code": None}
+    }
     assert info.value.status == 503
 
 
@@ -180,8 +191,9 @@ def test_stream_of_a_scripted_image_ends_with_that_image(script: FakeScript) -> 
     async def main() -> list[Any]:
         engine = Engine(image_adapter_opts={"script": script})
         try:
-            stream = await engine.run(ImageRequest(operation="edit", prompt="x", stream=True, partial_images=2,
-                                                   images=[InputFile(RED)]))
+            stream = await engine.run(
+                ImageRequest(operation="edit", prompt="x", stream=True, partial_images=2, images=[InputFile(RED)])
+            )
             assert not isinstance(stream, ImageResponse | RawBody)
             return [event async for event in stream]
         finally:
@@ -226,8 +238,10 @@ def test_json_script_file_as_a_list(tmp_path: Path) -> None:
 def test_exhaustion_message_names_the_script_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("[]\n")
-    with Engine(image_adapter_opts={"script_path": path}) as engine, \
-            pytest.raises(errors.FakeScriptExhausted, match=r"empty\.yaml.*had 0 replies"):
+    with (
+        Engine(image_adapter_opts={"script_path": path}) as engine,
+        pytest.raises(errors.FakeScriptExhausted, match=r"empty\.yaml.*had 0 replies"),
+    ):
         generate_image(engine, "x")
 
 
@@ -270,6 +284,8 @@ def test_bad_script_files_fail_with_the_reason(tmp_path: Path, name: str, text: 
 
 
 def test_missing_script_file_fails_when_the_engine_builds_the_adapter(tmp_path: Path) -> None:
-    with Engine(image_adapter_opts={"script_path": str(tmp_path / "nope.yaml")}) as engine, \
-            pytest.raises(ValueError, match=r"nope\.yaml does not exist"):
+    with (
+        Engine(image_adapter_opts={"script_path": str(tmp_path / "nope.yaml")}) as engine,
+        pytest.raises(ValueError, match=r"nope\.yaml does not exist"),
+    ):
         generate_image(engine, "x")

@@ -38,20 +38,30 @@ def _answer(request: httpx.Request) -> httpx.Response:
     """The fake OpenAI: image URLs for generations, the PNG for a URL fetch."""
     if request.method == "GET":
         return httpx.Response(200, content=_PNG, headers={"content-type": "image/png"})
-    return httpx.Response(200, json={"created": 1, "data": [{"url": "http://upstream.test/files/a.png"}]},
-                          headers={"x-request-id": "req_upstream"})
+    return httpx.Response(
+        200,
+        json={"created": 1, "data": [{"url": "http://upstream.test/files/a.png"}]},
+        headers={"x-request-id": "req_upstream"},
+    )
 
 
-async def _send(body: bytes, *, full_path: bool, monkeypatch: pytest.MonkeyPatch,
-                aliases: dict[str, ModelAlias] | None = None) -> tuple[list[httpx.Request], int, bytes]:
+async def _send(
+    body: bytes, *, full_path: bool, monkeypatch: pytest.MonkeyPatch, aliases: dict[str, ModelAlias] | None = None
+) -> tuple[list[httpx.Request], int, bytes]:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return _answer(request)
 
-    engine = Engine("openai", image_adapter_opts={"base_url": UPSTREAM, "api_key": KEY}, env={},
-                    transport=httpx.MockTransport(handler), journal=False, aliases=aliases)
+    engine = Engine(
+        "openai",
+        image_adapter_opts={"base_url": UPSTREAM, "api_key": KEY},
+        env={},
+        transport=httpx.MockTransport(handler),
+        journal=False,
+        aliases=aliases,
+    )
 
     def parse_full(operation: Operation, content_type: str | None, raw: bytes) -> ImageRequest:
         return dataclasses.replace(parse_request(operation, content_type, raw), verbatim=None)
@@ -61,8 +71,9 @@ async def _send(body: bytes, *, full_path: bool, monkeypatch: pytest.MonkeyPatch
             patched.setattr(endpoints, "parse_request", parse_full)
         app = create_app(engine)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy.test") as client:
-            answer = await client.post("/v1/images/generations", content=body,
-                                       headers={"content-type": "application/json"})
+            answer = await client.post(
+                "/v1/images/generations", content=body, headers={"content-type": "application/json"}
+            )
         await engine.aclose()
     return seen, answer.status_code, _HOSTED_ID.sub(b"img_ID", answer.content)
 
@@ -71,8 +82,13 @@ def _upstream_view(request: httpx.Request) -> tuple[Any, ...]:
     content: Any = request.content
     if request.method == "POST":
         content = json.dumps(json.loads(content), sort_keys=True)  # parsed-equal, order aside
-    return (request.method, str(request.url), request.headers.get("content-type"),
-            request.headers.get("authorization"), content)
+    return (
+        request.method,
+        str(request.url),
+        request.headers.get("content-type"),
+        request.headers.get("authorization"),
+        content,
+    )
 
 
 _TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
@@ -87,8 +103,13 @@ _VALUES: dict[str, st.SearchStrategy[Any]] = {
     "background": st.sampled_from(["transparent", "opaque", "auto", None]),
     "user": st.one_of(_TEXT, st.none()),
     "stream": st.sampled_from([False, None, "no"]),
-    "extra_field": st.one_of(st.none(), st.integers(), _TEXT, st.lists(st.integers(), max_size=3),
-                             st.dictionaries(_TEXT, st.booleans(), max_size=2)),
+    "extra_field": st.one_of(
+        st.none(),
+        st.integers(),
+        _TEXT,
+        st.lists(st.integers(), max_size=3),
+        st.dictionaries(_TEXT, st.booleans(), max_size=2),
+    ),
 }
 
 
@@ -102,10 +123,12 @@ def generation_bodies(draw: st.DrawFn) -> bytes:
     if "prompt" in payload and payload["prompt"] is None and draw(st.booleans()):
         payload["prompt"] = "a kestrel"
     spelling = draw(st.sampled_from(["compact", "spaced", "indented", "ascii"]))
-    text = {"compact": json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
-            "spaced": json.dumps(payload, ensure_ascii=False),
-            "indented": json.dumps(payload, indent=2, ensure_ascii=False),
-            "ascii": json.dumps(payload)}[spelling]
+    text = {
+        "compact": json.dumps(payload, separators=(",", ":"), ensure_ascii=False),
+        "spaced": json.dumps(payload, ensure_ascii=False),
+        "indented": json.dumps(payload, indent=2, ensure_ascii=False),
+        "ascii": json.dumps(payload),
+    }[spelling]
     return text.encode()
 
 
@@ -115,7 +138,8 @@ _BROKEN = st.sampled_from([b"", b"{", b"[]", b'"prompt"', b"\xff\xfe", b'{"promp
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=st.one_of(generation_bodies(), _BROKEN))
 def test_fast_and_full_path_send_the_same_upstream_request_and_answer_alike(
-        body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fast = asyncio.run(_send(body, full_path=False, monkeypatch=monkeypatch))
     full = asyncio.run(_send(body, full_path=True, monkeypatch=monkeypatch))
     fast_seen, fast_status, fast_answer = fast
@@ -141,10 +165,13 @@ def test_an_aliased_model_is_rendered_again_with_the_provider_model(monkeypatch:
     assert json.loads(seen[0].content)["model"] == "dall-e-2"
 
 
-@pytest.mark.parametrize("body", [
-    b'{"prompt": "a", "n": 2.0}',  # rendering sends 2
-    b'{"prompt": "a", "size": null}',  # rendering leaves a null typed field out
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"prompt": "a", "n": 2.0}',  # rendering sends 2
+        b'{"prompt": "a", "size": null}',  # rendering leaves a null typed field out
+    ],
+)
 def test_bodies_rendering_would_change_are_not_forwarded_verbatim(body: bytes) -> None:
     request = parse_request("generate", "application/json", body)
     assert request.verbatim is None

@@ -20,8 +20,11 @@ OPENAI_KEY = "sk-test-faults-upstream"
 
 
 def openai_engine(upstream_url: str, cassettes: CassetteSettings | None = None) -> Engine:
-    return Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                  cassettes=cassettes)
+    return Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+        cassettes=cassettes,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +34,21 @@ def openai_stack(served: tuple[FakeOpenAI, str]) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_openai_pass_through_upstream_sees_no_faulted_call(openai_stack: str, upstream: FakeOpenAI,
-                                                            kind: str) -> None:
+def test_openai_pass_through_upstream_sees_no_faulted_call(openai_stack: str, upstream: FakeOpenAI, kind: str) -> None:
     check_fault(openai_stack + "/v1", kind)
     assert len(upstream.requests) == (0 if kind in REPLACING else 1)
 
 
-def test_recording_keeps_no_faulted_interaction(tmp_path: Path, upstream: FakeOpenAI,
-                                                served: tuple[FakeOpenAI, str]) -> None:
+def test_recording_keeps_no_faulted_interaction(
+    tmp_path: Path, upstream: FakeOpenAI, served: tuple[FakeOpenAI, str]
+) -> None:
     cassette = tmp_path / "faults.json"
     with running_proxy(openai_engine(served[1], CassetteSettings(path=str(cassette), record_mode="once"))) as url:
         for kind in ALL_KINDS:
             check_fault(url + "/v1", kind, prompt=f"faulted {kind}")
         openai.OpenAI(base_url=url + "/v1", api_key="sk-test-x", max_retries=0).images.generate(
-            model="gpt-image-1", prompt="a plain heron")
+            model="gpt-image-1", prompt="a plain heron"
+        )
     recorded = cassette.read_text()
     assert "a plain heron" in recorded
     for kind in ALL_KINDS:
@@ -64,7 +68,8 @@ def test_replay_answers_faults_without_touching_the_cassette(tmp_path: Path, ser
         for kind in ALL_KINDS:
             check_fault(url + "/v1", kind, prompt="a replayed heron")
         replayed = openai.OpenAI(base_url=url + "/v1", api_key="sk-test-x", max_retries=0).images.generate(
-            model="gpt-image-1", prompt="a replayed heron")
+            model="gpt-image-1", prompt="a replayed heron"
+        )
     assert replayed.data and replayed.data[0].b64_json
     assert cassette.read_bytes() == before
     assert fake.requests == []
@@ -74,16 +79,18 @@ def test_replay_answers_faults_without_touching_the_cassette(tmp_path: Path, ser
 def gemini_stack() -> Iterator[tuple[FakeGemini, str]]:
     upstream = FakeGemini()
     with upstream.serving() as upstream_url:
-        engine = Engine(image_adapter="gemini", image_adapter_opts={"base_url": upstream_url},
-                        aliases={"gpt-image-1": {"provider": "gemini", "model": "gemini-3-pro-image"}},
-                        env={"GEMINI_API_KEY": VALID_KEY})
+        engine = Engine(
+            image_adapter="gemini",
+            image_adapter_opts={"base_url": upstream_url},
+            aliases={"gpt-image-1": {"provider": "gemini", "model": "gemini-3-pro-image"}},
+            env={"GEMINI_API_KEY": VALID_KEY},
+        )
         with running_proxy(engine) as url:
             yield upstream, url
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_gemini_pass_through_upstream_sees_no_faulted_call(gemini_stack: tuple[FakeGemini, str],
-                                                            kind: str) -> None:
+def test_gemini_pass_through_upstream_sees_no_faulted_call(gemini_stack: tuple[FakeGemini, str], kind: str) -> None:
     upstream, url = gemini_stack
     upstream.reset()
     check_fault(url + "/v1", kind)

@@ -58,12 +58,19 @@ def make_engine(upstream: FakeGemini | str, **opts: Any) -> Engine:
         base_url, transport = upstream, None
     else:
         base_url, transport = ASGI_BASE_URL, upstream.asgi_transport()
-    return Engine(image_adapter="gemini", image_adapter_opts={"base_url": base_url, **opts}, aliases=aliases,
-                  env={"GEMINI_API_KEY": KEY}, request_options={"timeout": timeout}, transport=transport)
+    return Engine(
+        image_adapter="gemini",
+        image_adapter_opts={"base_url": base_url, **opts},
+        aliases=aliases,
+        env={"GEMINI_API_KEY": KEY},
+        request_options={"timeout": timeout},
+        transport=transport,
+    )
 
 
 def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> Any:
     """One request on a fresh loop; a stream is drained into a list of events."""
+
     async def go() -> Any:
         try:
             result = await engine.run(request, options or Call())
@@ -83,8 +90,6 @@ def gen(**fields: Any) -> ImageRequest:
     return ImageRequest(operation="generate", **fields)
 
 
-
-
 def pixels(data: bytes) -> PILImage.Image:
     img = PILImage.open(io.BytesIO(data))
     img.load()
@@ -101,8 +106,10 @@ def test_generation_sends_one_generate_content_call_as_google_documents(upstream
     assert sent.headers["x-goog-api-key"] == KEY
     assert sent.headers["content-type"] == "application/json"
     assert sent.body["contents"] == [{"role": "user", "parts": [{"text": "a kestrel on a fence post"}]}]
-    assert sent.generation_config == {"responseModalities": ["IMAGE"],
-                                      "imageConfig": {"aspectRatio": "3:2", "imageSize": "1K"}}
+    assert sent.generation_config == {
+        "responseModalities": ["IMAGE"],
+        "imageConfig": {"aspectRatio": "3:2", "imageSize": "1K"},
+    }
 
 
 def test_response_size_reports_the_decoded_pixels_not_the_requested_size(upstream: FakeGemini) -> None:
@@ -149,8 +156,12 @@ def test_unknown_gemini_model_id_is_sent_as_is_and_its_404_is_model_not_found(up
 
 
 def test_api_version_and_per_call_key_reach_google(upstream: FakeGemini) -> None:
-    engine = Engine(image_adapter="gemini", image_adapter_opts={"base_url": ASGI_BASE_URL + "/", "api_version": "v1"},
-                    env={"GEMINI_API_KEY": "some-other-key"}, transport=upstream.asgi_transport())
+    engine = Engine(
+        image_adapter="gemini",
+        image_adapter_opts={"base_url": ASGI_BASE_URL + "/", "api_version": "v1"},
+        env={"GEMINI_API_KEY": "some-other-key"},
+        transport=upstream.asgi_transport(),
+    )
     run(engine, gen(), Call(client_key=KEY))
     assert upstream.requests[0].path == "/v1/models/gemini-3-pro-image:generateContent"
     assert upstream.requests[0].headers["x-goog-api-key"] == KEY
@@ -192,13 +203,17 @@ def test_partial_success_returns_the_images_that_came_back(upstream: FakeGemini)
     assert len(upstream.requests) == 3 and len(resp.images) == 1
 
 
-@pytest.mark.parametrize(("replies", "expected"), [
-    ([g.unavailable(), g.quota_exceeded(), g.finish_blocked()], errors.ContentPolicyError),
-    ([g.unavailable(), g.internal(), g.quota_exceeded()], errors.RateLimitError),
-    ([g.invalid_argument(), g.unavailable(), g.invalid_argument()], errors.UpstreamError),
-])
-def test_all_calls_failing_raises_the_most_telling_error(upstream: FakeGemini, replies: list[g.Reply],
-                                                          expected: type[errors.ProxyError]) -> None:
+@pytest.mark.parametrize(
+    ("replies", "expected"),
+    [
+        ([g.unavailable(), g.quota_exceeded(), g.finish_blocked()], errors.ContentPolicyError),
+        ([g.unavailable(), g.internal(), g.quota_exceeded()], errors.RateLimitError),
+        ([g.invalid_argument(), g.unavailable(), g.invalid_argument()], errors.UpstreamError),
+    ],
+)
+def test_all_calls_failing_raises_the_most_telling_error(
+    upstream: FakeGemini, replies: list[g.Reply], expected: type[errors.ProxyError]
+) -> None:
     upstream.script(*replies)
     with pytest.raises(expected):
         run(make_engine(upstream, max_concurrency=1), gen(n=3))
@@ -236,8 +251,9 @@ def test_thought_images_and_thought_text_are_skipped(upstream: FakeGemini) -> No
 
 def test_usage_maps_usage_metadata_as_tabulated(upstream: FakeGemini) -> None:
     upstream.script(g.image(thoughts=1))
-    request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="make it dusk",
-                           images=[InputFile(noise_png((32, 32)))])
+    request = ImageRequest(
+        operation="edit", model="gemini-3-pro-image", prompt="make it dusk", images=[InputFile(noise_png((32, 32)))]
+    )
     resp = run(make_engine(upstream), request)
     usage = resp.usage
     prompt_text = len("make it dusk") // 4
@@ -267,8 +283,12 @@ def test_edit_sends_every_image_as_inline_data_with_its_sniffed_type(upstream: F
     buf = io.BytesIO()
     PILImage.open(io.BytesIO(png)).save(buf, format="JPEG")
     jpeg = buf.getvalue()
-    request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="put them together",
-                           images=[InputFile(png, content_type="image/jpeg"), InputFile(jpeg, filename="x.png")])
+    request = ImageRequest(
+        operation="edit",
+        model="gemini-3-pro-image",
+        prompt="put them together",
+        images=[InputFile(png, content_type="image/jpeg"), InputFile(jpeg, filename="x.png")],
+    )
     run(make_engine(upstream), request)
     [sent] = upstream.requests
     assert sent.image_mime_types == ["image/png", "image/jpeg"]
@@ -280,8 +300,13 @@ def test_edit_sends_every_image_as_inline_data_with_its_sniffed_type(upstream: F
 
 
 def test_edit_with_size_maps_it(upstream: FakeGemini) -> None:
-    request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="wider", size="1536x1024",
-                           images=[InputFile(noise_png((32, 32)))])
+    request = ImageRequest(
+        operation="edit",
+        model="gemini-3-pro-image",
+        prompt="wider",
+        size="1536x1024",
+        images=[InputFile(noise_png((32, 32)))],
+    )
     run(make_engine(upstream), request)
     assert upstream.requests[0].image_config == {"aspectRatio": "3:2", "imageSize": "1K"}
 
@@ -290,8 +315,13 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(upstream: FakeGemini) -> None
     size = (48, 36)
     original = noise_png(size)
     upstream.script(g.image("jpeg"))  # lossy and a different size: the proxy must still keep pixels exact
-    request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="paint the right half blue",
-                           images=[InputFile(original)], mask=InputFile(half_transparent_mask(size), field="mask"))
+    request = ImageRequest(
+        operation="edit",
+        model="gemini-3-pro-image",
+        prompt="paint the right half blue",
+        images=[InputFile(original)],
+        mask=InputFile(half_transparent_mask(size), field="mask"),
+    )
     resp = run(make_engine(upstream), request)
     out = pixels(resp.images[0].data).convert("RGB")
     src = pixels(original).convert("RGB")
@@ -305,9 +335,13 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(upstream: FakeGemini) -> None
 
 def test_mask_hint_sends_the_mask_as_a_black_and_white_image_with_an_instruction(upstream: FakeGemini) -> None:
     size = (20, 10)
-    request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="add a moon",
-                           images=[InputFile(noise_png(size))],
-                           mask=InputFile(half_transparent_mask(size), field="mask"))
+    request = ImageRequest(
+        operation="edit",
+        model="gemini-3-pro-image",
+        prompt="add a moon",
+        images=[InputFile(noise_png(size))],
+        mask=InputFile(half_transparent_mask(size), field="mask"),
+    )
     run(make_engine(upstream, mask_hint=True), request)
     sent = upstream.requests[0]
     assert len(sent.images) == 2
@@ -320,8 +354,9 @@ def test_mask_hint_sends_the_mask_as_a_black_and_white_image_with_an_instruction
 
 
 def variation(**fields: Any) -> ImageRequest:
-    return ImageRequest(operation="variation", model="gemini-3-pro-image", images=[InputFile(noise_png((16, 16)))],
-                        **fields)
+    return ImageRequest(
+        operation="variation", model="gemini-3-pro-image", images=[InputFile(noise_png((16, 16)))], **fields
+    )
 
 
 def test_variations_are_refused_by_default_with_how_to_enable_them(upstream: FakeGemini) -> None:
@@ -353,8 +388,9 @@ def test_stream_gives_one_completed_event_per_image(upstream: FakeGemini) -> Non
 
 
 def test_streamed_edit_events_are_image_edit_completed(upstream: FakeGemini) -> None:
-    request = ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="x", stream=True,
-                           images=[InputFile(noise_png((16, 16)))])
+    request = ImageRequest(
+        operation="edit", model="gemini-3-pro-image", prompt="x", stream=True, images=[InputFile(noise_png((16, 16)))]
+    )
     events = run(make_engine(upstream), request)
     assert [e.type for e in events] == ["image_edit.completed"]
 
@@ -384,7 +420,9 @@ def test_options_with_bad_values_fail_naming_the_valid_ones(upstream: FakeGemini
 
 def test_inline_data_is_standard_base64_of_the_exact_bytes(upstream: FakeGemini) -> None:
     original = noise_png((8, 8))
-    run(make_engine(upstream), ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="x",
-                                       images=[InputFile(original)]))
+    run(
+        make_engine(upstream),
+        ImageRequest(operation="edit", model="gemini-3-pro-image", prompt="x", images=[InputFile(original)]),
+    )
     part = next(p for p in upstream.requests[0].parts if "inlineData" in p)
     assert part["inlineData"]["data"] == base64.b64encode(original).decode()

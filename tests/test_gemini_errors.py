@@ -29,9 +29,15 @@ def mapped(status: int, body: bytes) -> errors.ProxyError:
 
 
 def test_blocked_key_reason_on_a_403_is_an_invalid_key() -> None:
-    err = mapped(403, envelope(403, "PERMISSION_DENIED", "Requests to this API are blocked.",
-                               [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                                 "reason": "API_KEY_SERVICE_BLOCKED"}]))
+    err = mapped(
+        403,
+        envelope(
+            403,
+            "PERMISSION_DENIED",
+            "Requests to this API are blocked.",
+            [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED"}],
+        ),
+    )
     assert (err.status, err.code) == (401, "invalid_api_key")
 
 
@@ -47,8 +53,12 @@ def test_an_envelope_wrapped_in_a_list_is_still_read() -> None:
 
 
 def test_quota_without_quota_failure_falls_back_to_the_message() -> None:
-    billing = mapped(429, envelope(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check "
-                                                              "your plan and billing details."))
+    billing = mapped(
+        429,
+        envelope(
+            429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing details."
+        ),
+    )
     plain = mapped(429, envelope(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."))
     assert (billing.type, billing.code) == ("insufficient_quota", "insufficient_quota")
     assert (plain.type, plain.code) == ("requests", "rate_limit_exceeded")
@@ -56,10 +66,21 @@ def test_quota_without_quota_failure_falls_back_to_the_message() -> None:
 
 
 def test_per_day_quota_tells_the_sdk_not_to_retry() -> None:
-    err = mapped(429, envelope(429, "RESOURCE_EXHAUSTED", "quota", [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-         "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.2s"}]))
+    err = mapped(
+        429,
+        envelope(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "quota",
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}],
+                },
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.2s"},
+            ],
+        ),
+    )
     assert err.response_headers() == {"retry-after": "1", "x-should-retry": "false"}
 
 

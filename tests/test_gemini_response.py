@@ -14,8 +14,9 @@ from tests.support.images import png_bytes
 
 
 def answer(parts: list[dict[str, Any]], finish: str = "STOP", **top: Any) -> bytes:
-    return json.dumps({"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish}],
-                       **top}).encode()
+    return json.dumps(
+        {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish}], **top}
+    ).encode()
 
 
 def inline(data: bytes, mime: str = "image/png", **extra: Any) -> dict[str, Any]:
@@ -28,8 +29,17 @@ def parse(body: bytes) -> Any:
 
 def test_the_last_final_image_is_the_answer_and_thoughts_are_skipped() -> None:
     first, last, thought = (png_bytes((4, 4), (shade,) * 3, "RGB") for shade in (1, 2, 3))
-    result = parse(answer([inline(thought, thought=True), {"text": "draft", "thought": True}, inline(first),
-                           {"text": "Two takes."}, inline(last)]))
+    result = parse(
+        answer(
+            [
+                inline(thought, thought=True),
+                {"text": "draft", "thought": True},
+                inline(first),
+                {"text": "Two takes."},
+                inline(last),
+            ]
+        )
+    )
     assert result.data == last and result.text == "Two takes."
 
 
@@ -57,8 +67,19 @@ def test_a_200_that_is_not_json_is_a_502() -> None:
     assert (caught.value.status, caught.value.code) == (502, "upstream_error")
 
 
-@pytest.mark.parametrize("reason", ["SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
-                                    "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+    ],
+)
 def test_safety_finish_reasons_without_an_image_are_content_policy(reason: str) -> None:
     body = json.dumps({"candidates": [{"content": {}, "finishReason": reason}]}).encode()
     with pytest.raises(errors.ContentPolicyError) as caught:
@@ -73,7 +94,12 @@ def test_block_reason_message_reaches_the_client() -> None:
 
 
 def test_usage_total_falls_back_to_input_plus_output() -> None:
-    usage = usage_from_metadata({"promptTokenCount": 10, "candidatesTokenCount": 1290,
-                                 "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1290}]})
+    usage = usage_from_metadata(
+        {
+            "promptTokenCount": 10,
+            "candidatesTokenCount": 1290,
+            "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1290}],
+        }
+    )
     assert (usage.total_tokens, usage.output_image_tokens, usage.output_text_tokens) == (1300, 1290, 0)
     assert usage.input_text_tokens == 0  # no details: nothing is made up

@@ -33,9 +33,14 @@ def stack() -> Iterator[dict[str, Any]]:
     """The fake Gemini API, and two proxies in front of it: variations rejected (default) and emulated."""
     upstream = FakeGemini()
     with upstream.serving() as upstream_url:
+
         def engine(**opts: Any) -> Engine:
-            return Engine(image_adapter="gemini", image_adapter_opts={"base_url": upstream_url, **opts},
-                          aliases=ALIASES, env={"GEMINI_API_KEY": KEY})
+            return Engine(
+                image_adapter="gemini",
+                image_adapter_opts={"base_url": upstream_url, **opts},
+                aliases=ALIASES,
+                env={"GEMINI_API_KEY": KEY},
+            )
 
         with running_proxy(engine()) as plain, running_proxy(engine(variations="emulate")) as emulating:
             yield {"upstream": upstream, "plain": plain, "emulating": emulating}
@@ -66,8 +71,6 @@ def decode(b64: str | None) -> PILImage.Image:
     return img
 
 
-
-
 # -- sizes: the spec 11 table, per OpenAI family, through the SDK --------------------------------------------
 
 # (client model -> gemini model, size, quality, aspectRatio, imageSize)
@@ -90,11 +93,18 @@ SDK_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("model", "target", "size", "quality", "ratio", "tier"), SDK_TABLE,
-                         ids=[f"{r[0]}-{r[2]}-{r[3]}" for r in SDK_TABLE])
+@pytest.mark.parametrize(
+    ("model", "target", "size", "quality", "ratio", "tier"), SDK_TABLE, ids=[f"{r[0]}-{r[2]}-{r[3]}" for r in SDK_TABLE]
+)
 def test_every_openai_size_maps_to_the_tabulated_ratio_and_tier(
-    client: openai.OpenAI, upstream: FakeGemini, model: str, target: str, size: str, quality: str | None,
-    ratio: str, tier: str | None,
+    client: openai.OpenAI,
+    upstream: FakeGemini,
+    model: str,
+    target: str,
+    size: str,
+    quality: str | None,
+    ratio: str,
+    tier: str | None,
 ) -> None:
     extra: dict[str, Any] = {"quality": quality} if quality else {}
     if model.startswith("dall-e"):
@@ -109,8 +119,7 @@ def test_every_openai_size_maps_to_the_tabulated_ratio_and_tier(
         assert result.size == "{}x{}".format(*real)
 
 
-def test_dall_e_3_code_runs_unchanged_on_gemini_with_a_hosted_url(client: openai.OpenAI,
-                                                                 upstream: FakeGemini) -> None:
+def test_dall_e_3_code_runs_unchanged_on_gemini_with_a_hosted_url(client: openai.OpenAI, upstream: FakeGemini) -> None:
     result = client.images.generate(model="dall-e-3", prompt="a lighthouse", size="1792x1024", quality="hd")
     assert result.data is not None and result.data[0].url is not None
     fetched = httpx.get(result.data[0].url)
@@ -140,8 +149,12 @@ def test_n_3_makes_three_upstream_calls(client: openai.OpenAI, upstream: FakeGem
 @pytest.mark.parametrize(("fmt", "magic"), [("png", b"\x89PNG"), ("jpeg", b"\xff\xd8\xff"), ("webp", b"RIFF")])
 def test_output_format_is_transcoded(client: openai.OpenAI, upstream: FakeGemini, fmt: str, magic: bytes) -> None:
     upstream.script(g.image("jpeg", label="image/png"))
-    result = client.images.generate(model="gpt-image-1.5", prompt="x", output_format=fmt,  # type: ignore[call-overload]
-                                    output_compression=70)
+    result = client.images.generate(
+        model="gpt-image-1.5",
+        prompt="x",
+        output_format=fmt,  # type: ignore[call-overload]
+        output_compression=70,
+    )
     assert result.data is not None and base64.b64decode(result.data[0].b64_json or "").startswith(magic)
     assert result.output_format == fmt
 
@@ -150,9 +163,13 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(client: openai.OpenAI, upstre
     size = (40, 24)
     original = noise_png(size)
     upstream.script(g.image("jpeg"))
-    result = client.images.edit(model="gpt-image-1.5", prompt="paint the right half", size="1024x1024",
-                                image=("photo.png", original, "image/png"),
-                                mask=("mask.png", half_transparent_mask(size), "image/png"))
+    result = client.images.edit(
+        model="gpt-image-1.5",
+        prompt="paint the right half",
+        size="1024x1024",
+        image=("photo.png", original, "image/png"),
+        mask=("mask.png", half_transparent_mask(size), "image/png"),
+    )
     assert result.data is not None
     out = decode(result.data[0].b64_json).convert("RGB")
     src = PILImage.open(io.BytesIO(original)).convert("RGB")
@@ -160,8 +177,9 @@ def test_edit_with_mask_keeps_every_unmasked_pixel(client: openai.OpenAI, upstre
     for y in range(size[1]):
         for x in range(size[0] // 2):
             assert out.getpixel((x, y)) == src.getpixel((x, y)), (x, y)
-    changed = sum(out.getpixel((x, y)) != src.getpixel((x, y))
-                  for y in range(size[1]) for x in range(size[0] // 2, size[0]))
+    changed = sum(
+        out.getpixel((x, y)) != src.getpixel((x, y)) for y in range(size[1]) for x in range(size[0] // 2, size[0])
+    )
     assert changed > 0.9 * (size[0] // 2) * size[1]
     assert upstream.requests[0].image_config == {"aspectRatio": "1:1", "imageSize": "1K"}
 
@@ -176,40 +194,124 @@ def test_edit_with_several_images_sends_them_all(client: openai.OpenAI, upstream
 # -- errors: spec 11 table rows ---------------------------------------------------------------------------------
 
 ERROR_ROWS = [
-    ("api_key_invalid", g.api_key_invalid(), openai.AuthenticationError, 401, "invalid_request_error",
-     "invalid_api_key", "API key not valid"),
-    ("no_key", g.no_key(), openai.AuthenticationError, 401, "invalid_request_error", "invalid_api_key",
-     "unregistered callers"),
-    ("leaked_key", g.leaked_key(), openai.AuthenticationError, 401, "invalid_request_error", "invalid_api_key",
-     "leaked"),
-    ("permission", g.permission_denied(), openai.PermissionDeniedError, 403, "permission_error",
-     "permission_denied", "does not have permission"),
-    ("location", g.location_unsupported(), openai.PermissionDeniedError, 403, "invalid_request_error",
-     "unsupported_country_region_territory", "User location"),
-    ("billing", g.billing_required(), openai.BadRequestError, 400, "invalid_request_error", "failed_precondition",
-     "enable billing"),
-    ("invalid_argument", g.invalid_argument(), openai.BadRequestError, 400, "invalid_request_error",
-     "invalid_value", "invalid argument"),
-    ("not_found", g.model_not_found(), openai.NotFoundError, 404, "invalid_request_error", "model_not_found",
-     "is not found"),
-    ("quota_day", g.quota_exceeded("day"), openai.RateLimitError, 429, "insufficient_quota", "insufficient_quota",
-     "exceeded your current quota"),
-    ("quota_minute", g.quota_exceeded("minute", "7.2s"), openai.RateLimitError, 429, "requests",
-     "rate_limit_exceeded", "exceeded your current quota"),
+    (
+        "api_key_invalid",
+        g.api_key_invalid(),
+        openai.AuthenticationError,
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "API key not valid",
+    ),
+    (
+        "no_key",
+        g.no_key(),
+        openai.AuthenticationError,
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "unregistered callers",
+    ),
+    (
+        "leaked_key",
+        g.leaked_key(),
+        openai.AuthenticationError,
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "leaked",
+    ),
+    (
+        "permission",
+        g.permission_denied(),
+        openai.PermissionDeniedError,
+        403,
+        "permission_error",
+        "permission_denied",
+        "does not have permission",
+    ),
+    (
+        "location",
+        g.location_unsupported(),
+        openai.PermissionDeniedError,
+        403,
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "User location",
+    ),
+    (
+        "billing",
+        g.billing_required(),
+        openai.BadRequestError,
+        400,
+        "invalid_request_error",
+        "failed_precondition",
+        "enable billing",
+    ),
+    (
+        "invalid_argument",
+        g.invalid_argument(),
+        openai.BadRequestError,
+        400,
+        "invalid_request_error",
+        "invalid_value",
+        "invalid argument",
+    ),
+    (
+        "not_found",
+        g.model_not_found(),
+        openai.NotFoundError,
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "is not found",
+    ),
+    (
+        "quota_day",
+        g.quota_exceeded("day"),
+        openai.RateLimitError,
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "exceeded your current quota",
+    ),
+    (
+        "quota_minute",
+        g.quota_exceeded("minute", "7.2s"),
+        openai.RateLimitError,
+        429,
+        "requests",
+        "rate_limit_exceeded",
+        "exceeded your current quota",
+    ),
     ("internal", g.internal(), openai.InternalServerError, 500, "server_error", None, "internal error"),
-    ("unavailable", g.unavailable(), openai.InternalServerError, 503, "server_error", "service_unavailable",
-     "overloaded"),
-    ("deadline", g.deadline_exceeded(), openai.InternalServerError, 504, "server_error", "timeout",
-     "Deadline expired"),
+    (
+        "unavailable",
+        g.unavailable(),
+        openai.InternalServerError,
+        503,
+        "server_error",
+        "service_unavailable",
+        "overloaded",
+    ),
+    ("deadline", g.deadline_exceeded(), openai.InternalServerError, 504, "server_error", "timeout", "Deadline expired"),
     ("not_json", g.not_json(), openai.InternalServerError, 502, "server_error", "upstream_error", "Bad Gateway"),
 ]
 
 
-@pytest.mark.parametrize(("name", "reply", "exc", "status", "etype", "code", "text"), ERROR_ROWS,
-                         ids=[r[0] for r in ERROR_ROWS])
+@pytest.mark.parametrize(
+    ("name", "reply", "exc", "status", "etype", "code", "text"), ERROR_ROWS, ids=[r[0] for r in ERROR_ROWS]
+)
 def test_google_errors_arrive_as_the_openai_exception_the_table_names(
-    client: openai.OpenAI, upstream: FakeGemini, name: str, reply: g.Reply, exc: type[openai.APIStatusError],
-    status: int, etype: str, code: str | None, text: str,
+    client: openai.OpenAI,
+    upstream: FakeGemini,
+    name: str,
+    reply: g.Reply,
+    exc: type[openai.APIStatusError],
+    status: int,
+    etype: str,
+    code: str | None,
+    text: str,
 ) -> None:
     upstream.script(reply)
     with pytest.raises(exc) as caught:
@@ -221,18 +323,22 @@ def test_google_errors_arrive_as_the_openai_exception_the_table_names(
 
 
 @pytest.mark.parametrize(("per", "delay", "retry_after"), [("minute", "7.2s", "8"), ("day", "23s", "23")])
-def test_quota_errors_carry_retry_after_from_retry_info(client: openai.OpenAI, upstream: FakeGemini, per: str,
-                                                        delay: str, retry_after: str) -> None:
+def test_quota_errors_carry_retry_after_from_retry_info(
+    client: openai.OpenAI, upstream: FakeGemini, per: str, delay: str, retry_after: str
+) -> None:
     upstream.script(g.quota_exceeded(per, delay))
     with pytest.raises(openai.RateLimitError) as caught:
         client.images.generate(model="gpt-image-1.5", prompt="a kestrel")
     assert caught.value.response.headers["retry-after"] == retry_after
 
 
-def test_a_real_bad_key_and_a_missing_key_reach_the_client_as_401(stack: dict[str, Any],
-                                                                   upstream: FakeGemini) -> None:
-    client = openai.OpenAI(base_url=stack["plain"] + "/v1", api_key="sk-test-x", max_retries=0,
-                           default_headers={"X-ALLM-Api-Key": "not-the-right-key"})
+def test_a_real_bad_key_and_a_missing_key_reach_the_client_as_401(stack: dict[str, Any], upstream: FakeGemini) -> None:
+    client = openai.OpenAI(
+        base_url=stack["plain"] + "/v1",
+        api_key="sk-test-x",
+        max_retries=0,
+        default_headers={"X-ALLM-Api-Key": "not-the-right-key"},
+    )
     with pytest.raises(openai.AuthenticationError) as caught:
         client.images.generate(model="gpt-image-1.5", prompt="a kestrel")
     assert caught.value.code == "invalid_api_key"
@@ -240,11 +346,18 @@ def test_a_real_bad_key_and_a_missing_key_reach_the_client_as_401(stack: dict[st
     upstream.requests[0].problems.clear()  # refusing the key was the point
 
 
-@pytest.mark.parametrize("reply", [g.prompt_blocked("PROHIBITED_CONTENT"), g.finish_blocked("IMAGE_SAFETY"),
-                                   g.finish_blocked("SAFETY", text="I can't create that.")],
-                         ids=["prompt_blocked", "image_safety", "safety_with_text"])
-def test_safety_blocks_are_content_policy_violations(client: openai.OpenAI, upstream: FakeGemini,
-                                                     reply: g.Reply) -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        g.prompt_blocked("PROHIBITED_CONTENT"),
+        g.finish_blocked("IMAGE_SAFETY"),
+        g.finish_blocked("SAFETY", text="I can't create that."),
+    ],
+    ids=["prompt_blocked", "image_safety", "safety_with_text"],
+)
+def test_safety_blocks_are_content_policy_violations(
+    client: openai.OpenAI, upstream: FakeGemini, reply: g.Reply
+) -> None:
     upstream.script(reply)
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.generate(model="dall-e-3", prompt="something forbidden")
@@ -252,8 +365,9 @@ def test_safety_blocks_are_content_policy_violations(client: openai.OpenAI, upst
     assert reply.reason in caught.value.message
 
 
-def test_no_image_for_another_reason_is_a_502_naming_the_finish_reason(client: openai.OpenAI,
-                                                                       upstream: FakeGemini) -> None:
+def test_no_image_for_another_reason_is_a_502_naming_the_finish_reason(
+    client: openai.OpenAI, upstream: FakeGemini
+) -> None:
     upstream.script(g.no_image("NO_IMAGE", text="Here is a poem instead."))
     with pytest.raises(openai.InternalServerError) as caught:
         client.images.generate(model="gpt-image-1.5", prompt="a kestrel")
@@ -265,8 +379,9 @@ def test_no_image_for_another_reason_is_a_502_naming_the_finish_reason(client: o
 
 
 def test_streaming_gives_a_parseable_completed_event(client: openai.OpenAI, upstream: FakeGemini) -> None:
-    stream = client.images.generate(model="gpt-image-1.5", prompt="a kestrel", size="1536x1024", stream=True,
-                                    partial_images=2)
+    stream = client.images.generate(
+        model="gpt-image-1.5", prompt="a kestrel", size="1536x1024", stream=True, partial_images=2
+    )
     events = list(stream)
     assert [e.type for e in events] == ["image_generation.completed"]
     [done] = events
@@ -277,8 +392,9 @@ def test_streaming_gives_a_parseable_completed_event(client: openai.OpenAI, upst
 
 
 def test_streaming_an_edit_gives_image_edit_completed(client: openai.OpenAI, upstream: FakeGemini) -> None:
-    stream = client.images.edit(model="gpt-image-1.5", prompt="dusk", image=("a.png", noise_png((16, 16)),
-                                                                          "image/png"), stream=True)
+    stream = client.images.edit(
+        model="gpt-image-1.5", prompt="dusk", image=("a.png", noise_png((16, 16)), "image/png"), stream=True
+    )
     assert [e.type for e in stream] == ["image_edit.completed"]
 
 
@@ -291,9 +407,13 @@ def test_variations_are_a_clear_400_by_default(client: openai.OpenAI, upstream: 
 
 
 def test_variations_are_emulated_with_the_option(emulating_client: openai.OpenAI, upstream: FakeGemini) -> None:
-    result = emulating_client.images.create_variation(model="dall-e-2", n=2, size="256x256",
-                                                      response_format="b64_json",
-                                                      image=("a.png", noise_png((16, 16)), "image/png"))
+    result = emulating_client.images.create_variation(
+        model="dall-e-2",
+        n=2,
+        size="256x256",
+        response_format="b64_json",
+        image=("a.png", noise_png((16, 16)), "image/png"),
+    )
     assert result.data is not None and len(result.data) == 2
     assert len(upstream.requests) == 2 and "variation" in upstream.requests[0].text.lower()
     assert upstream.requests[0].image_config == {"aspectRatio": "1:1", "imageSize": "512"}

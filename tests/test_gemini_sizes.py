@@ -41,8 +41,9 @@ SPEC_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("family", "size", "quality", "ratio", "tier"), SPEC_TABLE,
-                         ids=[f"{r[0]}-{r[1]}-{r[2]}" for r in SPEC_TABLE])
+@pytest.mark.parametrize(
+    ("family", "size", "quality", "ratio", "tier"), SPEC_TABLE, ids=[f"{r[0]}-{r[1]}-{r[2]}" for r in SPEC_TABLE]
+)
 def test_openai_sizes_map_as_tabulated(family: str, size: str, quality: str | None, ratio: str, tier: str) -> None:
     openai_family = CATALOG.family_named(family)
     assert openai_family is not None and openai_family.size_allowed(size)  # a size that family really takes
@@ -105,10 +106,16 @@ def test_unknown_model_uses_the_generic_gemini_family() -> None:
 
 
 def test_config_can_teach_a_new_model_its_ratios_and_tiers() -> None:
-    catalog = ModelCatalog.from_config({"gemini-4-image": {"like": "gemini-3.1-flash-image",
-                                                           "match": ["gemini-4-image"],
-                                                           "aspect_ratios": ["1:1", "16:9"],
-                                                           "image_sizes": ["1K", "4K"]}})
+    catalog = ModelCatalog.from_config(
+        {
+            "gemini-4-image": {
+                "like": "gemini-3.1-flash-image",
+                "match": ["gemini-4-image"],
+                "aspect_ratios": ["1:1", "16:9"],
+                "image_sizes": ["1K", "4K"],
+            }
+        }
+    )
     family = catalog.for_provider("gemini-4-image-001", "gemini")
     got = image_config_for("1536x1024", "high", family, model="gemini-4-image-001")
     assert got == GeminiImageConfig("16:9", "4K")

@@ -62,12 +62,20 @@ def _encoded(size: tuple[int, int], mode: str, fmt: str) -> bytes:
     return image_bytes(size, (9, 99, 199, 128), mode, fmt)
 
 
-IMAGES = [_encoded((16, 16), "RGBA", "PNG"), _encoded((16, 16), "RGB", "PNG"), _encoded((16, 16), "P", "PNG"),
-          _encoded((16, 8), "RGB", "JPEG"), _encoded((16, 16), "RGBA", "WEBP"), _encoded((16, 16), "LA", "PNG"),
-          b"junk", _encoded((16, 16), "RGBA", "PNG")[:60]]
+IMAGES = [
+    _encoded((16, 16), "RGBA", "PNG"),
+    _encoded((16, 16), "RGB", "PNG"),
+    _encoded((16, 16), "P", "PNG"),
+    _encoded((16, 8), "RGB", "JPEG"),
+    _encoded((16, 16), "RGBA", "WEBP"),
+    _encoded((16, 16), "LA", "PNG"),
+    b"junk",
+    _encoded((16, 16), "RGBA", "PNG")[:60],
+]
 FIELD_VALUES = {  # mostly values some model takes, and a few no model does
-    "model": st.sampled_from(["gpt-image-1.5", "gpt-image-2", "dall-e-2", "dall-e-3", "gemini-3-pro-image",
-                              "some-future-model"]),
+    "model": st.sampled_from(
+        ["gpt-image-1.5", "gpt-image-2", "dall-e-2", "dall-e-3", "gemini-3-pro-image", "some-future-model"]
+    ),
     "n": st.sampled_from(["1", "1", "2", "0", "11", "two", " 3 "]),
     "size": st.sampled_from(["auto", "16x16", "1024x1024", "256x256", "0x0", "99999x1", "x", "16x8"]),
     "quality": st.sampled_from(["auto", "low", "standard", "hd", "max", ""]),
@@ -92,8 +100,10 @@ def multipart_requests(draw: st.DrawFn) -> tuple[str, dict[str, str], FileParts]
     if draw(st.integers(0, 9)):
         fields["prompt"] = draw(st.text(min_size=1, max_size=20))
     name = draw(st.sampled_from(["image", "image[]"]))
-    files = [(name, (f"{i}.png", image, "application/octet-stream"))
-             for i, image in enumerate(draw(st.lists(st.sampled_from(IMAGES), min_size=0, max_size=3)))]
+    files = [
+        (name, (f"{i}.png", image, "application/octet-stream"))
+        for i, image in enumerate(draw(st.lists(st.sampled_from(IMAGES), min_size=0, max_size=3)))
+    ]
     if draw(st.booleans()):
         files.append(("mask", ("mask.png", draw(st.sampled_from(IMAGES)), "image/png")))
     files.append(("note", ("note.txt", b"a file part the codec keeps for pass-through", "text/plain")))
@@ -103,7 +113,8 @@ def multipart_requests(draw: st.DrawFn) -> tuple[str, dict[str, str], FileParts]
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(multipart_requests())
 def test_uploads_of_real_and_broken_images_with_any_fields_never_get_a_5xx(
-        request: tuple[str, dict[str, str], FileParts]) -> None:
+    request: tuple[str, dict[str, str], FileParts],
+) -> None:
     path, fields, files = request
     response = CLIENT.post(path, data=fields, files=files)
     assert response.status_code < 500, response.text
@@ -130,8 +141,15 @@ def test_the_document_is_served_and_lists_every_route() -> None:
 
     served = asyncio.run(fetch()).json()
     assert served == openapi_document()
-    assert set(served["paths"]) == {"/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
-                                    "/v1/images/files/{file_id}", "/v1/models", "/v1/models/{model}", "/healthz"}
+    assert set(served["paths"]) == {
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/images/variations",
+        "/v1/images/files/{file_id}",
+        "/v1/models",
+        "/v1/models/{model}",
+        "/healthz",
+    }
 
 
 def test_the_document_types_exactly_the_fields_the_codec_types() -> None:
@@ -154,4 +172,5 @@ def test_every_image_route_documents_its_error_statuses(path: str) -> None:
     responses = openapi_document()["paths"][path]["post"]["responses"]
     for status in ("400", "401", "408", "413", "415", "502", "503", "default"):
         assert responses[status]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/ErrorResponse"}
+            "$ref": "#/components/schemas/ErrorResponse"
+        }

@@ -70,6 +70,7 @@ def hammer(url: str, total: int, body: Callable[[int], dict[str, Any]]) -> Count
     async def run() -> None:
         queue = iter(range(total))
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
             async def worker() -> None:
                 for i in queue:
                     response = await client.post("/v1/images/generations", json=body(i))
@@ -106,8 +107,10 @@ def assert_nothing_leaks(url: str, probe: LoopProbe, total: int, body: Callable[
 
 def test_a_thousand_requests_to_an_unreachable_provider_leak_nothing() -> None:
     closed_port = free_port()  # bound, then closed: connecting is refused
-    engine = Engine(image_adapter="openai", image_adapter_opts={
-        "base_url": f"http://127.0.0.1:{closed_port}/v1", "api_key": "sk-test-leaks"})
+    engine = Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": f"http://127.0.0.1:{closed_port}/v1", "api_key": "sk-test-leaks"},
+    )
     with probed_proxy(engine) as (url, probe):
         statuses = assert_nothing_leaks(url, probe, 1000, lambda i: {"prompt": f"leak {i}"})
     assert statuses == Counter({502: 1000})
@@ -123,13 +126,22 @@ def test_a_thousand_scripted_provider_errors_leak_nothing() -> None:
 
 def test_broken_upstream_answers_leak_nothing() -> None:
     upstream = up.FakeOpenAI()
-    faults = [up.reset(), up.garbage(), up.truncated_json(), up.truncated_body(), up.server_error(503),
-              up.rate_limited(), up.hang(2.0)]
+    faults = [
+        up.reset(),
+        up.garbage(),
+        up.truncated_json(),
+        up.truncated_body(),
+        up.server_error(503),
+        up.rate_limited(),
+        up.hang(2.0),
+    ]
     upstream.default_reply = up.reset()
     with upstream.serving() as upstream_url:
-        engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": f"{upstream_url}/v1",
-                                                                     "api_key": "sk-test-leaks"},
-                        request_options={"timeout": 0.3})
+        engine = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": f"{upstream_url}/v1", "api_key": "sk-test-leaks"},
+            request_options={"timeout": 0.3},
+        )
         with probed_proxy(engine) as (url, probe):
             upstream.script(*faults * 3)  # the warm-up
             upstream.script(*faults * 43)
@@ -140,8 +152,9 @@ def test_broken_upstream_answers_leak_nothing() -> None:
 def test_clients_hanging_up_mid_stream_close_the_upstream_streams() -> None:
     upstream = up.FakeOpenAI(stream_delay=0.05)
     with upstream.serving() as upstream_url:
-        engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": f"{upstream_url}/v1",
-                                                                     "api_key": "sk-test-leaks"})
+        engine = Engine(
+            image_adapter="openai", image_adapter_opts={"base_url": f"{upstream_url}/v1", "api_key": "sk-test-leaks"}
+        )
         with probed_proxy(engine) as (url, probe), httpx.Client(base_url=url, timeout=10) as client:
             body = {"model": "gpt-image-1.5", "prompt": "a fox", "stream": True, "partial_images": 3}
             with client.stream("POST", "/v1/images/generations", json=body) as response:

@@ -33,8 +33,13 @@ def serving(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALLM_PROXY_", "OPENAI_", "GEMINI_"))}
     env["PYTHONPATH"] = str(ROOT)  # the tree under test, whichever checkout the console script was built from
-    proc = subprocess.Popen([str(ALLM_PROXY), "serve", "--port", str(port), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(ALLM_PROXY), "serve", "--port", str(port), *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -65,8 +70,10 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0() -> None:
     body = json.dumps({"model": "gpt-image-1.5", "prompt": "a kestrel at dusk", "size": "1024x1024"}).encode()
     with serving("--provider", "fake") as (proc, port), socket.create_connection(("127.0.0.1", port)) as sock:
         # A request in flight: its body is still on the way when the signal comes.
-        sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10])
+        sock.sendall(
+            b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10]
+        )
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
@@ -88,14 +95,28 @@ def test_sigterm_mid_stream_completes_the_stream_and_flushes_the_recording(tmp_p
     pytest.importorskip("vcr")
     cassette = tmp_path / "shutdown.yaml"
     upstream = up.FakeOpenAI(stream_delay=0.3)
-    with upstream.serving() as upstream_url, serving(
-        "--provider", "openai", "--openai-base-url", f"{upstream_url}/v1",
-        "--cassette", str(cassette), "--record-mode", "once",
-    ) as (proc, port):
+    with (
+        upstream.serving() as upstream_url,
+        serving(
+            "--provider",
+            "openai",
+            "--openai-base-url",
+            f"{upstream_url}/v1",
+            "--cassette",
+            str(cassette),
+            "--record-mode",
+            "once",
+        ) as (proc, port),
+    ):
         events: list[str] = []
         request = {"model": "gpt-image-1.5", "prompt": "a fox", "stream": True, "partial_images": 2}
-        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/images/generations", json=request, timeout=30,
-                          headers={"x-allm-api-key": "sk-test-shutdown"}) as response:
+        with httpx.stream(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/images/generations",
+            json=request,
+            timeout=30,
+            headers={"x-allm-api-key": "sk-test-shutdown"},
+        ) as response:
             for line in response.iter_lines():
                 if line.startswith("event:"):
                     events.append(line.removeprefix("event: "))

@@ -24,9 +24,12 @@ def imports_of(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     me = module_name(path)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    typing_only = {id(inner) for node in ast.walk(tree)
-                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-                   for inner in ast.walk(node)}
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
@@ -59,7 +62,7 @@ def test_the_package_has_no_import_cycles() -> None:
         state[node] = 1
         for dep in sorted(edges[node]):
             if state.get(dep) == 1:
-                cycles.append([*trail[trail.index(dep):], dep] if dep in trail else [node, dep])
+                cycles.append([*trail[trail.index(dep) :], dep] if dep in trail else [node, dep])
             elif dep not in state:
                 visit(dep, [*trail, dep])
         state[node] = 2
@@ -86,16 +89,18 @@ def test_relative_imports_resolve_to_the_right_modules() -> None:
 def test_no_adapter_singles_out_a_cassette_miss() -> None:
     # A cassette miss is raised by the transport under the adapter and passes through it like any
     # error the adapter did not make; an adapter that imports the class is special-casing it.
-    offenders = [str(path.relative_to(PACKAGE)) for path in (PACKAGE / "adapters").rglob("*.py")
-                 if "allm_proxy.errors.CassetteMissError" in imports_of(path)]
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in (PACKAGE / "adapters").rglob("*.py")
+        if "allm_proxy.errors.CassetteMissError" in imports_of(path)
+    ]
     assert offenders == []
 
 
 def test_no_adapter_knows_the_cassette_layer_or_the_server() -> None:
     assert len(list((PACKAGE / "adapters").rglob("*.py"))) > 20  # every provider package is scanned
     for path in (PACKAGE / "adapters").rglob("*.py"):
-        bad = {m for m in imports_of(path)
-               if m.startswith(("allm_proxy.cassettes", "allm_proxy.server", "starlette"))}
+        bad = {m for m in imports_of(path) if m.startswith(("allm_proxy.cassettes", "allm_proxy.server", "starlette"))}
         assert bad == set(), f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 

@@ -89,8 +89,9 @@ def watched(browser: Any, url: str, tmp_path: Path) -> Iterator[Watched]:
 
 
 def sdk(url: str, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key="sk-test-browser", max_retries=0,
-                         default_headers=headers or None)
+    return openai.OpenAI(
+        base_url=url + "/v1", api_key="sk-test-browser", max_retries=0, default_headers=headers or None
+    )
 
 
 def wait_until(page: Any, expression: str, arg: Any = None) -> None:
@@ -118,8 +119,11 @@ def test_live_traffic_thumbnails_detail_and_mask_overlay(browser: Any, tmp_path:
         page.wait_for_selector(".entry .thumb", timeout=WAIT_MS)  # arrived live: no reload
         loaded(page, ".entry .thumb")
         sdk(url, **{"X-ALLM-Session": "edits"}).images.edit(
-            image=("in.png", image, "image/png"), mask=("mask.png", mask, "image/png"), prompt="add a hat",
-            size="256x256")
+            image=("in.png", image, "image/png"),
+            mask=("mask.png", mask, "image/png"),
+            prompt="add a hat",
+            size="256x256",
+        )
         wait_until(page, "() => document.querySelectorAll('.entry').length === 2")
         assert page.locator(".entry").first.locator(".op").text_content() == "edit"  # newest first
         loaded(page, ".entry .thumb.mask")
@@ -172,18 +176,22 @@ def tour(tmp_path: Path) -> tuple[Path, str]:
 
 
 def record_cassette(directory: Path, upstream_url: str) -> None:
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1",
-                                                                "api_key": "sk-test-browser-upstream"},
-                    cassettes=CassetteSettings(directory=str(directory), record_mode="once"))
+    engine = Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": "sk-test-browser-upstream"},
+        cassettes=CassetteSettings(directory=str(directory), record_mode="once"),
+    )
     with running_proxy(engine) as url:
         client = sdk(url, **{"X-ALLM-Cassette": "tour"})
         client.images.generate(model="gpt-image-1", prompt="a lighthouse at dusk", size="1024x1024")
-        client.images.edit(model="gpt-image-1", image=("in.png", noise_png((64, 64)), "image/png"),
-                           prompt="make it night")
+        client.images.edit(
+            model="gpt-image-1", image=("in.png", noise_png((64, 64)), "image/png"), prompt="make it night"
+        )
 
 
 def test_the_cassettes_tab_of_allm_proxy_inspect_shows_interactions_with_thumbnails(
-        browser: Any, tmp_path: Path, tour: tuple[Path, str]) -> None:
+    browser: Any, tmp_path: Path, tour: tuple[Path, str]
+) -> None:
     directory, _ = tour
     with serve_asgi(create_inspect_app(directory)) as url, watched(browser, url, tmp_path) as view:
         page = view.page
@@ -203,18 +211,22 @@ def test_the_cassettes_tab_of_allm_proxy_inspect_shows_interactions_with_thumbna
 
 
 def test_a_cassette_miss_shows_the_request_and_the_nearest_recording_side_by_side(
-        browser: Any, tmp_path: Path, tour: tuple[Path, str]) -> None:
+    browser: Any, tmp_path: Path, tour: tuple[Path, str]
+) -> None:
     directory, upstream_url = tour
     # The recording's upstream address (stopped now): only the prompt differs, and nothing is sent anywhere.
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1",
-                                                                "api_key": "sk-test-browser-upstream"},
-                    cassettes=CassetteSettings(directory=str(directory), record_mode="none"))
+    engine = Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": "sk-test-browser-upstream"},
+        cassettes=CassetteSettings(directory=str(directory), record_mode="none"),
+    )
     with running_proxy(engine) as url, watched(browser, url, tmp_path) as view:
         page = view.page
         page.wait_for_selector("#live.on", timeout=WAIT_MS)
         with pytest.raises(openai.BadRequestError):
             sdk(url, **{"X-ALLM-Cassette": "tour"}).images.generate(
-                model="gpt-image-1", prompt="a lighthouse at dawn", size="1024x1024")
+                model="gpt-image-1", prompt="a lighthouse at dawn", size="1024x1024"
+            )
         page.wait_for_selector(".entry.error", timeout=WAIT_MS)
         page.locator(".entry.error").click()
         page.wait_for_selector("table.miss", timeout=WAIT_MS)

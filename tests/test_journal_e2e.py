@@ -44,10 +44,16 @@ def test_fake_generate_edit_variation_and_bad_request_are_journaled_with_their_i
     with running_proxy(Engine()) as url:
         sdk = client(url, **{"X-ALLM-Session": "tour"})
         generated = sdk.images.generate(prompt="a kestrel", size="256x256", response_format="b64_json", n=2)
-        edited = sdk.images.edit(image=("in.png", image, "image/png"), mask=("mask.png", mask, "image/png"),
-                                 prompt="add a hat", size="256x256", response_format="b64_json")
-        varied = sdk.images.create_variation(image=("in.png", image, "image/png"), size="256x256",
-                                             response_format="b64_json")
+        edited = sdk.images.edit(
+            image=("in.png", image, "image/png"),
+            mask=("mask.png", mask, "image/png"),
+            prompt="add a hat",
+            size="256x256",
+            response_format="b64_json",
+        )
+        varied = sdk.images.create_variation(
+            image=("in.png", image, "image/png"), size="256x256", response_format="b64_json"
+        )
         with pytest.raises(openai.BadRequestError) as bad:
             sdk.images.generate(prompt="x", size="13x13")
         got = entries(url)
@@ -63,8 +69,10 @@ def test_fake_generate_edit_variation_and_bad_request_are_journaled_with_their_i
         assert all((i["width"], i["height"], i["mime_type"]) == (256, 256, "image/png") for i in entry["images"])
     assert gen["params"]["prompt"] == "a kestrel" and gen["params"]["n"] == 2 and gen["params"]["size"] == "256x256"
     assert gen["path"] == "/v1/images/generations" and gen["inputs"] == []
-    assert [(i["part"], i["sha256"], i["width"]) for i in edit["inputs"]] == [("image", sha(image), 64),
-                                                                            ("mask", sha(mask), 64)]
+    assert [(i["part"], i["sha256"], i["width"]) for i in edit["inputs"]] == [
+        ("image", sha(image), 64),
+        ("mask", sha(mask), 64),
+    ]
     assert [i["part"] for i in var["inputs"]] == ["image"]
     assert "images" not in edit["params"] and "mask" not in edit["params"]
     assert wrong["status"] == 400 and wrong["images"] == []
@@ -75,8 +83,13 @@ def test_fake_generate_edit_variation_and_bad_request_are_journaled_with_their_i
 def test_entry_blob_routes_return_the_bytes_the_client_sent_and_got() -> None:
     image, mask = png_bytes((32, 32)), half_transparent_mask((32, 32))
     with running_proxy(Engine()) as url:
-        answer = client(url).images.edit(image=("in.png", image, "image/png"), mask=("m.png", mask, "image/png"),
-                                         prompt="p", size="256x256", response_format="url")
+        answer = client(url).images.edit(
+            image=("in.png", image, "image/png"),
+            mask=("m.png", mask, "image/png"),
+            prompt="p",
+            size="256x256",
+            response_format="url",
+        )
         assert answer.data
         served = httpx.get(answer.data[0].url or "").content  # a hosted URL: the journal keeps its bytes
         entry = entries(url)[-1]
@@ -150,9 +163,11 @@ def test_cassette_record_hit_and_miss_are_told_apart_and_no_key_appears(tmp_path
     upstream = FakeOpenAI()
 
     def engine(mode: str) -> Engine:
-        return Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1",
-                                                                  "api_key": UPSTREAM_KEY},
-                      cassettes=CassetteSettings(path=str(cassette), record_mode=mode))
+        return Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": UPSTREAM_KEY},
+            cassettes=CassetteSettings(path=str(cassette), record_mode=mode),
+        )
 
     with upstream.serving() as upstream_url, running_proxy(engine("once")) as url:
         recorded = client(url).images.generate(model="gpt-image-1", prompt="a heron", size="1024x1024")
@@ -172,8 +187,9 @@ def test_cassette_record_hit_and_miss_are_told_apart_and_no_key_appears(tmp_path
     assert replayed.data and recorded.data
     assert replayed.data[0].b64_json == recorded.data[0].b64_json
     assert hit["images"][0]["sha256"] == sha(base64.b64decode(replayed.data[0].b64_json or ""))
-    assert hit["usage"] is not None and hit["usage"]["total_tokens"] == (replayed.usage.total_tokens
-                                                                         if replayed.usage else None)
+    assert hit["usage"] is not None and hit["usage"]["total_tokens"] == (
+        replayed.usage.total_tokens if replayed.usage else None
+    )
     assert miss["status"] == 400 and miss["error"]["error"]["code"] == "cassette_miss"
     assert miss["miss"]["request"]["prompt"] == "a heron, at night"
     assert miss["miss"]["nearest"]["prompt"] == "a heron" and miss["miss"]["nearest"]["index"] == 0
@@ -188,7 +204,8 @@ def test_cassette_record_hit_and_miss_are_told_apart_and_no_key_appears(tmp_path
 def test_upstream_urls_lose_their_key_query_parameter() -> None:
     from allm_proxy.journal.recorder import redact_url
 
-    cleaned = redact_url("https://example.test/v1beta/models/m:generateContent?alt=sse&key=AIzaNOTREAL123456",
-                         {"sk-test-journal-secret"})
+    cleaned = redact_url(
+        "https://example.test/v1beta/models/m:generateContent?alt=sse&key=AIzaNOTREAL123456", {"sk-test-journal-secret"}
+    )
     assert "key=" not in cleaned and "AIza" not in cleaned and "alt=sse" in cleaned
     assert redact_url("http://h/x/sk-test-journal-secret/y", {"sk-test-journal-secret"}) == "http://h/x/<redacted>/y"

@@ -11,7 +11,7 @@ pytest_plugins = ["pytester"]
 
 pytestmark = pytest.mark.slow  # a pytester suite in a subprocess
 
-SUITE = '''
+SUITE = """
 import os
 
 import openai
@@ -36,11 +36,13 @@ def test_second_sees_only_its_own(allm_cassette):
     client.images.generate(model="gpt-image-1", prompt="a wren", size="1024x1536")
     assert [r["params"]["prompt"] for r in allm_cassette.requests] == ["a heron", "a wren"]
     assert allm_cassette.requests[0]["images"][0]["sha256"]
-'''
+"""
 
 
 def test_allm_cassette_requests_holds_the_current_tests_entries(
-        pytester: pytest.Pytester, upstream: FakeOpenAI) -> None:  # noqa: F811
+    pytester: pytest.Pytester,
+    upstream: FakeOpenAI,  # noqa: F811
+) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest_subprocess("-p", "no:xdist", "--allm-record-mode=once")
     result.assert_outcomes(passed=2)

@@ -14,8 +14,13 @@ from tests.support.images import png_bytes
 
 
 def record(n: int, *, session: str = "s", status: int = 200, image: bytes | None = None) -> Record:
-    fields = {"id": f"req_{n}", "session": session, "status": status, "operation": "generate",
-              "params": {"prompt": f"p{n}"}}
+    fields = {
+        "id": f"req_{n}",
+        "session": session,
+        "status": status,
+        "operation": "generate",
+        "params": {"prompt": f"p{n}"},
+    }
     images = [Blob(image, len(image))] if image is not None else []
     return Record(fields, images=images)
 
@@ -86,8 +91,9 @@ async def test_a_slow_subscriber_loses_entries_instead_of_growing_a_queue() -> N
 
 
 def test_params_are_every_request_field_but_the_file_bytes() -> None:
-    request = ImageRequest(operation="edit", prompt="p", images=[InputFile(b"x")], mask=InputFile(b"m"),
-                           extra=[("quality_hint", "max")])
+    request = ImageRequest(
+        operation="edit", prompt="p", images=[InputFile(b"x")], mask=InputFile(b"m"), extra=[("quality_hint", "max")]
+    )
     params = params_of(request)
     assert set(params) == set(PARAM_FIELDS)
     assert {"images", "mask", "extra_files"}.isdisjoint(params)
@@ -100,8 +106,9 @@ def test_unread_base64_images_and_relayed_bodies_are_dropped_without_decoding() 
     relayed_ran: list[bool] = []
     journal = MemoryJournal(JournalSettings(max_image_mb=(len(picture) * 1.5) / 2**20))
     journal.append(Record({"id": "req_b64"}, images=[Blob(image, len(picture))]))
-    relayed = Record({"id": "req_relayed"}, pending=lambda r, relayed=True: relayed_ran.append(relayed),
-                     pending_bytes=len(picture))
+    relayed = Record(
+        {"id": "req_relayed"}, pending=lambda r, relayed=True: relayed_ran.append(relayed), pending_bytes=len(picture)
+    )
     journal.append(relayed)
     journal.append(record(9, image=picture))  # over the budget: the two older ones let their bytes go
     assert image._data is None  # never decoded

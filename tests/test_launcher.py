@@ -39,8 +39,14 @@ console.log(JSON.stringify({ base: process.env.OPENAI_BASE_URL, images: answer.d
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "allm_proxy", "run", *args], capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False, env=env or dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "allm_proxy", "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env=env or dict(os.environ),
+    )
 
 
 def port_is_free(port: int) -> bool:
@@ -54,9 +60,21 @@ def test_a_python_client_reaches_the_proxy_records_a_cassette_and_its_status_is_
     cassette = tmp_path / "run.json"
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
-        done = run("--provider", "openai", "--openai-base-url", upstream_url + "/v1", "--cassette", str(cassette),
-                   "--record-mode", "once", "--", sys.executable, str(script), "3",
-                   env={**os.environ, "OPENAI_API_KEY": "sk-test-run-upstream"})
+        done = run(
+            "--provider",
+            "openai",
+            "--openai-base-url",
+            upstream_url + "/v1",
+            "--cassette",
+            str(cassette),
+            "--record-mode",
+            "once",
+            "--",
+            sys.executable,
+            str(script),
+            "3",
+            env={**os.environ, "OPENAI_API_KEY": "sk-test-run-upstream"},
+        )
     assert done.returncode == 3, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["images"] == 1 and out["base"] == out["proxy"] + "/v1"

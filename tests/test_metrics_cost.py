@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,14 +37,14 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def openai_engine(upstream_url: str, **kwargs: object) -> Engine:
-    return Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                  **kwargs)  # type: ignore[arg-type]
+def openai_engine(upstream_url: str, **kwargs: Any) -> Engine:
+    return Engine(
+        image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY}, **kwargs
+    )
 
 
 def generate(base: str, model: str, **fields: object) -> httpx.Response:
-    return httpx.post(f"{base}/v1/images/generations", json={"model": model, "prompt": "a heron", **fields},
-                      timeout=30)
+    return httpx.post(f"{base}/v1/images/generations", json={"model": model, "prompt": "a heron", **fields}, timeout=30)
 
 
 def recorded_cassette(cassette: Path, *requests: dict[str, object]) -> tuple[str, str]:
@@ -77,7 +78,8 @@ def test_counters_and_histograms_move_as_requests_are_made_correctly_labelled() 
     assert sample(text, "allm_tokens_total", provider="openai", model="gpt-image-1", kind="input_text") == 30
     assert sample(text, "allm_tokens_total", provider="openai", model="gpt-image-1", kind="output") == 150
     assert sample(text, "allm_cost_usd_total", provider="openai", model="gpt-image-1") == pytest.approx(
-        3 * GPT_IMAGE_1_ONE_IMAGE)
+        3 * GPT_IMAGE_1_ONE_IMAGE
+    )
     assert sample(text, "allm_inflight_requests") == 0
     assert OPENAI_KEY not in text
 
@@ -151,9 +153,12 @@ def test_cassettes_list_shows_what_the_cassette_saved(tmp_path: Path) -> None:
     from allm_proxy.cli import main
 
     cassette = tmp_path / "c.json"
-    recorded_cassette(cassette, {"model": "gpt-image-1", "size": "1024x1024"},
-                      {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
-                      {"model": "gpt-image-2", "size": "1024x1024"})  # no price: adds nothing
+    recorded_cassette(
+        cassette,
+        {"model": "gpt-image-1", "size": "1024x1024"},
+        {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
+        {"model": "gpt-image-2", "size": "1024x1024"},
+    )  # no price: adds nothing
     result = CliRunner().invoke(main, ["cassettes", "list", str(cassette)])
     assert result.exit_code == 0, result.output
     expected = GPT_IMAGE_1_ONE_IMAGE + (10 * 5.0 + 100 * 40.0) / 1e6

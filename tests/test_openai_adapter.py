@@ -78,8 +78,13 @@ def make_engine(upstream: FakeOpenAI | str, **opts: Any) -> Engine:
         base_url, transport = upstream, None
     else:
         base_url, transport = BASE_URL, upstream.asgi_transport()
-    return Engine(image_adapter="openai", image_adapter_opts={"base_url": base_url, **opts},
-                  request_options=request_options, env={"OPENAI_API_KEY": KEY}, transport=transport)
+    return Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": base_url, **opts},
+        request_options=request_options,
+        env={"OPENAI_API_KEY": KEY},
+        transport=transport,
+    )
 
 
 def run(engine: Engine, request: ImageRequest, options: Call | None = None) -> ImageResponse:
@@ -107,19 +112,36 @@ def gen(**fields: Any) -> ImageRequest:
 # -- what goes upstream -----------------------------------------------------------------------------
 
 
-def test_generation_sends_every_field_including_unknown_ones_as_json(
-    upstream: FakeOpenAI
-) -> None:
-    request = gen(n=2, size="1536x1024", quality="high", background="transparent", output_format="webp",
-                  output_compression=80, moderation="low", user="user-1",
-                  extra=[("flag", True), ("nested", {"a": [1, 2]}), ("nothing", None)])
+def test_generation_sends_every_field_including_unknown_ones_as_json(upstream: FakeOpenAI) -> None:
+    request = gen(
+        n=2,
+        size="1536x1024",
+        quality="high",
+        background="transparent",
+        output_format="webp",
+        output_compression=80,
+        moderation="low",
+        user="user-1",
+        extra=[("flag", True), ("nested", {"a": [1, 2]}), ("nothing", None)],
+    )
     run(make_engine(upstream), request)
     sent = upstream.last
     assert sent.path == "/v1/images/generations" and sent.media_type == "application/json"
-    assert sent.json == {"model": "gpt-image-1", "prompt": "a cat", "n": 2, "size": "1536x1024",
-                         "quality": "high", "background": "transparent", "output_format": "webp",
-                         "output_compression": 80, "moderation": "low", "user": "user-1", "flag": True,
-                         "nested": {"a": [1, 2]}, "nothing": None}
+    assert sent.json == {
+        "model": "gpt-image-1",
+        "prompt": "a cat",
+        "n": 2,
+        "size": "1536x1024",
+        "quality": "high",
+        "background": "transparent",
+        "output_format": "webp",
+        "output_compression": 80,
+        "moderation": "low",
+        "user": "user-1",
+        "flag": True,
+        "nested": {"a": [1, 2]},
+        "nothing": None,
+    }
     assert sent.headers["authorization"] == f"Bearer {KEY}"
 
 
@@ -130,15 +152,20 @@ def test_forwarded_organization_and_project_headers_reach_openai(upstream: FakeO
     assert upstream.last.headers["openai-project"] == "proj_test"
 
 
-def test_edit_resends_files_with_their_part_names_filenames_types_and_bytes(
-    upstream: FakeOpenAI
-) -> None:
+def test_edit_resends_files_with_their_part_names_filenames_types_and_bytes(upstream: FakeOpenAI) -> None:
     first, second = png_bytes((64, 64)), png_bytes((64, 64), (255, 0, 0, 255))
     markup = png_bytes((64, 64), (0, 0, 0, 0))
     request = ImageRequest(
-        operation="edit", prompt="merge", model="gpt-image-1", n=2, stream=False, encoding="multipart",
-        images=[InputFile(first, "a.png", "image/png", "image[]"),
-                InputFile(second, "upload", "application/octet-stream", "image[]")],
+        operation="edit",
+        prompt="merge",
+        model="gpt-image-1",
+        n=2,
+        stream=False,
+        encoding="multipart",
+        images=[
+            InputFile(first, "a.png", "image/png", "image[]"),
+            InputFile(second, "upload", "application/octet-stream", "image[]"),
+        ],
         extra=[("zeta", "1"), ("arr[]", "x"), ("arr[]", "y"), ("svg[model]", "m")],
         extra_files=[InputFile(markup, "markup.png", "image/png", "markup")],
     )
@@ -159,14 +186,18 @@ def test_edit_resends_files_with_their_part_names_filenames_types_and_bytes(
     ]
 
 
-def test_dall_e_2_edit_sends_a_single_image_part_and_the_mask_last(
-    upstream: FakeOpenAI
-) -> None:
+def test_dall_e_2_edit_sends_a_single_image_part_and_the_mask_last(upstream: FakeOpenAI) -> None:
     image, mask = png_bytes((64, 64)), half_transparent_mask((64, 64))
-    request = ImageRequest(operation="edit", prompt="a hat", model="dall-e-2", size="256x256",
-                           response_format="b64_json", encoding="multipart",
-                           images=[InputFile(image, "a.png", "image/png", "image")],
-                           mask=InputFile(mask, "mask.png", "image/png", "mask"))
+    request = ImageRequest(
+        operation="edit",
+        prompt="a hat",
+        model="dall-e-2",
+        size="256x256",
+        response_format="b64_json",
+        encoding="multipart",
+        images=[InputFile(image, "a.png", "image/png", "image")],
+        mask=InputFile(mask, "mask.png", "image/png", "mask"),
+    )
     run(make_engine(upstream), request)
     files = [(p.name, p.filename, p.data) for p in upstream.last.files()]
     assert files == [("image", "a.png", image), ("mask", "mask.png", mask)]
@@ -174,8 +205,14 @@ def test_dall_e_2_edit_sends_a_single_image_part_and_the_mask_last(
 
 
 def test_variation_goes_to_the_variations_route_as_multipart(upstream: FakeOpenAI) -> None:
-    request = ImageRequest(operation="variation", model="dall-e-2", n=2, size="256x256", encoding="multipart",
-                           images=[InputFile(png_bytes((64, 64)), "a.png", "image/png", "image")])
+    request = ImageRequest(
+        operation="variation",
+        model="dall-e-2",
+        n=2,
+        size="256x256",
+        encoding="multipart",
+        images=[InputFile(png_bytes((64, 64)), "a.png", "image/png", "image")],
+    )
     response = run(make_engine(upstream), request)
     assert upstream.last.path == "/v1/images/variations"
     assert upstream.last.fields == {"model": "dall-e-2", "n": "2", "size": "256x256"}
@@ -184,20 +221,28 @@ def test_variation_goes_to_the_variations_route_as_multipart(upstream: FakeOpenA
 
 def test_json_edit_form_stays_json_with_data_url_images(upstream: FakeOpenAI) -> None:
     image = png_bytes((32, 32))
-    request = ImageRequest(operation="edit", prompt="x", model="gpt-image-1", encoding="json",
-                           images=[InputFile(image, None, "image/png", "image[]")])
+    request = ImageRequest(
+        operation="edit",
+        prompt="x",
+        model="gpt-image-1",
+        encoding="json",
+        images=[InputFile(image, None, "image/png", "image[]")],
+    )
     run(make_engine(upstream), request)
     sent = upstream.last.json
     assert upstream.last.media_type == "application/json"
     assert sent["images"] == [{"image_url": "data:image/png;base64," + base64.b64encode(image).decode()}]
 
 
-def test_library_edit_flattens_python_extras_the_way_the_sdk_does(
-    upstream: FakeOpenAI
-) -> None:
+def test_library_edit_flattens_python_extras_the_way_the_sdk_does(upstream: FakeOpenAI) -> None:
     with make_engine(upstream) as engine:
-        edit_image(engine, png_bytes((32, 32)), "x", model="gpt-image-1",
-                   extra={"flag": True, "num": 3, "nested": {"a": 1}, "arr": ["x", "y"]})
+        edit_image(
+            engine,
+            png_bytes((32, 32)),
+            "x",
+            model="gpt-image-1",
+            extra={"flag": True, "num": 3, "nested": {"a": 1}, "arr": ["x", "y"]},
+        )
     texts = [(p.name, p.text) for p in upstream.last.parts if not p.is_file]
     assert texts[-5:] == [("flag", "true"), ("num", "3"), ("nested[a]", "1"), ("arr[]", "x"), ("arr[]", "y")]
     (upload,) = upstream.last.files()
@@ -206,14 +251,20 @@ def test_library_edit_flattens_python_extras_the_way_the_sdk_does(
 
 def test_form_values_leave_out_none_and_bracket_nested_values() -> None:
     assert list(form_values("svg", {"model": "m", "reasoning": {"effort": "low"}, "skip": None})) == [
-        ("svg[model]", "m"), ("svg[reasoning][effort]", "low")]
+        ("svg[model]", "m"),
+        ("svg[reasoning][effort]", "low"),
+    ]
     assert list(form_values("stream", False)) == [("stream", "false")]
 
 
 def test_alias_sends_the_provider_model(upstream: FakeOpenAI) -> None:
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": BASE_URL},
-                    aliases={"my-model": {"provider": "openai", "model": "gpt-image-1.5"}},
-                    env={"OPENAI_API_KEY": KEY}, transport=upstream.asgi_transport())
+    engine = Engine(
+        image_adapter="openai",
+        image_adapter_opts={"base_url": BASE_URL},
+        aliases={"my-model": {"provider": "openai", "model": "gpt-image-1.5"}},
+        env={"OPENAI_API_KEY": KEY},
+        transport=upstream.asgi_transport(),
+    )
     run(engine, gen(model="my-model"))
     assert upstream.last.json["model"] == "gpt-image-1.5"
 
@@ -221,15 +272,26 @@ def test_alias_sends_the_provider_model(upstream: FakeOpenAI) -> None:
 # -- what comes back --------------------------------------------------------------------------------
 
 
-def test_answer_keeps_the_body_bytes_and_the_base64_text_undecoded(
-    upstream: FakeOpenAI
-) -> None:
+def test_answer_keeps_the_body_bytes_and_the_base64_text_undecoded(upstream: FakeOpenAI) -> None:
     b64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(3000)).decode()
-    usage = {"input_tokens": 5, "input_tokens_details": {"image_tokens": 0, "text_tokens": 5},
-             "output_tokens": 9, "total_tokens": 14}
-    body = json.dumps({"created": 7, "background": "opaque", "data": [{"b64_json": b64, "note": "kept"}],
-                       "output_format": "webp", "quality": "high", "size": "1024x1024", "usage": usage,
-                       "safety_identifier": "sid-1"}).encode()
+    usage = {
+        "input_tokens": 5,
+        "input_tokens_details": {"image_tokens": 0, "text_tokens": 5},
+        "output_tokens": 9,
+        "total_tokens": 14,
+    }
+    body = json.dumps(
+        {
+            "created": 7,
+            "background": "opaque",
+            "data": [{"b64_json": b64, "note": "kept"}],
+            "output_format": "webp",
+            "quality": "high",
+            "size": "1024x1024",
+            "usage": usage,
+            "safety_identifier": "sid-1",
+        }
+    ).encode()
     upstream.script(raw(body, headers={"x-request-id": "req_up_fixed"}))
     response = run(make_engine(upstream), gen())
     assert response.raw_json == body
@@ -254,14 +316,18 @@ def test_dall_e_3_answer_has_url_and_revised_prompt(upstream: FakeOpenAI) -> Non
 # -- upstream errors, relayed -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("reply", "status", "code"), [
-    (bad_request(code="invalid_value", param="size"), 400, "invalid_value"),
-    (model_not_found("gpt-image-0"), 404, "model_not_found"),
-    (rate_limited(retry_after_ms=10, retry_after="1", should_retry="true"), 429, "rate_limit_exceeded"),
-    (server_error(503, headers={"x-should-retry": "false"}), 503, None),
-])
-def test_upstream_error_answers_are_relayed_unchanged(upstream: FakeOpenAI, reply: Any,
-                                                      status: int, code: str | None) -> None:
+@pytest.mark.parametrize(
+    ("reply", "status", "code"),
+    [
+        (bad_request(code="invalid_value", param="size"), 400, "invalid_value"),
+        (model_not_found("gpt-image-0"), 404, "model_not_found"),
+        (rate_limited(retry_after_ms=10, retry_after="1", should_retry="true"), 429, "rate_limit_exceeded"),
+        (server_error(503, headers={"x-should-retry": "false"}), 503, None),
+    ],
+)
+def test_upstream_error_answers_are_relayed_unchanged(
+    upstream: FakeOpenAI, reply: Any, status: int, code: str | None
+) -> None:
     upstream.script(reply)
     with pytest.raises(UpstreamStatusError) as caught:
         run(make_engine(upstream), gen())
@@ -282,9 +348,7 @@ def test_upstream_401_for_a_wrong_key_is_relayed(upstream: FakeOpenAI) -> None:
     assert KEY not in caught.value.message
 
 
-def test_error_body_that_is_not_an_envelope_keeps_its_status_and_gets_one(
-    upstream: FakeOpenAI
-) -> None:
+def test_error_body_that_is_not_an_envelope_keeps_its_status_and_gets_one(upstream: FakeOpenAI) -> None:
     upstream.script(garbage(b"<html>bad gateway</html>", status=502, content_type="text/html"))
     with pytest.raises(UpstreamStatusError) as caught:
         run(make_engine(upstream), gen())
@@ -293,14 +357,22 @@ def test_error_body_that_is_not_an_envelope_keeps_its_status_and_gets_one(
     assert "text/html" in inner["message"] and "bad gateway" in inner["message"]
 
 
-@pytest.mark.parametrize("reply", [
-    garbage(f"<html>Authorization: Bearer {KEY}</html>".encode(), status=502, content_type="text/html"),
-    raw(f'{{"error": {{"message": "bad key {KEY}", "type": "x", "param": null, "code": null}}}}'.encode(),
-        status=401),
-    garbage(f"<html>{'x' * 100}Bearer {KEY}</html>".encode()),
-    raw(f'data: {{"type": "error", "error": {{"message": "key {KEY}"}}}}\n\n'.encode(),
-        content_type="text/event-stream"),
-], ids=["html-error", "envelope", "html-200-key-across-the-cut", "stream-error-event"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        garbage(f"<html>Authorization: Bearer {KEY}</html>".encode(), status=502, content_type="text/html"),
+        raw(
+            f'{{"error": {{"message": "bad key {KEY}", "type": "x", "param": null, "code": null}}}}'.encode(),
+            status=401,
+        ),
+        garbage(f"<html>{'x' * 100}Bearer {KEY}</html>".encode()),
+        raw(
+            f'data: {{"type": "error", "error": {{"message": "key {KEY}"}}}}\n\n'.encode(),
+            content_type="text/event-stream",
+        ),
+    ],
+    ids=["html-error", "envelope", "html-200-key-across-the-cut", "stream-error-event"],
+)
 def test_a_key_echoed_by_the_upstream_is_masked(upstream: FakeOpenAI, reply: Any) -> None:
     # The key may be the proxy's own, which a client must never learn from an error.
     upstream.script(reply)
@@ -315,8 +387,9 @@ def test_a_key_echoed_by_the_upstream_is_masked(upstream: FakeOpenAI, reply: Any
 
 
 def test_no_key_anywhere_is_a_401_that_says_how_to_set_one(upstream: FakeOpenAI) -> None:
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": BASE_URL}, env={},
-                    transport=upstream.asgi_transport())
+    engine = Engine(
+        image_adapter="openai", image_adapter_opts={"base_url": BASE_URL}, env={}, transport=upstream.asgi_transport()
+    )
     with pytest.raises(AuthenticationError) as caught:
         run(engine, gen())
     assert "OPENAI_API_KEY" in caught.value.message and caught.value.code == "invalid_api_key"
@@ -343,14 +416,18 @@ def test_upstream_that_hangs_past_the_timeout_is_a_504(networked: tuple[FakeOpen
     assert caught.value.status == 504 and "127.0.0.1" in caught.value.message
 
 
-@pytest.mark.parametrize(("reply", "words"), [
-    (reset(), "connection broke"),
-    (truncated_body(), "connection broke"),
-    (truncated_json(), "cut short"),
-    (garbage(), "<html>"),
-])
-def test_broken_answers_are_a_502_describing_what_arrived(networked: tuple[FakeOpenAI, str], reply: Any,
-                                                           words: str) -> None:
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (reset(), "connection broke"),
+        (truncated_body(), "connection broke"),
+        (truncated_json(), "cut short"),
+        (garbage(), "<html>"),
+    ],
+)
+def test_broken_answers_are_a_502_describing_what_arrived(
+    networked: tuple[FakeOpenAI, str], reply: Any, words: str
+) -> None:
     upstream, base_url = networked  # a reset and a cut body need a real connection
     upstream.script(reply)
     with pytest.raises(UpstreamError) as caught:
@@ -359,9 +436,7 @@ def test_broken_answers_are_a_502_describing_what_arrived(networked: tuple[FakeO
     assert KEY not in caught.value.message
 
 
-def test_key_never_reaches_the_logs(
-    networked: tuple[FakeOpenAI, str], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_key_never_reaches_the_logs(networked: tuple[FakeOpenAI, str], caplog: pytest.LogCaptureFixture) -> None:
     upstream, base_url = networked
     with caplog.at_level(logging.DEBUG):
         run(make_engine(base_url), gen())
@@ -404,9 +479,11 @@ def test_unknown_or_bad_options_are_errors_naming_the_valid_ones(upstream: FakeO
 # -- streaming ---------------------------------------------------------------------------------------
 
 
-def collect(engine: Engine, request: ImageRequest, *, stop_after: int | None = None,
-            until: Any = None) -> list[ImageEvent]:
+def collect(
+    engine: Engine, request: ImageRequest, *, stop_after: int | None = None, until: Any = None
+) -> list[ImageEvent]:
     """The events of a streamed call; with `until`, waits for it before the engine closes its client."""
+
     async def go() -> list[ImageEvent]:
         events: list[ImageEvent] = []
         try:
@@ -428,13 +505,13 @@ def collect(engine: Engine, request: ImageRequest, *, stop_after: int | None = N
     return asyncio.run(go())
 
 
-def test_stream_relays_partial_and_completed_events_with_all_fields(
-    upstream: FakeOpenAI
-) -> None:
+def test_stream_relays_partial_and_completed_events_with_all_fields(upstream: FakeOpenAI) -> None:
     events = collect(make_engine(upstream), gen(stream=True, partial_images=2, size="1024x1536"))
     assert [(e.type, e.partial_image_index) for e in events] == [
-        ("image_generation.partial_image", 0), ("image_generation.partial_image", 1),
-        ("image_generation.completed", None)]
+        ("image_generation.partial_image", 0),
+        ("image_generation.partial_image", 1),
+        ("image_generation.completed", None),
+    ]
     assert all(e.image is not None and e.image.has_bytes for e in events)
     assert list(events[0].fields) == ["created_at", "size", "quality", "background", "output_format"]
     assert events[0].fields["size"] == "1024x1536" and events[-1].usage is not None
@@ -443,16 +520,25 @@ def test_stream_relays_partial_and_completed_events_with_all_fields(
 
 def test_edit_stream_events_carry_the_image_edit_prefix(upstream: FakeOpenAI) -> None:
     image = InputFile(png_bytes((32, 32)), "a.png", "image/png")
-    request = ImageRequest(operation="edit", prompt="x", model="gpt-image-1", stream=True, partial_images=1,
-                           encoding="multipart", images=[image])
+    request = ImageRequest(
+        operation="edit",
+        prompt="x",
+        model="gpt-image-1",
+        stream=True,
+        partial_images=1,
+        encoding="multipart",
+        images=[image],
+    )
     events = collect(make_engine(upstream), request)
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
     assert upstream.last.fields["stream"] == "true"
 
 
 def test_stream_handles_comments_done_and_data_without_space(upstream: FakeOpenAI) -> None:
-    body = (b': ping\n\nevent: image_generation.completed\ndata:{"type":"image_generation.completed",'
-            b'"b64_json":"QUJD","safety_identifier":"s"}\n\ndata: [DONE]\n\ndata: {"type": "never"}\n\n')
+    body = (
+        b': ping\n\nevent: image_generation.completed\ndata:{"type":"image_generation.completed",'
+        b'"b64_json":"QUJD","safety_identifier":"s"}\n\ndata: [DONE]\n\ndata: {"type": "never"}\n\n'
+    )
     upstream.script(raw(body, content_type="text/event-stream"))
     events = collect(make_engine(upstream), gen(stream=True))
     assert len(events) == 1 and events[0].kind == "completed"
@@ -461,8 +547,10 @@ def test_stream_handles_comments_done_and_data_without_space(upstream: FakeOpenA
 
 
 def test_stream_error_event_ends_the_stream_as_an_error_event(upstream: FakeOpenAI) -> None:
-    body = b'data: {"type":"error","error":{"message":"blocked","type":"image_generation_user_error",' \
-           b'"param":null,"code":"moderation_blocked"}}\n\ndata: {"type":"image_generation.completed"}\n\n'
+    body = (
+        b'data: {"type":"error","error":{"message":"blocked","type":"image_generation_user_error",'
+        b'"param":null,"code":"moderation_blocked"}}\n\ndata: {"type":"image_generation.completed"}\n\n'
+    )
     upstream.script(raw(body, content_type="text/event-stream"))
     events = collect(make_engine(upstream), gen(stream=True))
     assert [e.kind for e in events] == ["error"]
@@ -483,9 +571,7 @@ def test_stream_error_status_before_the_stream_is_relayed(upstream: FakeOpenAI) 
     assert caught.value.status == 429 and caught.value.response_headers()["retry-after-ms"] == "20"
 
 
-def test_json_answer_to_a_stream_request_becomes_completed_events(
-    upstream: FakeOpenAI
-) -> None:
+def test_json_answer_to_a_stream_request_becomes_completed_events(upstream: FakeOpenAI) -> None:
     answer = {"created": 3, "data": [{"b64_json": "QUJD"}], "size": "1024x1024"}
     upstream.script(raw(json.dumps(answer).encode()))
     events = collect(make_engine(upstream), gen(stream=True))
@@ -497,8 +583,12 @@ def test_closing_a_stream_early_cancels_the_upstream_request(networked: tuple[Fa
     upstream, base_url = networked
     upstream.script(slow_stream(0.2))
     # Waiting while the engine's HTTP client is still open: only the stream's own close can cancel.
-    events = collect(make_engine(base_url), gen(stream=True, partial_images=3), stop_after=1,
-                     until=lambda: upstream.streams_cancelled == 1)
+    events = collect(
+        make_engine(base_url),
+        gen(stream=True, partial_images=3),
+        stop_after=1,
+        until=lambda: upstream.streams_cancelled == 1,
+    )
     assert len(events) == 1 and upstream.streams_finished == 0
 
 
@@ -511,8 +601,15 @@ def test_closing_an_unread_stream_releases_the_upstream(networked: tuple[FakeOpe
         async with httpx.AsyncClient() as http:
             setup = AdapterSetup(http=http, options={"base_url": base_url}, catalog=ModelCatalog())
             adapter = OpenAIImages(setup)
-            ctx = Call(route=Route(provider="openai", model="gpt-image-1", requested_model="gpt-image-1",
-                                   family=ModelCatalog().for_provider("gpt-image-1", "openai")), api_key=KEY)
+            ctx = Call(
+                route=Route(
+                    provider="openai",
+                    model="gpt-image-1",
+                    requested_model="gpt-image-1",
+                    family=ModelCatalog().for_provider("gpt-image-1", "openai"),
+                ),
+                api_key=KEY,
+            )
             stream = await adapter.generate(gen(stream=True, partial_images=3), ctx)
             assert not isinstance(stream, ImageResponse | RawBody)
             await stream.aclose()

@@ -18,10 +18,20 @@ from tests.upstreams.openai_upstream import FakeOpenAI, garbage, raw, truncated_
 
 def big_answer() -> bytes:
     image = os.urandom(RELAY_MIN_BYTES)  # incompressible, like a real PNG
-    body = {"created": 1, "background": "opaque", "data": [{"b64_json": base64.b64encode(image).decode()}],
-            "output_format": "png", "quality": "high", "size": "1024x1024",
-            "usage": {"input_tokens": 1, "input_tokens_details": {"image_tokens": 0, "text_tokens": 1},
-                      "output_tokens": 2, "total_tokens": 3}}
+    body = {
+        "created": 1,
+        "background": "opaque",
+        "data": [{"b64_json": base64.b64encode(image).decode()}],
+        "output_format": "png",
+        "quality": "high",
+        "size": "1024x1024",
+        "usage": {
+            "input_tokens": 1,
+            "input_tokens_details": {"image_tokens": 0, "text_tokens": 1},
+            "output_tokens": 2,
+            "total_tokens": 3,
+        },
+    }
     return json.dumps(body).encode()
 
 
@@ -33,8 +43,9 @@ def upstream():
 
 
 def proxy_for(upstream: FakeOpenAI):
-    engine = Engine("openai", image_adapter_opts={"base_url": upstream.base_url + "/v1"},
-                    env={"OPENAI_API_KEY": "sk-test-relay"})
+    engine = Engine(
+        "openai", image_adapter_opts={"base_url": upstream.base_url + "/v1"}, env={"OPENAI_API_KEY": "sk-test-relay"}
+    )
     return running_proxy(engine)
 
 
@@ -42,8 +53,11 @@ def test_big_answer_reaches_the_client_byte_for_byte_with_its_length(upstream: F
     body = big_answer()
     upstream.script(raw(body, headers={"x-request-id": "req_up_big"}))
     with proxy_for(upstream) as url:
-        answer = httpx.post(f"{url}/v1/images/generations", json={"model": "gpt-image-1.5", "prompt": "big"},
-                            headers={"authorization": "Bearer sk-test-client"})
+        answer = httpx.post(
+            f"{url}/v1/images/generations",
+            json={"model": "gpt-image-1.5", "prompt": "big"},
+            headers={"authorization": "Bearer sk-test-client"},
+        )
     assert answer.status_code == 200
     assert answer.content == body
     assert answer.headers["content-length"] == str(len(body))

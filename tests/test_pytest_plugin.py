@@ -13,7 +13,7 @@ pytest_plugins = ["pytester"]
 
 pytestmark = pytest.mark.slow  # a pytester suite per test, with a proxy per xdist worker
 
-SUITE = '''
+SUITE = """
 import os
 
 import openai
@@ -43,13 +43,12 @@ class TestInAClass:
     def test_fixture_gives_the_proxy_url(self, allm_cassette, animal):
         client = openai.OpenAI(base_url=allm_cassette.base_url, api_key="sk-test-anything", max_retries=0)
         assert client.images.generate(model="gpt-image-1", prompt=animal).data[0].b64_json
-'''
+"""
 
 
 @pytest.fixture
 def upstream(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n"
-                     "addopts = -p no:cacheprovider\n")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\naddopts = -p no:cacheprovider\n")
     fake = FakeOpenAI()
     with fake.serving() as url:
         monkeypatch.setenv("ALLM_TEST_UPSTREAM", url)
@@ -62,8 +61,9 @@ def cassettes(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in (root / "cassettes").rglob("*.json"))
 
 
-def test_record_once_then_replay_by_default_with_the_upstream_stopped(pytester: pytest.Pytester,
-                                                                       upstream: FakeOpenAI) -> None:
+def test_record_once_then_replay_by_default_with_the_upstream_stopped(
+    pytester: pytest.Pytester, upstream: FakeOpenAI
+) -> None:
     pytester.makepyfile(test_suite=SUITE)
     pytester.runpytest("--allm-record-mode=once").assert_outcomes(passed=4)
     assert len(upstream.requests) == 4
@@ -78,8 +78,9 @@ def test_record_once_then_replay_by_default_with_the_upstream_stopped(pytester: 
     assert upstream.requests == []
 
 
-def test_a_test_without_its_cassette_fails_with_a_cassette_miss(pytester: pytest.Pytester,
-                                                                 upstream: FakeOpenAI) -> None:
+def test_a_test_without_its_cassette_fails_with_a_cassette_miss(
+    pytester: pytest.Pytester, upstream: FakeOpenAI
+) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-k", "points_openai")
     result.assert_outcomes(failed=1, deselected=3)
@@ -97,8 +98,9 @@ def test_replay_under_xdist_with_a_proxy_per_worker(pytester: pytest.Pytester, u
 
 def test_cassette_dir_option_and_the_options_group(pytester: pytest.Pytester, upstream: FakeOpenAI) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    pytester.runpytest("--allm-record-mode=once", "--allm-cassette-dir=recorded", "-k",
-                       "names_the").assert_outcomes(passed=1, deselected=3)
+    pytester.runpytest("--allm-record-mode=once", "--allm-cassette-dir=recorded", "-k", "names_the").assert_outcomes(
+        passed=1, deselected=3
+    )
     assert (pytester.path / "recorded" / "shared" / "named.json").is_file()
     help_text = pytester.runpytest("--help").stdout.str()
     assert "allm-proxy record-then-replay cassettes:" in help_text and "--allm-record-mode" in help_text

@@ -29,15 +29,19 @@ def decode(b64: str | None) -> PILImage.Image:
 
 
 def test_generate_three_images_with_usage_and_echo_fields(client: openai.OpenAI) -> None:
-    result = client.images.generate(model="gpt-image-1.5", prompt="a red fox", n=3, size="1536x1024",
-                                    quality="low")
+    result = client.images.generate(model="gpt-image-1.5", prompt="a red fox", n=3, size="1536x1024", quality="low")
     assert result.data is not None and len(result.data) == 3
     assert len({d.b64_json for d in result.data}) == 3
     assert all(decode(d.b64_json).size == (1536, 1024) for d in result.data)
     assert (result.size, result.quality, result.output_format, result.background) == (
-        "1536x1024", "low", "png", "opaque")
+        "1536x1024",
+        "low",
+        "png",
+        "opaque",
+    )
     assert result.usage is not None and result.usage.total_tokens == (
-        result.usage.input_tokens + result.usage.output_tokens)
+        result.usage.input_tokens + result.usage.output_tokens
+    )
 
 
 @pytest.mark.parametrize("size", ["256x256", "512x512", "1024x1024"])
@@ -51,8 +55,14 @@ def test_dall_e_2_sizes_as_urls_that_fetch_and_decode(client: openai.OpenAI, siz
 
 
 def test_dall_e_3_has_revised_prompt(client: openai.OpenAI) -> None:
-    result = client.images.generate(model="dall-e-3", prompt="a lighthouse", size="1792x1024",
-                                    response_format="b64_json", quality="hd", style="natural")
+    result = client.images.generate(
+        model="dall-e-3",
+        prompt="a lighthouse",
+        size="1792x1024",
+        response_format="b64_json",
+        quality="hd",
+        style="natural",
+    )
     assert result.data is not None and result.data[0].revised_prompt
     assert decode(result.data[0].b64_json).size == (1792, 1024)
 
@@ -67,9 +77,13 @@ def test_edit_with_mask_keeps_unmasked_pixels(client: openai.OpenAI) -> None:
     original = PILImage.linear_gradient("L").resize((64, 64)).convert("RGBA")
     buf = io.BytesIO()
     original.save(buf, format="PNG")
-    result = client.images.edit(model="gpt-image-1.5", image=("in.png", buf.getvalue(), "image/png"),
-                                mask=("mask.png", half_transparent_mask((64, 64)), "image/png"),
-                                prompt="paint a sun on the right", size="auto")
+    result = client.images.edit(
+        model="gpt-image-1.5",
+        image=("in.png", buf.getvalue(), "image/png"),
+        mask=("mask.png", half_transparent_mask((64, 64)), "image/png"),
+        prompt="paint a sun on the right",
+        size="auto",
+    )
     assert result.data is not None
     edited = decode(result.data[0].b64_json).convert("RGBA")
     assert edited.size == (64, 64)
@@ -79,29 +93,41 @@ def test_edit_with_mask_keeps_unmasked_pixels(client: openai.OpenAI) -> None:
 
 
 def test_edit_with_a_list_of_images(client: openai.OpenAI) -> None:
-    result = client.images.edit(image=[png_bytes((64, 64)), png_bytes((64, 64), (200, 10, 10, 255))],
-                                model="gpt-image-1.5", prompt="combine", size="1024x1024")
+    result = client.images.edit(
+        image=[png_bytes((64, 64)), png_bytes((64, 64), (200, 10, 10, 255))],
+        model="gpt-image-1.5",
+        prompt="combine",
+        size="1024x1024",
+    )
     assert result.data is not None and decode(result.data[0].b64_json).size == (1024, 1024)
 
 
 def test_variations(client: openai.OpenAI) -> None:
-    result = client.images.create_variation(image=("a.png", png_bytes((128, 128))), n=2, model="dall-e-2",
-                                            size="256x256", response_format="b64_json")
+    result = client.images.create_variation(
+        image=("a.png", png_bytes((128, 128))), n=2, model="dall-e-2", size="256x256", response_format="b64_json"
+    )
     assert result.data is not None and len(result.data) == 2
     assert decode(result.data[0].b64_json).size == (256, 256)
 
 
-@pytest.mark.parametrize(("kwargs", "exc", "param", "code"), [
-    ({"prompt": "x", "n": 11}, openai.BadRequestError, "n", "integer_above_max_value"),
-    ({"prompt": "x", "size": "7x7"}, openai.BadRequestError, "size", "invalid_size"),
-    ({"prompt": "x", "model": "dall-e-3", "n": 2}, openai.BadRequestError, "n", "integer_above_max_value"),
-    ({"prompt": "x", "model": "dall-e-2", "output_format": "png"}, openai.BadRequestError, "output_format",
-     "unknown_parameter"),
-    ({"prompt": "x" * 1001, "model": "dall-e-2"}, openai.BadRequestError, "prompt", "string_above_max_length"),
-])
-def test_bad_input_raises_the_sdk_exception_with_code_and_param(client: openai.OpenAI, kwargs: dict,
-                                                                exc: type[openai.APIStatusError],
-                                                                param: str, code: str) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "param", "code"),
+    [
+        ({"prompt": "x", "n": 11}, openai.BadRequestError, "n", "integer_above_max_value"),
+        ({"prompt": "x", "size": "7x7"}, openai.BadRequestError, "size", "invalid_size"),
+        ({"prompt": "x", "model": "dall-e-3", "n": 2}, openai.BadRequestError, "n", "integer_above_max_value"),
+        (
+            {"prompt": "x", "model": "dall-e-2", "output_format": "png"},
+            openai.BadRequestError,
+            "output_format",
+            "unknown_parameter",
+        ),
+        ({"prompt": "x" * 1001, "model": "dall-e-2"}, openai.BadRequestError, "prompt", "string_above_max_length"),
+    ],
+)
+def test_bad_input_raises_the_sdk_exception_with_code_and_param(
+    client: openai.OpenAI, kwargs: dict, exc: type[openai.APIStatusError], param: str, code: str
+) -> None:
     with pytest.raises(exc) as info:
         client.images.generate(**kwargs)
     assert info.value.param == param and info.value.code == code

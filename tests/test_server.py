@@ -35,22 +35,37 @@ def test_wrong_method_is_405_envelope(fake_proxy_url: str) -> None:
 
 
 def test_malformed_json_is_400_and_server_keeps_serving(fake_proxy_url: str) -> None:
-    error = assert_envelope(httpx.post(f"{fake_proxy_url}/v1/images/generations", content=b"{nope",
-                                       headers={"content-type": "application/json"}), 400)
+    error = assert_envelope(
+        httpx.post(
+            f"{fake_proxy_url}/v1/images/generations", content=b"{nope", headers={"content-type": "application/json"}
+        ),
+        400,
+    )
     assert "JSON" in error["message"]
     assert httpx.get(f"{fake_proxy_url}/healthz").json()["status"] == "ok"
 
 
 def test_wrong_content_type_is_415(fake_proxy_url: str) -> None:
-    assert_envelope(httpx.post(f"{fake_proxy_url}/v1/images/generations", content=b"prompt=x",
-                               headers={"content-type": "text/plain"}), 415, "unsupported_media_type")
+    assert_envelope(
+        httpx.post(
+            f"{fake_proxy_url}/v1/images/generations", content=b"prompt=x", headers={"content-type": "text/plain"}
+        ),
+        415,
+        "unsupported_media_type",
+    )
 
 
 def test_body_over_the_limit_is_413_before_it_is_read() -> None:
     config = ProxyConfig(max_body_bytes=1024)
     with running_proxy(Engine(), config) as url:
-        error = assert_envelope(httpx.post(f"{url}/v1/images/edits", content=b"x" * 5000,
-                                           headers={"content-type": "multipart/form-data; boundary=x"}), 413)
+        error = assert_envelope(
+            httpx.post(
+                f"{url}/v1/images/edits",
+                content=b"x" * 5000,
+                headers={"content-type": "multipart/form-data; boundary=x"},
+            ),
+            413,
+        )
         assert "--max-body-mb" in error["message"]
 
 
@@ -62,8 +77,11 @@ def test_chunked_body_over_the_limit_is_413() -> None:
             yield b"y" * 512
 
     with running_proxy(Engine(), config) as url:
-        assert_envelope(httpx.post(f"{url}/v1/images/generations", content=chunks(),
-                                   headers={"content-type": "application/json"}), 413, "payload_too_large")
+        assert_envelope(
+            httpx.post(f"{url}/v1/images/generations", content=chunks(), headers={"content-type": "application/json"}),
+            413,
+            "payload_too_large",
+        )
 
 
 def test_paths_without_v1_prefix_work(fake_proxy_url: str) -> None:
@@ -147,8 +165,7 @@ def test_client_that_leaves_cancels_the_provider_call() -> None:
         async def aclose(self) -> None:
             pass
 
-    register_adapter(AdapterInfo(name="hanging-test", factory=Hanging, needs_key=False,
-                                 default_model="gpt-image-1.5"))
+    register_adapter(AdapterInfo(name="hanging-test", factory=Hanging, needs_key=False, default_model="gpt-image-1.5"))
     with running_proxy(Engine("hanging-test")) as url:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/images/generations", json={"prompt": "x"}, timeout=0.5)

@@ -42,8 +42,9 @@ async def test_prefixes_keep_two_proxies_apart() -> None:
     assert store.key("file:x") == "team-a:file:x"
 
 
-@pytest.mark.parametrize("url", ["localhost:6379", "http://127.0.0.1:6379/0", "redis://", "redis://h:1/x",
-                                 "redis://h:99999/0"])
+@pytest.mark.parametrize(
+    "url", ["localhost:6379", "http://127.0.0.1:6379/0", "redis://", "redis://h:1/x", "redis://h:99999/0"]
+)
 def test_a_state_url_that_does_not_parse_says_the_expected_form(url: str) -> None:
     with pytest.raises(ValueError, match="redis://HOST:PORT/DB"):
         StateSettings(url=url)

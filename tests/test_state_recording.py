@@ -26,18 +26,33 @@ def test_a_burst_split_between_two_processes_records_every_interaction_in_one_ca
     cassette = tmp_path / "burst.json"
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
-        args = ("--provider", "openai", "--openai-base-url", upstream_url + "/v1", "--cassette", str(cassette),
-                "--record-mode", "new_episodes")
+        args = (
+            "--provider",
+            "openai",
+            "--openai-base-url",
+            upstream_url + "/v1",
+            "--cassette",
+            str(cassette),
+            "--record-mode",
+            "new_episodes",
+        )
         with serving(*args) as (first, first_port), serving(*args) as (second, second_port):
             ports = [first_port, second_port]
             statuses: list[int] = []
             lock = threading.Lock()
 
             def send(i: int) -> None:
-                answer = httpx.post(f"http://127.0.0.1:{ports[i % 2]}/v1/images/generations",
-                                    headers={"x-allm-api-key": OPENAI_KEY},
-                                    json={"model": "dall-e-2", "prompt": f"prompt {i}", "response_format": "b64_json",
-                                          "size": "256x256"}, timeout=60)
+                answer = httpx.post(
+                    f"http://127.0.0.1:{ports[i % 2]}/v1/images/generations",
+                    headers={"x-allm-api-key": OPENAI_KEY},
+                    json={
+                        "model": "dall-e-2",
+                        "prompt": f"prompt {i}",
+                        "response_format": "b64_json",
+                        "size": "256x256",
+                    },
+                    timeout=60,
+                )
                 with lock:
                     statuses.append(answer.status_code)
 

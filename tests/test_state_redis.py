@@ -46,8 +46,9 @@ def test_every_url_one_proxy_issues_is_served_by_the_other(redis: RedisServer) -
         proxies = [first, second]
         for i in range(40):
             issuer, other = proxies[i % 2], proxies[(i + 1) % 2]
-            result = client(issuer).images.generate(model="dall-e-2", prompt=f"kestrel {i}", size="256x256",
-                                                    response_format="url")
+            result = client(issuer).images.generate(
+                model="dall-e-2", prompt=f"kestrel {i}", size="256x256", response_format="url"
+            )
             url = result.data[0].url if result.data else None
             assert url is not None and url.startswith(f"{issuer}/v1/images/files/img_")
             fetched = httpx.get(url.replace(issuer, other))
@@ -58,8 +59,7 @@ def test_every_url_one_proxy_issues_is_served_by_the_other(redis: RedisServer) -
 def test_without_shared_state_the_other_proxy_does_not_know_the_url() -> None:
     # The control: two in-memory proxies do not share URLs, so the test above means something.
     with running_proxy(Engine()) as first, running_proxy(Engine()) as second:
-        result = client(first).images.generate(model="dall-e-2", prompt="k", size="256x256",
-                                               response_format="url")
+        result = client(first).images.generate(model="dall-e-2", prompt="k", size="256x256", response_format="url")
         url = result.data[0].url if result.data else ""
         assert url and httpx.get(url.replace(first, second)).status_code == 404
 
@@ -68,46 +68,61 @@ def record_ten_identical(cassette: Path) -> tuple[str, list[str]]:
     """Ten identical requests recorded in order (ten different answers); the upstream is gone afterwards."""
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
-        engine = Engine(image_adapter="openai",
-                        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                        cassettes=CassetteSettings(path=str(cassette), record_mode="once"))
+        engine = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+            cassettes=CassetteSettings(path=str(cassette), record_mode="once"),
+        )
         with running_proxy(engine) as base:
             return upstream_url, [generate_b64(base, "default") for _ in range(10)]
 
 
 def generate_b64(base: str, session: str) -> str:
-    answer = httpx.post(f"{base}/v1/images/generations", headers={"x-allm-session": session},
-                        json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
-                        timeout=30)
+    answer = httpx.post(
+        f"{base}/v1/images/generations",
+        headers={"x-allm-session": session},
+        json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["data"][0]["b64_json"])
 
 
 def replay_engine(cassette: Path, upstream_url: str, state_url: str) -> Engine:
-    return shared_engine(state_url, image_adapter="openai",
-                         image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-                         cassettes=CassetteSettings(path=str(cassette), record_mode="none"))
+    return shared_engine(
+        state_url,
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+        cassettes=CassetteSettings(path=str(cassette), record_mode="none"),
+    )
 
 
 def test_identical_requests_replay_in_recorded_order_across_two_proxies_per_session(
-        tmp_path: Path, redis: RedisServer) -> None:
+    tmp_path: Path, redis: RedisServer
+) -> None:
     cassette = tmp_path / "ten.json"
     upstream_url, recorded = record_ten_identical(cassette)
     assert len(set(recorded)) == 10  # ten different answers to one request: order is observable
-    with running_proxy(replay_engine(cassette, upstream_url, redis.url)) as first, \
-            running_proxy(replay_engine(cassette, upstream_url, redis.url)) as second:
+    with (
+        running_proxy(replay_engine(cassette, upstream_url, redis.url)) as first,
+        running_proxy(replay_engine(cassette, upstream_url, redis.url)) as second,
+    ):
         proxies = [first, second]
         for session in ("run-a", "run-b"):
             replayed = [generate_b64(proxies[i % 2], session) for i in range(10)]
             assert replayed == recorded
         # Both sessions have used all ten: an eleventh identical request is a miss, on either proxy.
-        extra = httpx.post(f"{second}/v1/images/generations", headers={"x-allm-session": "run-a"},
-                           json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"})
+        extra = httpx.post(
+            f"{second}/v1/images/generations",
+            headers={"x-allm-session": "run-a"},
+            json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
+        )
         assert extra.status_code == 400 and extra.json()["error"]["code"] == "cassette_miss"
 
 
 def test_a_redis_that_goes_away_gives_503s_and_the_proxy_recovers_when_it_returns(
-        tmp_path: Path, redis: RedisServer) -> None:
+    tmp_path: Path, redis: RedisServer
+) -> None:
     cassette = tmp_path / "ten.json"
     upstream_url, recorded = record_ten_identical(cassette)
     with running_proxy(replay_engine(cassette, upstream_url, redis.url)) as base:
@@ -115,9 +130,12 @@ def test_a_redis_that_goes_away_gives_503s_and_the_proxy_recovers_when_it_return
         assert httpx.get(f"{base}/readyz").status_code == 200
         redis.stop()
         for _ in range(3):
-            answer = httpx.post(f"{base}/v1/images/generations", headers={"x-allm-session": "s"},
-                                json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
-                                timeout=30)
+            answer = httpx.post(
+                f"{base}/v1/images/generations",
+                headers={"x-allm-session": "s"},
+                json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
+                timeout=30,
+            )
             assert answer.status_code == 503, answer.text
             error = answer.json()["error"]
             assert error["code"] == "state_unavailable" and "Redis" in error["message"]
@@ -140,8 +158,9 @@ def test_shared_fake_script_cursors_walk_one_list_across_proxies(tmp_path: Path,
     with running_proxy(engines[0]) as first, running_proxy(engines[1]) as second:
         widths = []
         for i in range(4):
-            answer = httpx.post(f"{(first, second)[i % 2]}/v1/images/generations",
-                                json={"prompt": "p", "response_format": "b64_json"})
+            answer = httpx.post(
+                f"{(first, second)[i % 2]}/v1/images/generations", json={"prompt": "p", "response_format": "b64_json"}
+            )
             assert answer.status_code == 200, answer.text
             widths.append(int.from_bytes(base64.b64decode(answer.json()["data"][0]["b64_json"])[16:20], "big"))
         assert widths == [8, 9, 10, 11]

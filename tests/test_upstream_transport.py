@@ -20,13 +20,17 @@ from tests.support.asgi_server import free_port, serve_asgi
 
 async def echo(request: Request) -> Response:
     body = await request.body()
-    return Response(body, headers={"x-seen-content-type": request.headers.get("content-type", ""),
-                                   "x-seen-auth": request.headers.get("authorization", "")})
+    return Response(
+        body,
+        headers={
+            "x-seen-content-type": request.headers.get("content-type", ""),
+            "x-seen-auth": request.headers.get("authorization", ""),
+        },
+    )
 
 
 async def gzipped(request: Request) -> Response:
-    return Response(gzip.compress(b'{"ok": true}'), media_type="application/json",
-                    headers={"content-encoding": "gzip"})
+    return Response(gzip.compress(b'{"ok": true}'), media_type="application/json", headers={"content-encoding": "gzip"})
 
 
 async def slow(request: Request) -> Response:
@@ -43,8 +47,14 @@ async def events(request: Request) -> StreamingResponse:
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
-APP = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/gzip", gzipped),
-                        Route("/slow", slow), Route("/events", events)])
+APP = Starlette(
+    routes=[
+        Route("/echo", echo, methods=["POST"]),
+        Route("/gzip", gzipped),
+        Route("/slow", slow),
+        Route("/events", events),
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +65,11 @@ def upstream() -> str:  # type: ignore[misc]
 
 async def test_request_body_and_headers_arrive_unchanged(upstream: str) -> None:
     async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
-        response = await client.post(f"{upstream}/echo", content=b"\x00binary\xff",
-                                     headers={"content-type": "multipart/form-data; boundary=x",
-                                              "authorization": "Bearer sk-test-t"})
+        response = await client.post(
+            f"{upstream}/echo",
+            content=b"\x00binary\xff",
+            headers={"content-type": "multipart/form-data; boundary=x", "authorization": "Bearer sk-test-t"},
+        )
     assert response.content == b"\x00binary\xff"
     assert response.headers["x-seen-content-type"] == "multipart/form-data; boundary=x"
     assert response.headers["x-seen-auth"] == "Bearer sk-test-t"

@@ -16,10 +16,16 @@ from tests.upstreams.openai_upstream import FakeOpenAI
 
 # (path, JSON body, headers) of one valid call
 Call = tuple[str, dict[str, Any], dict[str, str]]
-OPENAI_CALL: Call = ("/v1/images/generations", {"model": "gpt-image-1", "prompt": "a heron"},
-                     {"authorization": "Bearer sk-test-base"})
-GEMINI_CALL: Call = ("/v1beta/models/gemini-3-pro-image:generateContent",
-                     {"contents": [{"parts": [{"text": "a heron"}]}]}, {"x-goog-api-key": VALID_KEY})
+OPENAI_CALL: Call = (
+    "/v1/images/generations",
+    {"model": "gpt-image-1", "prompt": "a heron"},
+    {"authorization": "Bearer sk-test-base"},
+)
+GEMINI_CALL: Call = (
+    "/v1beta/models/gemini-3-pro-image:generateContent",
+    {"contents": [{"parts": [{"text": "a heron"}]}]},
+    {"x-goog-api-key": VALID_KEY},
+)
 FAKES: list[Any] = [
     pytest.param(FakeOpenAI, OPENAI_CALL, openai_upstream.server_error(503), id="openai"),
     pytest.param(FakeGemini, GEMINI_CALL, gemini_upstream.unavailable(), id="gemini"),

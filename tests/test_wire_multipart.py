@@ -36,32 +36,45 @@ def form(boundary: str, *heads_and_data: tuple[str, bytes]) -> tuple[str, bytes]
 # Each edge case, and the (name, filename, bytes) parts every reader must find in it.
 EDGE_CASES = {
     "unquoted name": (
-        [("Content-Disposition: form-data; name=prompt", b"add a hat"),
-         ('Content-Disposition: form-data; name="image"; filename="in.png"\r\nContent-Type: image/png', PNG)],
+        [
+            ("Content-Disposition: form-data; name=prompt", b"add a hat"),
+            ('Content-Disposition: form-data; name="image"; filename="in.png"\r\nContent-Type: image/png', PNG),
+        ],
         [("prompt", None, b"add a hat"), ("image", "in.png", PNG)],
     ),
     "single quotes are part of the name": (
-        [('Content-Disposition: form-data; name="prompt"', b"a cat"),
-         ("Content-Disposition: form-data; name='style'", b"vivid"),
-         ('Content-Disposition: form-data; name="image"; filename="in.png"', PNG)],
+        [
+            ('Content-Disposition: form-data; name="prompt"', b"a cat"),
+            ("Content-Disposition: form-data; name='style'", b"vivid"),
+            ('Content-Disposition: form-data; name="image"; filename="in.png"', PNG),
+        ],
         [("prompt", None, b"a cat"), ("'style'", None, b"vivid"), ("image", "in.png", PNG)],
     ),
     "escaped quotes": (
-        [('Content-Disposition: form-data; name="prompt"', b"a cat"),
-         ('Content-Disposition: form-data; name="say \\"hi\\""', b"hello"),
-         ('Content-Disposition: form-data; name="image"; filename="my \\"best\\".png"', PNG)],
+        [
+            ('Content-Disposition: form-data; name="prompt"', b"a cat"),
+            ('Content-Disposition: form-data; name="say \\"hi\\""', b"hello"),
+            ('Content-Disposition: form-data; name="image"; filename="my \\"best\\".png"', PNG),
+        ],
         [("prompt", None, b"a cat"), ('say "hi"', None, b"hello"), ("image", 'my "best".png', PNG)],
     ),
     "filename* next to filename (RFC 7578: filename wins)": (
-        [('Content-Disposition: form-data; name="prompt"', b"a cat"),
-         ("Content-Disposition: form-data; name=\"image\"; filename=\"cafe.png\"; "
-          "filename*=UTF-8''caf%C3%A9.png\r\nContent-Type: image/png", PNG)],
+        [
+            ('Content-Disposition: form-data; name="prompt"', b"a cat"),
+            (
+                'Content-Disposition: form-data; name="image"; filename="cafe.png"; '
+                "filename*=UTF-8''caf%C3%A9.png\r\nContent-Type: image/png",
+                PNG,
+            ),
+        ],
         [("prompt", None, b"a cat"), ("image", "cafe.png", PNG)],
     ),
     "filename* alone is no filename": (
-        [('Content-Disposition: form-data; name="prompt"', b"a cat"),
-         ("Content-Disposition: form-data; name=\"notes\"; filename*=UTF-8''notes.txt", b"plain words"),
-         ('Content-Disposition: form-data; name="image"; filename="in.png"', PNG)],
+        [
+            ('Content-Disposition: form-data; name="prompt"', b"a cat"),
+            ("Content-Disposition: form-data; name=\"notes\"; filename*=UTF-8''notes.txt", b"plain words"),
+            ('Content-Disposition: form-data; name="image"; filename="in.png"', PNG),
+        ],
         [("prompt", None, b"a cat"), ("notes", None, b"plain words"), ("image", "in.png", PNG)],
     ),
 }
@@ -69,8 +82,11 @@ EDGE_CASES = {
 
 def server_parts(parsed: ImageRequest) -> set[tuple[str, str | None, bytes]]:
     """What the server's codec made of the body, as (name, filename, bytes)."""
-    texts = {(name, None, str(getattr(parsed, name)).encode()) for name in ("prompt", "model", "style")
-             if getattr(parsed, name) is not None}
+    texts = {
+        (name, None, str(getattr(parsed, name)).encode())
+        for name in ("prompt", "model", "style")
+        if getattr(parsed, name) is not None
+    }
     texts |= {(name, None, str(value).encode()) for name, value in parsed.extra}
     files = [*parsed.images, *parsed.extra_files, *([parsed.mask] if parsed.mask else [])]
     return texts | {(f.field, f.filename, f.data) for f in files}
@@ -79,8 +95,9 @@ def server_parts(parsed: ImageRequest) -> set[tuple[str, str | None, bytes]]:
 def cassette_parts(request: Request) -> set[tuple[str, str | None, bytes]]:
     """What the cassette summary (misses, `cassettes show`) made of the same body."""
     summary = summarize_request(request)
-    return ({(name, None, value.encode()) for name, value in summary.fields.items()}
-            | {(p.name, p.filename, p.data) for p in summary.files})
+    return {(name, None, value.encode()) for name, value in summary.fields.items()} | {
+        (p.name, p.filename, p.data) for p in summary.files
+    }
 
 
 @pytest.mark.parametrize("case", list(EDGE_CASES))
@@ -104,14 +121,15 @@ def test_edge_case_bodies_parse_the_same_in_the_server_and_in_the_cassette_layer
 
 def test_recorded_bodies_with_other_boundaries_and_an_unquoted_name_still_match() -> None:
     matchers = build(["method", "path", "body"])
-    heads = [("Content-Disposition: form-data; name=prompt", b"add a hat"),
-             ('Content-Disposition: form-data; name=model', b"gpt-image-1"),
-             ('Content-Disposition: form-data; name="image"; filename="in.png"\r\nContent-Type: image/png', PNG)]
+    heads = [
+        ("Content-Disposition: form-data; name=prompt", b"add a hat"),
+        ("Content-Disposition: form-data; name=model", b"gpt-image-1"),
+        ('Content-Disposition: form-data; name="image"; filename="in.png"\r\nContent-Type: image/png', PNG),
+    ]
     requests = []
     for boundary in ("recorded-boundary-1111", "7f3a9c0d1e2b4a5c"):
         content_type, body = form(boundary, *heads)
-        requests.append(Request("POST", "https://api.openai.com/v1/images/edits", body,
-                                {"content-type": content_type}))
+        requests.append(Request("POST", "https://api.openai.com/v1/images/edits", body, {"content-type": content_type}))
     assert requests[0].body != requests[1].body
     assert request_key(requests[0], matchers) == request_key(requests[1], matchers)
     other_type, other = form("x", *heads[:1], ("Content-Disposition: form-data; name=model", b"dall-e-2"), heads[2])
@@ -120,8 +138,13 @@ def test_recorded_bodies_with_other_boundaries_and_an_unquoted_name_still_match(
 
 
 def test_strict_mode_does_not_decode_a_transfer_encoding_but_recorded_mode_does() -> None:
-    content_type, body = form("b", ('Content-Disposition: form-data; name="image"; filename="a.png"\r\n'
-                                    "Content-Transfer-Encoding: base64", base64.b64encode(PNG)))
+    content_type, body = form(
+        "b",
+        (
+            'Content-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Transfer-Encoding: base64',
+            base64.b64encode(PNG),
+        ),
+    )
     assert parse_multipart(content_type, body)[0].data == base64.b64encode(PNG)
     assert parse_multipart(content_type, body, recorded=True)[0].data == PNG
 
@@ -134,8 +157,13 @@ def test_strict_mode_caps_the_number_of_parts_and_recorded_mode_does_not() -> No
     assert len(parse_multipart(content_type, body, recorded=True)) == MAX_PARTS + 1
 
 
-@pytest.mark.parametrize("body", [b"--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n",
-                                  b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b\r\nContent-Disposition: form-data; name="a"\r\n\r\nx\r\n',
+        b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--\r\n",
+    ],
+)
 def test_a_truncated_body_or_a_part_without_a_name_is_refused_in_both_modes(body: bytes) -> None:
     for recorded in (False, True):
         with pytest.raises(MultipartError):
@@ -143,26 +171,36 @@ def test_a_truncated_body_or_a_part_without_a_name_is_refused_in_both_modes(body
 
 
 def test_encoded_parts_parse_back_to_themselves() -> None:
-    parts = [Part("prompt", "a cat \u2603".encode()), Part('odd "name"', b"v"),
-             Part("image[]", PNG, filename="in.png", content_type="image/png"),
-             Part("mask", PNG, filename="m.png")]
+    parts = [
+        Part("prompt", "a cat \u2603".encode()),
+        Part('odd "name"', b"v"),
+        Part("image[]", PNG, filename="in.png", content_type="image/png"),
+        Part("mask", PNG, filename="m.png"),
+    ]
     body, content_type = encode_multipart(parts, boundary="fixed")
     assert content_type == "multipart/form-data; boundary=fixed"
     back = parse_multipart(content_type, body)
     assert [(p.name, p.filename, p.data) for p in back] == [
-        ("prompt", None, "a cat \u2603".encode()), ("odd %22name%22", None, b"v"),
-        ("image[]", "in.png", PNG), ("mask", "m.png", PNG)]
+        ("prompt", None, "a cat \u2603".encode()),
+        ("odd %22name%22", None, b"v"),
+        ("image[]", "in.png", PNG),
+        ("mask", "m.png", PNG),
+    ]
     assert back[3].content_type == "application/octet-stream"
 
 
 def test_base64_parts_keep_the_body_multipart_and_utf8_and_read_back_the_same_files() -> None:
-    content_type, body = form("b", ('Content-Disposition: form-data; name="prompt"', b"a cat"),
-                              ('Content-Disposition: form-data; name="image"; filename="in.png"\r\n'
-                               "Content-Type: image/png", PNG))
+    content_type, body = form(
+        "b",
+        ('Content-Disposition: form-data; name="prompt"', b"a cat"),
+        ('Content-Disposition: form-data; name="image"; filename="in.png"\r\nContent-Type: image/png', PNG),
+    )
     text = with_base64_parts(content_type, body)
     assert text is not None
     text.decode("utf-8")
     assert text.count(b"Content-Transfer-Encoding: base64") == 1  # the text part stays as it was
-    assert [(p.name, p.data) for p in parse_multipart(content_type, text, recorded=True)] == \
-        [("prompt", b"a cat"), ("image", PNG)]
+    assert [(p.name, p.data) for p in parse_multipart(content_type, text, recorded=True)] == [
+        ("prompt", b"a cat"),
+        ("image", PNG),
+    ]
     assert with_base64_parts("application/json", b"{}") is None

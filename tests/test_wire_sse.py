@@ -7,16 +7,18 @@ import pytest
 from allm_proxy.wire.events import stream_end
 from allm_proxy.wire.sse import EventSplitter, is_event_stream, split
 
-BODY = (b": ping\n\n"
-        b"event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\"}\n\n"
-        b"data: first line\r\ndata:second line\r\n\r\n"
-        b"event: image_generation.completed\ndata: {\"b64_json\":\"aGk=\"}\n\n"
-        b"data: [DONE]\n\n")
+BODY = (
+    b": ping\n\n"
+    b'event: image_generation.partial_image\ndata: {"type":"image_generation.partial_image"}\n\n'
+    b"data: first line\r\ndata:second line\r\n\r\n"
+    b'event: image_generation.completed\ndata: {"b64_json":"aGk="}\n\n'
+    b"data: [DONE]\n\n"
+)
 
 
 def fed_in_pieces(body: bytes, size: int) -> list[tuple[str | None, bytes | None, bytes]]:
     splitter = EventSplitter()
-    events = [e for i in range(0, len(body), size) for e in splitter.feed(body[i:i + size])]
+    events = [e for i in range(0, len(body), size) for e in splitter.feed(body[i : i + size])]
     last = splitter.close()
     return [(e.name, e.data, e.raw) for e in [*events, *([last] if last else [])]]
 
@@ -41,7 +43,7 @@ def test_names_data_comments_and_line_endings() -> None:
 
 def test_an_event_without_a_blank_line_at_the_end_comes_from_close() -> None:
     splitter = EventSplitter()
-    assert splitter.feed(b"data: {\"a\": 1}\n\ndata: {\"b\"")[0].data == b'{"a": 1}'
+    assert splitter.feed(b'data: {"a": 1}\n\ndata: {"b"')[0].data == b'{"a": 1}'
     assert splitter.feed(b": 2}") == []
     last = splitter.close()
     assert last is not None and last.data == b'{"b": 2}' and last.raw == b'data: {"b": 2}'
@@ -55,11 +57,10 @@ def test_only_one_space_after_the_colon_is_dropped() -> None:
 def test_how_far_an_event_takes_an_image_stream() -> None:
     ends = [stream_end(e) for e in split(BODY)]
     assert ends == [None, None, None, "completed", "done"]
-    named_error = next(split(b"event: error\ndata: {\"type\": \"error\"}\n\n"))
+    named_error = next(split(b'event: error\ndata: {"type": "error"}\n\n'))
     unnamed_error = next(split(b'data: {"error": {"message": "boom"}}\n\n'))
     unnamed_completed = next(split(b'data: {"type": "image_edit.completed"}\n\n'))
-    assert [stream_end(e) for e in (named_error, unnamed_error, unnamed_completed)] == \
-        ["error", "error", "completed"]
+    assert [stream_end(e) for e in (named_error, unnamed_error, unnamed_completed)] == ["error", "error", "completed"]
 
 
 def test_event_stream_media_type() -> None:

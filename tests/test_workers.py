@@ -43,8 +43,9 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 MAX_BURSTS = 5
 
 
-def bursts_until_both_workers_answer(proxy: ServeProcess, burst: Callable[[int], None], method: str,
-                                     path_prefix: str) -> int:
+def bursts_until_both_workers_answer(
+    proxy: ServeProcess, burst: Callable[[int], None], method: str, path_prefix: str
+) -> int:
     """Run `burst(k)` until the access log shows both workers answering (at most MAX_BURSTS); how many ran.
 
     Workers share one listening socket and the kernel wakes them all for each connection: on a busy
@@ -80,12 +81,13 @@ def test_a_state_url_that_does_not_parse_stays_a_usage_error_with_workers() -> N
     assert result.exit_code == 2 and "redis://HOST:PORT/DB" in result.output
 
 
-def test_every_url_either_worker_issues_is_served_whichever_worker_answers(tmp_path: Path,
-                                                                           redis: RedisServer) -> None:
+def test_every_url_either_worker_issues_is_served_whichever_worker_answers(tmp_path: Path, redis: RedisServer) -> None:
     with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
+
         def issue_and_fetch(i: int) -> tuple[int, bytes, str]:
-            answer = generate(proxy.base, {"model": "dall-e-2", "prompt": f"kestrel {i}", "size": "256x256",
-                                           "response_format": "url"})
+            answer = generate(
+                proxy.base, {"model": "dall-e-2", "prompt": f"kestrel {i}", "size": "256x256", "response_format": "url"}
+            )
             assert answer.status_code == 200, answer.text
             fetched = httpx.get(answer.json()["data"][0]["url"], timeout=30)
             return fetched.status_code, fetched.content[:8], fetched.headers.get("content-type", "")
@@ -104,14 +106,27 @@ def test_every_url_either_worker_issues_is_served_whichever_worker_answers(tmp_p
 
 
 def test_identical_requests_replay_in_recorded_order_across_both_workers_per_session(
-        tmp_path: Path, redis: RedisServer) -> None:
+    tmp_path: Path, redis: RedisServer
+) -> None:
     cassette = tmp_path / "ten.json"
     upstream_url, recorded = record_ten_identical(cassette)
     assert len(set(recorded)) == 10  # ten different answers to one request: order is observable
     request = {"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"}
-    with serve_process(tmp_path, "--state-url", redis.url, "--provider", "openai", "--openai-base-url",
-                       upstream_url + "/v1", "--cassette", str(cassette), "--record-mode", "none",
-                       workers=WORKERS, env={"OPENAI_API_KEY": OPENAI_KEY}) as proxy:
+    with serve_process(
+        tmp_path,
+        "--state-url",
+        redis.url,
+        "--provider",
+        "openai",
+        "--openai-base-url",
+        upstream_url + "/v1",
+        "--cassette",
+        str(cassette),
+        "--record-mode",
+        "none",
+        workers=WORKERS,
+        env={"OPENAI_API_KEY": OPENAI_KEY},
+    ) as proxy:
         for session in ("run-a", "run-b"):
             replayed = []
             for _ in range(10):
@@ -126,17 +141,40 @@ def test_identical_requests_replay_in_recorded_order_across_both_workers_per_ses
 
 
 def test_a_burst_of_50_recorded_by_two_workers_lands_whole_in_a_cassette_plain_vcrpy_reads(
-        tmp_path: Path, redis: RedisServer) -> None:
+    tmp_path: Path, redis: RedisServer
+) -> None:
     cassette = tmp_path / "burst.json"
     upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url, serve_process(
-            tmp_path, "--state-url", redis.url, "--provider", "openai", "--openai-base-url", upstream_url + "/v1",
-            "--cassette", str(cassette), "--record-mode", "new_episodes", workers=WORKERS,
-            env={"OPENAI_API_KEY": OPENAI_KEY}) as proxy:
+    with (
+        upstream.serving() as upstream_url,
+        serve_process(
+            tmp_path,
+            "--state-url",
+            redis.url,
+            "--provider",
+            "openai",
+            "--openai-base-url",
+            upstream_url + "/v1",
+            "--cassette",
+            str(cassette),
+            "--record-mode",
+            "new_episodes",
+            workers=WORKERS,
+            env={"OPENAI_API_KEY": OPENAI_KEY},
+        ) as proxy,
+    ):
+
         def burst(k: int) -> None:
             def send(i: int) -> int:
-                return generate(proxy.base, {"model": "dall-e-2", "prompt": f"prompt {k}-{i}", "size": "256x256",
-                                             "response_format": "b64_json"}).status_code
+                return generate(
+                    proxy.base,
+                    {
+                        "model": "dall-e-2",
+                        "prompt": f"prompt {k}-{i}",
+                        "size": "256x256",
+                        "response_format": "b64_json",
+                    },
+                ).status_code
 
             with ThreadPoolExecutor(max_workers=16) as pool:
                 assert list(pool.map(send, range(50))) == [200] * 50
@@ -147,24 +185,30 @@ def test_a_burst_of_50_recorded_by_two_workers_lands_whole_in_a_cassette_plain_v
     requests, responses = FilesystemPersister.load_cassette(str(cassette), jsonserializer)  # plain vcrpy
     assert len(requests) == len(responses) == 50 * bursts
     assert sorted(json.loads(r.body)["prompt"] for r in requests) == sorted(
-        f"prompt {k}-{i}" for k in range(bursts) for i in range(50))
+        f"prompt {k}-{i}" for k in range(bursts) for i in range(50)
+    )
     assert OPENAI_KEY not in cassette.read_text()
 
 
 def _requests_total(text: str, operation: str) -> float:
-    pattern = re.compile(r'^allm_requests_total\{([^}]*)\} (\S+)$', re.MULTILINE)
+    pattern = re.compile(r"^allm_requests_total\{([^}]*)\} (\S+)$", re.MULTILINE)
     return sum(float(value) for labels, value in pattern.findall(text) if f'operation="{operation}"' in labels)
 
 
 def test_metrics_under_two_workers_count_every_request_whichever_worker_answers(
-        tmp_path: Path, redis: RedisServer) -> None:
+    tmp_path: Path, redis: RedisServer
+) -> None:
     with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
         metrics_dirs = {Path(_environ(pid)["PROMETHEUS_MULTIPROC_DIR"]) for pid in proxy.worker_pids()}
         assert len(metrics_dirs) == 1  # one directory, shared by every worker
+
         def burst(k: int) -> None:
             with ThreadPoolExecutor(max_workers=8) as pool:
-                statuses = list(pool.map(lambda i: generate(proxy.base, {"prompt": f"p{i}", "size": "256x256"})
-                                         .status_code, range(30)))
+                statuses = list(
+                    pool.map(
+                        lambda i: generate(proxy.base, {"prompt": f"p{i}", "size": "256x256"}).status_code, range(30)
+                    )
+                )
             assert statuses == [200] * 30
 
         made = 30 * bursts_until_both_workers_answer(proxy, burst, "POST", "/v1/images/generations")
@@ -190,8 +234,11 @@ def test_sigterm_lets_a_slow_request_in_flight_finish_and_exits_0(tmp_path: Path
         workers = proxy.worker_pids()
         outcome: dict[str, httpx.Response] = {}
         body = {"prompt": "slow", "size": "256x256", "response_format": "b64_json"}
-        slow = threading.Thread(target=lambda: outcome.setdefault(
-            "answer", generate(proxy.base, body, {"x-allm-fault": "latency; ms=1500"})))
+        slow = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "answer", generate(proxy.base, body, {"x-allm-fault": "latency; ms=1500"})
+            )
+        )
         slow.start()
         time.sleep(0.5)  # the request is in a worker, waiting out its latency
         assert proxy.stop(signal.SIGTERM) == 0

@@ -131,8 +131,14 @@ class AdapterRegistry:
             taken = self._sources.get(name)
             if name in self._loaded or (taken is not None and taken.target != entry_point.value):
                 if not again and taken is not None:
-                    log.warning("skipping the %s entry point %s = %r: the name is taken by the %s %r",
-                                ENTRY_POINT_GROUP, name, entry_point.value, taken.origin, taken.target)
+                    log.warning(
+                        "skipping the %s entry point %s = %r: the name is taken by the %s %r",
+                        ENTRY_POINT_GROUP,
+                        name,
+                        entry_point.value,
+                        taken.origin,
+                        taken.target,
+                    )
                 continue
             self._sources[name] = _Source(name, entry_point.value, origin=_describe(entry_point))
 
@@ -154,8 +160,7 @@ def _info_from(source: _Source) -> AdapterInfo:
         raise AdapterLoadError(f"{what} could not be loaded: {type(exc).__name__}: {exc}") from exc
     if not isinstance(value, AdapterInfo):
         raise AdapterLoadError(
-            f"{what} gave a {type(value).__name__}, not an AdapterInfo "
-            "(or a zero-argument callable returning one)"
+            f"{what} gave a {type(value).__name__}, not an AdapterInfo (or a zero-argument callable returning one)"
         )
     if value.name != source.name:
         raise AdapterLoadError(f"{what} gave an AdapterInfo named {value.name!r}; the two names must be the same")

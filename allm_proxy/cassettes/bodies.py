@@ -72,7 +72,7 @@ def request_body_from_text(text: str | bytes | None) -> bytes | None:
     if isinstance(text, bytes):
         return text
     if text.startswith(BINARY_PREFIX):
-        return base64.b64decode(text[len(BINARY_PREFIX):])
+        return base64.b64decode(text[len(BINARY_PREFIX) :])
     return text.encode("utf-8")
 
 

@@ -58,14 +58,25 @@ class Outcome:
 
     def line(self) -> str:
         where = f"{self.cassette} #{self.index}" if self.index is not None else f"{self.cassette}"
-        text = {"same": "same", "drift": "drift: " + "; ".join(self.differences),
-                "error": f"error: {self.failure}", "skipped": f"skipped: {self.skipped}"}[self.verdict]
+        text = {
+            "same": "same",
+            "drift": "drift: " + "; ".join(self.differences),
+            "error": f"error: {self.failure}",
+            "skipped": f"skipped: {self.skipped}",
+        }[self.verdict]
         return f"{where} {self.request}: {text}" + (" (updated)" if self.updated else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"cassette": str(self.cassette), "index": self.index, "request": self.request,
-                "result": self.verdict, "differences": self.differences, "error": self.failure,
-                "skipped": self.skipped, "updated": self.updated}
+        return {
+            "cassette": str(self.cassette),
+            "index": self.index,
+            "request": self.request,
+            "result": self.verdict,
+            "differences": self.differences,
+            "error": self.failure,
+            "skipped": self.skipped,
+            "updated": self.updated,
+        }
 
 
 def request_line(request: Request) -> str:
@@ -107,8 +118,9 @@ def compare_sent(sent: Iterable[Sent]) -> list[Outcome]:
     outcomes = []
     for item in sent:
         entry = item.planned.entry
-        outcome = Outcome(item.planned.cassette, entry.index, request_line(entry.request),
-                          failure=item.failure, fresh=item.response)
+        outcome = Outcome(
+            item.planned.cassette, entry.index, request_line(entry.request), failure=item.failure, fresh=item.response
+        )
         if item.response is not None:
             outcome.differences = differences(shape_of(entry.response), shape_of(item.response))
         outcomes.append(outcome)
@@ -117,8 +129,10 @@ def compare_sent(sent: Iterable[Sent]) -> list[Outcome]:
 
 def skipped(cassette: Path, entries: Iterable[Entry]) -> list[Outcome]:
     """Outcomes for interactions that are not image calls of a known provider (not sent)."""
-    return [Outcome(cassette, e.index, request_line(e.request),
-                    skipped="not an OpenAI or Gemini image call, not sent") for e in entries]
+    return [
+        Outcome(cassette, e.index, request_line(e.request), skipped="not an OpenAI or Gemini image call, not sent")
+        for e in entries
+    ]
 
 
 def in_order(outcomes: Iterable[Outcome]) -> list[Outcome]:
@@ -159,6 +173,8 @@ def describe_plan(planned: Sequence[Planned]) -> str:
 def report(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """The machine-readable report (``--json``)."""
     counts = Counter(o.verdict for o in outcomes)
-    return {"drifted": any(o.verdict in ("drift", "error") for o in outcomes),
-            "counts": {k: counts.get(k, 0) for k in ("same", "drift", "error", "skipped")},
-            "interactions": [o.to_json() for o in outcomes]}
+    return {
+        "drifted": any(o.verdict in ("drift", "error") for o in outcomes),
+        "counts": {k: counts.get(k, 0) for k in ("same", "drift", "error", "skipped")},
+        "interactions": [o.to_json() for o in outcomes],
+    }

@@ -87,8 +87,7 @@ def shape_of(response: dict[str, Any]) -> Shape:
     paths = {}
     if data is not _NOT_JSON:
         _walk(data, "", paths)
-    return Shape(status, media_type, error=_error_of(data) if status >= 400 else None, paths=paths,
-                 images=images)
+    return Shape(status, media_type, error=_error_of(data) if status >= 400 else None, paths=paths, images=images)
 
 
 def differences(old: Shape, new: Shape) -> list[str]:
@@ -146,7 +145,7 @@ def _path_order(old: dict[str, str], new: dict[str, str]) -> Any:
 
 
 def _below(path: str, parent: str) -> bool:
-    return path.startswith(parent) and path[len(parent):len(parent) + 1] in (".", "[")
+    return path.startswith(parent) and path[len(parent) : len(parent) + 1] in (".", "[")
 
 
 def _status(shape: Shape) -> str:

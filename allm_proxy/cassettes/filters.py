@@ -23,10 +23,21 @@ from vcr.request import Request
 from ..config import CassetteSettings
 from .bodies import as_bytes
 
-SECRET_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "x-goog-api-key", "api-key", "x-api-key", "openai-organization",
-    "openai-project", "cookie", "set-cookie", "x-allm-api-key", "x-allm-access-token",
-})
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-goog-api-key",
+        "api-key",
+        "x-api-key",
+        "openai-organization",
+        "openai-project",
+        "cookie",
+        "set-cookie",
+        "x-allm-api-key",
+        "x-allm-access-token",
+    }
+)
 SECRET_QUERY = frozenset({"key", "api_key", "api-key"})
 REDACTED = "<redacted>"
 # Shorter values are too likely to occur by chance in a body (and too short to be a key).
@@ -49,8 +60,7 @@ class SecretFilter:
             body_fields=frozenset(settings.filter_body_fields),
         )
 
-    def request(self, request: Request,
-                known_secrets: Iterable[str | None] = ()) -> tuple[Request, list[str]]:
+    def request(self, request: Request, known_secrets: Iterable[str | None] = ()) -> tuple[Request, list[str]]:
         """A filtered copy of `request`, and the secret values it carried (for `response`)."""
         secrets = [s for s in known_secrets if s]
         headers: dict[str, str] = {}

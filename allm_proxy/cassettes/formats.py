@@ -85,6 +85,4 @@ def format_for(path: str | Path) -> CassetteFormat:
     try:
         return FORMATS[suffix]
     except KeyError:
-        raise ValueError(
-            f"cassette {str(path)!r} has no known extension; use one of {', '.join(FORMATS)}"
-        ) from None
+        raise ValueError(f"cassette {str(path)!r} has no known extension; use one of {', '.join(FORMATS)}") from None

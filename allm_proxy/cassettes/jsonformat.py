@@ -41,8 +41,16 @@ _BODY_KEY = b'"string": "'
 # rest of the line parses and we can check the body sat where we expected.
 _SENTINEL = "\u0000allm-body\u0000"
 _SENTINEL_JSON = json.dumps(_SENTINEL).encode()
-_SIMPLE_ESCAPES = {b'"': b'"', b"\\": b"\\", b"/": b"/", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r",
-                   b"t": b"\t"}
+_SIMPLE_ESCAPES = {
+    b'"': b'"',
+    b"\\": b"\\",
+    b"/": b"/",
+    b"b": b"\b",
+    b"f": b"\f",
+    b"n": b"\n",
+    b"r": b"\r",
+    b"t": b"\t",
+}
 _MAX_PIECEWISE_ESCAPES = 4096
 _MAX_HEADER = 1 << 20
 
@@ -128,13 +136,13 @@ class _Lines:
                 return buf, start, newline + 1
             if self._start > 0:  # keep the partial line, drop what was read
                 kept = self._filled - self._start
-                buf[:kept] = buf[self._start:self._filled]
+                buf[:kept] = buf[self._start : self._filled]
                 self._filled, self._start = kept, 0
             if self._filled == len(buf):
                 buf.extend(bytes(len(buf)))
             scanned = self._filled
             with memoryview(buf) as free:
-                read = self._f.readinto(free[self._filled:])
+                read = self._f.readinto(free[self._filled :])
             if not read:
                 if self._filled > self._start:
                     start, self._start = self._start, self._filled
@@ -176,14 +184,14 @@ def _load_lines(lines: _Lines, header: dict[str, Any]) -> Loaded | None:
 
 def _parse_line(buf: bytearray, start: int, end: int) -> dict[str, Any] | None:
     try:
-        if buf[end - 4:end] == b'"}}}':
+        if buf[end - 4 : end] == b'"}}}':
             # The first `"string": "` of the line is the response body's: the request
             # body is a plain string and header values are lists, and inside a JSON
             # string literal the pattern cannot occur (its quotes would be escaped).
             key = buf.find(_BODY_KEY, start, end)
             if key >= 0:
                 value_start = key + len(_BODY_KEY)
-                skeleton = json.loads(bytes(buf[start:value_start - 1]) + _SENTINEL_JSON + b"}}}")
+                skeleton = json.loads(bytes(buf[start : value_start - 1]) + _SENTINEL_JSON + b"}}}")
                 body = skeleton["response"]["body"]
                 if body.get("string") == _SENTINEL:
                     body["string"] = _unescape(buf, value_start, end - 4)
@@ -212,7 +220,7 @@ def _unescape(data: bytearray, begin: int, end: int) -> bytes:
                     if isinstance(piece, memoryview):
                         piece.release()
                 return out
-            escape = _SIMPLE_ESCAPES.get(bytes(data[i + 1:i + 2]))
+            escape = _SIMPLE_ESCAPES.get(bytes(data[i + 1 : i + 2]))
             if escape is None:
                 break
             pieces += (view[pos:i], escape)

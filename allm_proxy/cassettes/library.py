@@ -38,8 +38,9 @@ MAX_NAME = 255
 class CassetteLibrary:
     """Engine-level cassette state: loaded cassettes, replay cursors, the active cassette."""
 
-    def __init__(self, settings: CassetteSettings, *, state: StateStore | None = None,
-                 cursor_ttl: float = 86400.0) -> None:
+    def __init__(
+        self, settings: CassetteSettings, *, state: StateStore | None = None, cursor_ttl: float = 86400.0
+    ) -> None:
         self.settings = settings
         # hook: state - replay cursors live in the state store (shared by workers when it is Redis)
         self.cursors = ReplayCursors(state if state is not None else MemoryState(), ttl=cursor_ttl)
@@ -60,8 +61,9 @@ class CassetteLibrary:
         """`inner` with recording and replay around it."""
         return CassetteTransport(self, inner)
 
-    def activate(self, name: str | None = None, *, path: str | Path | None = None,
-                 record_mode: str | None = None) -> Path | None:
+    def activate(
+        self, name: str | None = None, *, path: str | Path | None = None, record_mode: str | None = None
+    ) -> Path | None:
         """Make a cassette the active one, rewound (a fresh use, as `vcr.use_cassette`).
 
         `name` is confined to the cassette directory (it comes from clients);
@@ -99,14 +101,23 @@ class CassetteLibrary:
         if self.directory is None:
             raise errors.InvalidRequestError(
                 "This proxy has no cassette directory, so cassettes cannot be chosen by name. "
-                "Start it with --cassette-dir DIR.", code="invalid_cassette_name", param="X-ALLM-Cassette")
+                "Start it with --cassette-dir DIR.",
+                code="invalid_cassette_name",
+                param="X-ALLM-Cassette",
+            )
         parts = name.split("/")
-        if (not name or len(name) > MAX_NAME or name.startswith("/")
-                or not all(_COMPONENT.match(part) for part in parts)):
+        if (
+            not name
+            or len(name) > MAX_NAME
+            or name.startswith("/")
+            or not all(_COMPONENT.match(part) for part in parts)
+        ):
             raise errors.InvalidRequestError(
                 f"Invalid cassette name {name[:MAX_NAME]!r}: use letters, digits and _-.[]@+=, in "
-                "'/'-separated parts, no '..', no leading '.' or '/'.", code="invalid_cassette_name",
-                param="X-ALLM-Cassette")
+                "'/'-separated parts, no '..', no leading '.' or '/'.",
+                code="invalid_cassette_name",
+                param="X-ALLM-Cassette",
+            )
         candidate = self.directory / name
         if candidate.suffix.lower() not in FORMATS:
             existing = [candidate.with_name(candidate.name + s) for s in FORMATS]
@@ -116,7 +127,9 @@ class CassetteLibrary:
         if not resolved.is_relative_to(self.directory):
             raise errors.InvalidRequestError(
                 f"The cassette name {name!r} leads outside the cassette directory.",
-                code="invalid_cassette_name", param="X-ALLM-Cassette")
+                code="invalid_cassette_name",
+                param="X-ALLM-Cassette",
+            )
         return resolved
 
     async def tape_for(self, name: str | None) -> Tape:
@@ -125,8 +138,9 @@ class CassetteLibrary:
         if path is None:
             raise errors.InvalidRequestError(
                 "No cassette is selected: send the header X-ALLM-Cassette: NAME, or choose one with "
-                "POST /allm/cassette {\"name\": NAME} (or library.activate(NAME) in-process).",
-                code="cassette_not_selected")
+                'POST /allm/cassette {"name": NAME} (or library.activate(NAME) in-process).',
+                code="cassette_not_selected",
+            )
         with self._lock:
             tape = self._tapes.get(path)
         return tape if tape is not None else await asyncio.to_thread(self.tape, path)
@@ -136,8 +150,14 @@ class CassetteLibrary:
         with self._lock:
             tape = self._tapes.get(path)
             if tape is None:
-                tape = Tape(path, RecordMode(self.settings.record_mode), self.matchers, self.filter,
-                            allow_repeats=self.settings.allow_playback_repeats, cursors=self.cursors)
+                tape = Tape(
+                    path,
+                    RecordMode(self.settings.record_mode),
+                    self.matchers,
+                    self.filter,
+                    allow_repeats=self.settings.allow_playback_repeats,
+                    cursors=self.cursors,
+                )
                 tape.load()
                 self._tapes[path] = tape
             return tape
@@ -177,12 +197,14 @@ class CassetteLibrary:
             return RecordMode(mode)
         except ValueError as exc:
             reason = str(exc)
-            raise errors.InvalidRequestError(f"{reason[:1].upper()}{reason[1:]}.", code="invalid_record_mode",
-                                             param="record_mode") from None
+            raise errors.InvalidRequestError(
+                f"{reason[:1].upper()}{reason[1:]}.", code="invalid_record_mode", param="record_mode"
+            ) from None
 
 
 def _check_suffix(path: Path) -> None:
     if path.suffix.lower() not in FORMATS:
         raise errors.InvalidRequestError(
             f"The cassette {path} has no known extension; use one of {', '.join(FORMATS)}.",
-            code="invalid_cassette_name")
+            code="invalid_cassette_name",
+        )

@@ -70,7 +70,7 @@ class Sent:
 
 
 def provider_of(request: Request) -> str | None:
-    """"openai" or "gemini" by the recorded URL's path; None for anything else (an image URL fetch, ...)."""
+    """ "openai" or "gemini" by the recorded URL's path; None for anything else (an image URL fetch, ...)."""
     path = request.path or ""
     if _GEMINI_PATH.search(path):
         return "gemini"
@@ -100,12 +100,19 @@ def target_url(request: Request, provider: str, base_url: str | None) -> str:
     match = (_GEMINI_PATH if provider == "gemini" else _OPENAI_PATH).search(path)
     assert match is not None, "only planned requests get here"
     query = request.parsed_uri.query
-    return base_url.rstrip("/") + path[match.start():] + (f"?{query}" if query else "")
+    return base_url.rstrip("/") + path[match.start() :] + (f"?{query}" if query else "")
 
 
-async def resend_all(planned: Sequence[Planned], endpoints: Mapping[str, Endpoint], secret_filter: SecretFilter,
-                     *, transport: httpx.AsyncBaseTransport | None = None, concurrency: int = 4,
-                     timeout: float = 600.0, progress: Progress | None = None) -> list[Sent]:
+async def resend_all(
+    planned: Sequence[Planned],
+    endpoints: Mapping[str, Endpoint],
+    secret_filter: SecretFilter,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    concurrency: int = 4,
+    timeout: float = 600.0,
+    progress: Progress | None = None,
+) -> list[Sent]:
     """Send every planned request (at most `concurrency` at once); answers in the planned order."""
     slots = asyncio.Semaphore(max(1, concurrency))
     done = 0
@@ -119,16 +126,21 @@ async def resend_all(planned: Sequence[Planned], endpoints: Mapping[str, Endpoin
             progress(done, len(planned))
         return sent
 
-    async with httpx.AsyncClient(transport=transport or AiohttpTransport(), follow_redirects=False,
-                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))) as client:
+    async with httpx.AsyncClient(
+        transport=transport or AiohttpTransport(),
+        follow_redirects=False,
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+    ) as client:
         return list(await asyncio.gather(*(one(client, item) for item in planned)))
 
 
-async def _resend(client: httpx.AsyncClient, item: Planned, endpoint: Endpoint,
-                  secret_filter: SecretFilter) -> Sent:
+async def _resend(client: httpx.AsyncClient, item: Planned, endpoint: Endpoint, secret_filter: SecretFilter) -> Sent:
     request = item.entry.request
-    headers = {k: v for k, v in request.headers.items()
-               if k.lower() not in _NOT_RESENT and k.lower() not in secret_filter.headers}
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in _NOT_RESENT and k.lower() not in secret_filter.headers
+    }
     headers["accept-encoding"] = _ACCEPT_ENCODING
     secrets: list[str] = []
     if endpoint.api_key:
@@ -139,8 +151,9 @@ async def _resend(client: httpx.AsyncClient, item: Planned, endpoint: Endpoint,
     body = without_base64_parts(request.headers.get("content-type"), as_bytes(request.body))
     url = target_url(request, item.provider, endpoint.base_url)
     try:
-        response = await client.send(client.build_request(request.method, url, content=body or None,
-                                                          headers=headers), stream=True)
+        response = await client.send(
+            client.build_request(request.method, url, content=body or None, headers=headers), stream=True
+        )
         try:
             # The bytes as sent (still compressed): SecretFilter.response decodes them as a recording does.
             content = b"".join([chunk async for chunk in response.aiter_raw()])
@@ -149,6 +162,9 @@ async def _resend(client: httpx.AsyncClient, item: Planned, endpoint: Endpoint,
     except httpx.HTTPError as exc:
         # Never the request itself in the message: its headers hold the key.
         return Sent(item, failure=f"could not reach {httpx.URL(url).host}: {type(exc).__name__}: {exc}")
-    raw = {"status": {"code": response.status_code, "message": _reason(response)},
-           "headers": _multi_headers(response.headers), "body": {"string": content}}
+    raw = {
+        "status": {"code": response.status_code, "message": _reason(response)},
+        "headers": _multi_headers(response.headers),
+        "body": {"string": content},
+    }
     return Sent(item, response=secret_filter.response(raw, secrets))

@@ -29,10 +29,21 @@ from vcr.request import Request
 from ..wire.multipart import is_multipart, parse_multipart
 from .bodies import as_bytes, json_data
 
-VOLATILE_HEADERS = frozenset({
-    "content-length", "content-type", "user-agent", "accept-encoding", "connection", "host", "date",
-    "x-request-id", "idempotency-key", "traceparent", "tracestate",
-})
+VOLATILE_HEADERS = frozenset(
+    {
+        "content-length",
+        "content-type",
+        "user-agent",
+        "accept-encoding",
+        "connection",
+        "host",
+        "date",
+        "x-request-id",
+        "idempotency-key",
+        "traceparent",
+        "tracestate",
+    }
+)
 MAX_DIFFS = 5
 EXCERPT = 80
 
@@ -58,7 +69,8 @@ def body_form(request: Request) -> BodyForm:
         except ValueError:
             return ("bytes", body)
         fields = [
-            (p.name, "file", hashlib.sha256(p.data).hexdigest()) if p.is_file
+            (p.name, "file", hashlib.sha256(p.data).hexdigest())
+            if p.is_file
             else (p.name, "field", p.data.decode("utf-8", "replace"))
             for p in parts
         ]
@@ -96,17 +108,21 @@ def raw_body(r1: Request, r2: Request) -> None:
 
 
 def _stable_headers(request: Request) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(
-        (k.lower(), v) for k, v in request.headers.items()
-        if k.lower() not in VOLATILE_HEADERS and not k.lower().startswith("x-stainless")
-    ))
+    return tuple(
+        sorted(
+            (k.lower(), v)
+            for k, v in request.headers.items()
+            if k.lower() not in VOLATILE_HEADERS and not k.lower().startswith("x-stainless")
+        )
+    )
 
 
 def headers(r1: Request, r2: Request) -> None:
     h1, h2 = dict(_stable_headers(r1)), dict(_stable_headers(r2))
     if h1 != h2:
-        diffs = [f"{k}: {h1.get(k)!r} != recorded {h2.get(k)!r}" for k in sorted(set(h1) | set(h2))
-                 if h1.get(k) != h2.get(k)]
+        diffs = [
+            f"{k}: {h1.get(k)!r} != recorded {h2.get(k)!r}" for k in sorted(set(h1) | set(h2)) if h1.get(k) != h2.get(k)
+        ]
         raise AssertionError("; ".join(diffs[:MAX_DIFFS]))
 
 
@@ -187,8 +203,7 @@ def describe_body_difference(new: BodyForm, recorded: BodyForm) -> str:
     elif kind == "multipart":
         diffs = _field_diffs(new[1], recorded[1])
     elif kind == "form":
-        diffs = _field_diffs(tuple((k, "field", v) for k, v in new[1]),
-                             tuple((k, "field", v) for k, v in recorded[1]))
+        diffs = _field_diffs(tuple((k, "field", v) for k, v in new[1]), tuple((k, "field", v) for k, v in recorded[1]))
     else:
         diffs = [f"{len(new[1] or b'')} bytes, {len(recorded[1] or b'')} recorded"]
     shown = diffs[:MAX_DIFFS] + ([f"... and {len(diffs) - MAX_DIFFS} more"] if len(diffs) > MAX_DIFFS else [])
@@ -224,8 +239,11 @@ def _field_diffs(new: tuple[Any, ...], recorded: tuple[Any, ...]) -> list[str]:
         return out
 
     a, b = grouped(new), grouped(recorded)
-    return [f"{name}: {', '.join(a.get(name, ['missing']))} != recorded {', '.join(b.get(name, ['missing']))}"
-            for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+    return [
+        f"{name}: {', '.join(a.get(name, ['missing']))} != recorded {', '.join(b.get(name, ['missing']))}"
+        for name in sorted(set(a) | set(b))
+        if a.get(name) != b.get(name)
+    ]
 
 
 def _excerpt(value: Any) -> str:

@@ -28,8 +28,10 @@ from .summary import content_type_of, event_payloads, response_images, summarize
 
 LONG_STRING = 120
 # Shapes of provider keys that must never be on disk (OpenAI sk-..., Google AIza...).
-_KEY_SHAPES = re.compile(r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})(?![A-Za-z0-9_-])"
-                         r"|Bearer\s+(?!<redacted>)[A-Za-z0-9._-]{16,}")
+_KEY_SHAPES = re.compile(
+    r"(?<![A-Za-z0-9_-])(sk-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})(?![A-Za-z0-9_-])"
+    r"|Bearer\s+(?!<redacted>)[A-Za-z0-9._-]{16,}"
+)
 # Image data (base64 runs far longer than any key) is left out of the key search:
 # random base64 contains key-like substrings.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_=-]{400,}")
@@ -78,8 +80,10 @@ def show(entry: Entry) -> str:
     out.append("request body:")
     out += _indent(_body_text(request.headers.get("content-type"), as_bytes(request.body)))
     for n, part in enumerate(summary.files):
-        out.append(f"  file {n}: {part.name} {part.filename or ''} {len(part.data)} bytes "
-                   f"sha256:{hashlib.sha256(part.data).hexdigest()[:16]} {image_label(part.data)}")
+        out.append(
+            f"  file {n}: {part.name} {part.filename or ''} {len(part.data)} bytes "
+            f"sha256:{hashlib.sha256(part.data).hexdigest()[:16]} {image_label(part.data)}"
+        )
     status = response.get("status", {})
     out.append(f"response: {status.get('code')} {status.get('message') or ''}".rstrip())
     out += [f"  {k}: {', '.join(map(str, v))}" for k, v in (response.get("headers") or {}).items()]
@@ -138,8 +142,9 @@ def verify(path: Path) -> list[str]:
 
 def _secrets(entry: Entry) -> list[str]:
     found = [f"request header {k} is stored" for k in entry.request.headers if k.lower() in SECRET_HEADERS]
-    found += [f"response header {k} is stored" for k in entry.response.get("headers") or {}
-              if k.lower() in SECRET_HEADERS]
+    found += [
+        f"response header {k} is stored" for k in entry.response.get("headers") or {} if k.lower() in SECRET_HEADERS
+    ]
     query = parse_qsl(entry.request.parsed_uri.query, keep_blank_values=True)
     found += [f"query parameter {k}= is stored" for k, _ in query if k in SECRET_QUERY]
     return found
@@ -197,8 +202,15 @@ def _body_text(content_type: str | None, body: bytes) -> str:
             parts = parse_multipart(content_type, body, recorded=True)
         except ValueError:
             return f"({len(body)} bytes, not well-formed multipart)"
-        return "\n".join(f"{p.name}: " + (f"<file {p.filename!r}, {len(p.data)} bytes>" if p.is_file
-                                          else _shorten(p.data.decode("utf-8", "replace"))) for p in parts)
+        return "\n".join(
+            f"{p.name}: "
+            + (
+                f"<file {p.filename!r}, {len(p.data)} bytes>"
+                if p.is_file
+                else _shorten(p.data.decode("utf-8", "replace"))
+            )
+            for p in parts
+        )
     try:
         return json.dumps(_shorten_strings(json_data(content_type, body)), indent=2, ensure_ascii=False)
     except ValueError:
@@ -229,7 +241,7 @@ def _indent(text: str) -> list[str]:
 
 def _excerpt(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def cost(entry: Entry, prices: PriceTable) -> float | None:
@@ -256,8 +268,13 @@ def cost(entry: Entry, prices: PriceTable) -> float | None:
     fields = summary.fields
     quality = (data.get("quality") if isinstance(data, dict) else None) or fields.get("quality")
     size = (data.get("size") if isinstance(data, dict) else None) or fields.get("size")
-    return prices.cost(summary.model, usage=usage, images=len(response_images(entry.response)),
-                       quality=str(quality) if quality else None, size=str(size) if size else None)
+    return prices.cost(
+        summary.model,
+        usage=usage,
+        images=len(response_images(entry.response)),
+        quality=str(quality) if quality else None,
+        size=str(size) if size else None,
+    )
 
 
 def total_cost(entries: list[Entry], prices: PriceTable) -> float | None:

@@ -27,7 +27,7 @@ Finish = Callable[[bytes, list[list[float]]], Awaitable[None]]
 
 def is_event_stream(headers: Any) -> bool:
     """Whether headers (httpx.Headers or a vcrpy name -> [values] dict) say text/event-stream."""
-    for name, value in (headers.items() if hasattr(headers, "items") else headers):
+    for name, value in headers.items() if hasattr(headers, "items") else headers:
         if name.lower() == "content-type":
             values = value if isinstance(value, list) else [value]
             return any(sse.is_event_stream(str(v)) for v in values)
@@ -101,7 +101,7 @@ class ReplayStream(httpx.AsyncByteStream):
             delay = started + float(offset) - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            yield self._body[position:position + int(length)]
+            yield self._body[position : position + int(length)]
             position += int(length)
 
     async def aclose(self) -> None:

@@ -39,10 +39,24 @@ class RequestSummary:
         """hook: journal. The summary as JSON data (files by part name, size and sha256, no bytes)."""
         import hashlib
 
-        files = [{"part": f.name, "filename": f.filename, "content_type": f.content_type, "bytes": len(f.data),
-                  "sha256": hashlib.sha256(f.data).hexdigest()} for f in self.files]
-        return {"method": self.method, "uri": self.uri, "model": self.model, "prompt": self.prompt,
-                "fields": dict(self.fields), "files": files}
+        files = [
+            {
+                "part": f.name,
+                "filename": f.filename,
+                "content_type": f.content_type,
+                "bytes": len(f.data),
+                "sha256": hashlib.sha256(f.data).hexdigest(),
+            }
+            for f in self.files
+        ]
+        return {
+            "method": self.method,
+            "uri": self.uri,
+            "model": self.model,
+            "prompt": self.prompt,
+            "fields": dict(self.fields),
+            "files": files,
+        }
 
     def line(self) -> str:
         out = f"{self.method} {self.uri}"
@@ -105,8 +119,14 @@ def _gemini_parts(data: dict[str, Any]) -> tuple[list[str], list[Part]]:
                 texts.append(part["text"])
             inline = part.get("inlineData") or part.get("inline_data")
             if isinstance(inline, dict) and isinstance(inline.get("data"), str):
-                files.append(Part(name="inlineData", data=_decode(inline["data"]), filename="inline",
-                                      content_type=inline.get("mimeType") or inline.get("mime_type")))
+                files.append(
+                    Part(
+                        name="inlineData",
+                        data=_decode(inline["data"]),
+                        filename="inline",
+                        content_type=inline.get("mimeType") or inline.get("mime_type"),
+                    )
+                )
     return texts, files
 
 
@@ -174,4 +194,4 @@ def _decode(text: str) -> bytes:
 
 def _excerpt(text: str) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= PROMPT_EXCERPT else text[:PROMPT_EXCERPT - 3] + "..."
+    return text if len(text) <= PROMPT_EXCERPT else text[: PROMPT_EXCERPT - 3] + "..."

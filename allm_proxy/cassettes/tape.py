@@ -117,8 +117,7 @@ class Tape:
             requests, responses, metadata = self.format.load(self.path)
         except (ValueError, KeyError, TypeError, OSError) as exc:  # a format error, or not a cassette
             raise errors.InvalidRequestError(
-                f"The cassette {self.path} cannot be read ({exc}). "
-                "Repair it, or delete it to record it again.",
+                f"The cassette {self.path} cannot be read ({exc}). Repair it, or delete it to record it again.",
                 code="cassette_unreadable",
             ) from None
         interactions = []
@@ -127,8 +126,7 @@ class Tape:
             # filter them as recordings are filtered, so they also match alike.
             clean, secrets = self.filter.request(request)
             kept = self.filter.response(response, secrets)
-            interactions.append(Interaction(clean, kept, request_key(clean, self.matchers), loaded=True,
-                                            saved=True))
+            interactions.append(Interaction(clean, kept, request_key(clean, self.matchers), loaded=True, saved=True))
         return interactions, metadata
 
     def begin(self, record_mode: RecordMode) -> None:
@@ -220,8 +218,7 @@ class Tape:
                 chunks = []
                 for interaction in interactions:
                     if interaction.chunk is None:
-                        interaction.chunk = self.format.dump_interaction(interaction.request,
-                                                                         interaction.response)
+                        interaction.chunk = self.format.dump_interaction(interaction.request, interaction.response)
                     chunks.append(interaction.chunk)
                 write_atomic(self.path, self.format.document(chunks, metadata))
                 with self._lock:
@@ -262,16 +259,26 @@ class Tape:
             self.stats.scans += 1
         summary = summarize_request(request)
         what = summary.line()
-        details: dict[str, Any] = {"cassette": str(self.path), "session": session,  # hook: journal
-                                   "record_mode": self.record_mode, "request": summary.as_data(),
-                                   "replayed_all": bool(hits), "nearest": None, "differs": []}
-        where = (f"cassette {self.path} (record mode {self.record_mode}, {len(recorded)} recorded "
-                 f"interaction{'s' if len(recorded) != 1 else ''}, session {session!r})")
+        details: dict[str, Any] = {
+            "cassette": str(self.path),
+            "session": session,  # hook: journal
+            "record_mode": self.record_mode,
+            "request": summary.as_data(),
+            "replayed_all": bool(hits),
+            "nearest": None,
+            "differs": [],
+        }
+        where = (
+            f"cassette {self.path} (record mode {self.record_mode}, {len(recorded)} recorded "
+            f"interaction{'s' if len(recorded) != 1 else ''}, session {session!r})"
+        )
         if hits:
-            reason = (f"Cassette miss: {what} was recorded {len(hits)} time(s) in {where}, and session "
-                      f"{session!r} has already replayed every one. Identical requests replay in recorded "
-                      "order, once each: record the extra call (record mode new_episodes), use a new "
-                      "X-ALLM-Session per run, or set allow_playback_repeats.")
+            reason = (
+                f"Cassette miss: {what} was recorded {len(hits)} time(s) in {where}, and session "
+                f"{session!r} has already replayed every one. Identical requests replay in recorded "
+                "order, once each: record the extra call (record mode new_episodes), use a new "
+                "X-ALLM-Session per run, or set allow_playback_repeats."
+            )
         else:
             reason = f"Cassette miss: {what} is not in {where}."
             best = nearest(request, recorded, self.matchers)
@@ -295,8 +302,10 @@ class Tape:
 
 def _how_to_record(mode: RecordMode) -> str:
     if mode == RecordMode.ONCE:
-        return (" Record mode 'once' does not add to an existing cassette: delete it to record it again, "
-                "or use record mode new_episodes.")
+        return (
+            " Record mode 'once' does not add to an existing cassette: delete it to record it again, "
+            "or use record mode new_episodes."
+        )
     return " Nothing is sent upstream in this record mode; use new_episodes to record new requests."
 
 

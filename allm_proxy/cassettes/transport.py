@@ -56,8 +56,10 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             raise tape.miss(clean, key, session)
         note["cassette"] = "recorded"
         response = await self._inner.handle_async_request(request)
-        head = {"status": {"code": response.status_code, "message": _reason(response)},
-                "headers": _multi_headers(response.headers)}
+        head = {
+            "status": {"code": response.status_code, "message": _reason(response)},
+            "headers": _multi_headers(response.headers),
+        }
 
         async def keep(content: bytes, timing: list[list[float]] | None) -> None:
             raw = {**head, "body": {"string": content}}
@@ -96,8 +98,9 @@ def replayed_response(response: dict[str, Any], *, paced: bool = False) -> httpx
 
 
 def _rewrap(response: httpx.Response, stream: httpx.AsyncByteStream) -> httpx.Response:
-    return httpx.Response(response.status_code, headers=response.headers.multi_items(), stream=stream,
-                          extensions=response.extensions)
+    return httpx.Response(
+        response.status_code, headers=response.headers.multi_items(), stream=stream, extensions=response.extensions
+    )
 
 
 def _multi_headers(headers: httpx.Headers) -> dict[str, list[str]]:

@@ -105,13 +105,16 @@ class Engine:
         self.files = files if files is not None else HostedFiles(self.state)
         # What the server answered (`/allm/requests`); True: in memory with the defaults.
         # (An empty store is falsy: compare with the booleans, never test its truth.)
-        self.journal: Journal | None = (MemoryJournal() if journal is True else None if journal is False
-                                        else journal)
+        self.journal: Journal | None = MemoryJournal() if journal is True else None if journal is False else journal
         self.deliverer = delivery.Deliverer(self.files)
         library = self.cassette_library
         self.runtime = Runtime(
-            catalog=self.router.catalog, provider_options=self.provider_options, timeout=self.timeout,
-            connect_timeout=connect_timeout, transport=transport, state=self.state,
+            catalog=self.router.catalog,
+            provider_options=self.provider_options,
+            timeout=self.timeout,
+            connect_timeout=connect_timeout,
+            transport=transport,
+            state=self.state,
             # The cassette layer, with the journal's taps around and under it.
             wrap_transport=lambda network: upstream_transport(network, library),
         )

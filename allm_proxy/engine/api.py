@@ -1,9 +1,9 @@
 """The library API: generate, edit and vary images in-process, sync or async, no server.
 
-    from allm_proxy import Engine, generate_image
-    engine = Engine()                                   # the built-in fake provider
-    resp = generate_image(engine, "a watercolor kestrel", size="512x512", n=2)
-    png = resp.images[0].to_binary()
+from allm_proxy import Engine, generate_image
+engine = Engine()                                   # the built-in fake provider
+resp = generate_image(engine, "a watercolor kestrel", size="512x512", n=2)
+png = resp.images[0].to_binary()
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ async def aimage_variations(engine: Engine, image: ImageInput, **opts: Any) -> I
 def generate_image(engine: Engine, prompt: str, **opts: Any) -> ImageResponse:
     """Sync twin of `agenerate_image`.
 
-        resp = generate_image(engine, "a kestrel", size=(512, 512), n=2)
+    resp = generate_image(engine, "a kestrel", size=(512, 512), n=2)
     """
     return engine.run_sync(agenerate_image(engine, prompt, **opts))
 
@@ -119,4 +119,3 @@ def edit_image(
 def image_variations(engine: Engine, image: ImageInput, **opts: Any) -> ImageResponse:
     """Sync twin of `aimage_variations`."""
     return engine.run_sync(aimage_variations(engine, image, **opts))
-

@@ -26,9 +26,11 @@ def plan(request: ImageRequest, route: Route, provider_options: Mapping[str, Any
     materialize = bool(provider_options.get("materialize_urls"))
     # The validator has checked response_format: "url", "b64_json", or not given.
     fmt = cast(Literal["url", "b64_json"] | None, wanted)
-    return Delivery(format=fmt,
-                    relay=can_relay and not materialize and _needs_no_conversion(request, route, wanted),
-                    materialize_urls=materialize)
+    return Delivery(
+        format=fmt,
+        relay=can_relay and not materialize and _needs_no_conversion(request, route, wanted),
+        materialize_urls=materialize,
+    )
 
 
 def _default_format(request: ImageRequest, route: Route) -> str | None:
@@ -64,8 +66,9 @@ class Deliverer:
     def __init__(self, files: HostedFiles) -> None:
         self.files = files
 
-    async def deliver(self, response: ImageResponse, delivery: Delivery, http: httpx.AsyncClient,
-                      public_base_url: str | None) -> None:
+    async def deliver(
+        self, response: ImageResponse, delivery: Delivery, http: httpx.AsyncClient, public_base_url: str | None
+    ) -> None:
         """Make `response` what the client asked for; the provider's raw JSON goes when anything changes."""
         delivered: list[Image] = []
         changed = False

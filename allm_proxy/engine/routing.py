@@ -51,8 +51,12 @@ class Router:
         requested = request.model or self.model_default.choose(request)
         if requested is None:
             # The provider decides: check only what no model accepts, and let it answer the rest.
-            return Route(provider=self.provider, model=None, requested_model=None,
-                         family=self.catalog.for_provider(None, get_adapter_info(self.provider).rules))
+            return Route(
+                provider=self.provider,
+                model=None,
+                requested_model=None,
+                family=self.catalog.for_provider(None, get_adapter_info(self.provider).rules),
+            )
         alias = self.aliases.get(requested)
         provider, target = (alias.provider, alias.model) if alias else (self.provider, requested)
         # The name the client used decides the rules when it is a known family:

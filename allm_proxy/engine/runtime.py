@@ -61,8 +61,12 @@ class Runtime:
         state = self._state()
         adapter = state.adapters.get(provider)
         if adapter is None:
-            setup = AdapterSetup(http=state.http, options=self._provider_options(provider), catalog=self._catalog,
-                                 state=self._state_store)
+            setup = AdapterSetup(
+                http=state.http,
+                options=self._provider_options(provider),
+                catalog=self._catalog,
+                state=self._state_store,
+            )
             adapter = state.adapters[provider] = get_adapter_info(provider).factory(setup)
         return adapter
 

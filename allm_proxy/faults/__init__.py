@@ -12,5 +12,13 @@ from .grammar import Fault, FaultSpecError, parse_fault, parse_faults
 from .injector import HEADER, FaultDecision, FaultInjector
 from .kinds import KINDS
 
-__all__ = ["HEADER", "KINDS", "Fault", "FaultDecision", "FaultInjector", "FaultSpecError", "parse_fault",
-           "parse_faults"]
+__all__ = [
+    "HEADER",
+    "KINDS",
+    "Fault",
+    "FaultDecision",
+    "FaultInjector",
+    "FaultSpecError",
+    "parse_fault",
+    "parse_faults",
+]

@@ -1,16 +1,16 @@
 """Faults in the TOML config file: ``[[faults]]`` tables and a top-level ``fault_seed``.
 
-    fault_seed = 7
+fault_seed = 7
 
-    [[faults]]
-    kind = "latency"
-    ms = 300
-    p = 0.5
+[[faults]]
+kind = "latency"
+ms = 300
+p = 0.5
 
-    [[faults]]
-    kind = "rate_limit"
-    times = 1
-    on = "edits"
+[[faults]]
+kind = "rate_limit"
+times = 1
+on = "edits"
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from ..adapters.fake import FakeImages
 
 
-async def intercept(injector: FaultInjector, request: ImageRequest, call: Call, *,
-                    timeout: float) -> ImageResponse | ImageStream | None:
+async def intercept(
+    injector: FaultInjector, request: ImageRequest, call: Call, *, timeout: float
+) -> ImageResponse | ImageStream | None:
     """Decide this routed call's fault and act on it; sets `call.fault`.
 
     Returns the answer when the fault replaces it (truncate, stream kinds), None when the
@@ -35,12 +36,14 @@ async def intercept(injector: FaultInjector, request: ImageRequest, call: Call, 
     """
 
     try:
-        decision = injector.decide(request.operation, stream=bool(request.stream),
-                                   session=call.session, header=call.fault_header)
+        decision = injector.decide(
+            request.operation, stream=bool(request.stream), session=call.session, header=call.fault_header
+        )
     except FaultSpecError as exc:
         raise errors.InvalidRequestError(
             f"The {HEADER} header does not parse: {exc}. Example: {HEADER}: rate_limit; times=1",
-            code="invalid_fault_header") from None
+            code="invalid_fault_header",
+        ) from None
     call.fault = decision
     if decision is None:
         return None

@@ -128,8 +128,9 @@ def _number(raw: Any, key: str, label: str, kind: type[int] | type[float]) -> An
     try:
         number = kind(raw) if kind is float or not isinstance(raw, float) else raw
     except (TypeError, ValueError):
-        raise FaultSpecError(f"{label}: {key} must be {'an integer' if kind is int else 'a number'}, "
-                             f"got {raw!r}") from None
+        raise FaultSpecError(
+            f"{label}: {key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+        ) from None
     if kind is int and (not isinstance(number, int) or isinstance(raw, float)):
         raise FaultSpecError(f"{label}: {key} must be an integer, got {raw!r}")
     if isinstance(number, float) and not math.isfinite(number):

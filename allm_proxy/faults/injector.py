@@ -59,8 +59,9 @@ class FaultDecision:
 class FaultInjector:
     """The server-wide fault list, the seed, and the per-session counts that `times` and the seed use."""
 
-    def __init__(self, faults: Iterable[str | Fault] = (), *, seed: int | None = None,
-                 counters: Counters | None = None) -> None:
+    def __init__(
+        self, faults: Iterable[str | Fault] = (), *, seed: int | None = None, counters: Counters | None = None
+    ) -> None:
         self._faults = parse_faults(list(faults))
         self.seed = seed
         self._counters: Counters = counters or MemoryCounters()

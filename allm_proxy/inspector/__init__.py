@@ -31,11 +31,16 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 PAGE = "/allm/"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
-          "index.html": "text/html; charset=utf-8"}
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "index.html": "text/html; charset=utf-8",
+}
 # The page may load only what it ships and talk only to this server.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def _asset(name: str) -> bytes:
@@ -46,8 +51,11 @@ def page_routes(shelf: CassetteShelf | None, info: dict[str, Any]) -> list[BaseR
     """The page, its assets, `/allm/info` and (with a shelf) the cassette routes."""
 
     async def page(request: Request) -> Response:
-        return Response(_asset("index.html"), media_type=ASSETS["index.html"],
-                        headers={"content-security-policy": CSP, "cache-control": "no-cache"})
+        return Response(
+            _asset("index.html"),
+            media_type=ASSETS["index.html"],
+            headers={"content-security-policy": CSP, "cache-control": "no-cache"},
+        )
 
     async def bare(request: Request) -> Response:
         return RedirectResponse(PAGE + (f"?{request.url.query}" if request.url.query else ""))
@@ -83,15 +91,16 @@ def cassette_routes(shelf: CassetteShelf) -> list[BaseRoute]:
             index, k = int(query["interaction"]), int(query["index"])
         except (KeyError, ValueError):
             raise errors.InvalidRequestError(
-                "Give cassette=NAME, interaction=I, kind=images|inputs and index=K.", code="invalid_query") from None
+                "Give cassette=NAME, interaction=I, kind=images|inputs and index=K.", code="invalid_query"
+            ) from None
         found = await asyncio.to_thread(shelf.blob, name, index, kind, k)
         if found is None:
-            raise errors.NotFoundError(f"No {kind} {k} in interaction {index} of cassette {name[:120]!r}.",
-                                       code="cassette_image_not_found")
+            raise errors.NotFoundError(
+                f"No {kind} {k} in interaction {index} of cassette {name[:120]!r}.", code="cassette_image_not_found"
+            )
         return Response(found[0], media_type=found[1], headers={"cache-control": "no-cache"})
 
-    return [Route("/allm/cassettes", listing, methods=["GET"]),
-            Route("/allm/cassettes/blob", blob, methods=["GET"])]
+    return [Route("/allm/cassettes", listing, methods=["GET"]), Route("/allm/cassettes/blob", blob, methods=["GET"])]
 
 
 def shelf_for(engine: Engine) -> CassetteShelf | None:

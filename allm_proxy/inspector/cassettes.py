@@ -120,9 +120,13 @@ class CassetteShelf:
 
 
 def _operation(path: str) -> str | None:
-    for marker, operation in (("/images/generations", "generate"), ("/images/edits", "edit"),
-                              ("/images/variations", "variation"), (":generateContent", "generate"),
-                              (":streamGenerateContent", "generate")):
+    for marker, operation in (
+        ("/images/generations", "generate"),
+        ("/images/edits", "edit"),
+        ("/images/variations", "variation"),
+        (":generateContent", "generate"),
+        (":streamGenerateContent", "generate"),
+    ):
         if path.endswith(marker) or marker in path:
             return operation
     return None

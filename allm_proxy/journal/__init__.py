@@ -1,8 +1,8 @@
 """The request journal: what the proxy answered, for the inspector page, `/allm/requests` and tests.
 
-    engine = Engine()                       # keeps a MemoryJournal; Engine(journal=False) keeps none
-    ...                                     # requests through the server
-    engine.journal.list(session="s1")       # entries, oldest first
+engine = Engine()                       # keeps a MemoryJournal; Engine(journal=False) keeps none
+...                                     # requests through the server
+engine.journal.list(session="s1")       # entries, oldest first
 """
 
 from __future__ import annotations

@@ -62,11 +62,19 @@ class Blob:
         """MIME type, width, height, byte count and sha256, worked out once."""
         if self.info is None:
             data = self.data()
-            info: dict[str, Any] = {"mime_type": self.declared_mime, "width": None, "height": None,
-                                    "bytes": self.size, "sha256": None}
+            info: dict[str, Any] = {
+                "mime_type": self.declared_mime,
+                "width": None,
+                "height": None,
+                "bytes": self.size,
+                "sha256": None,
+            }
             if data is not None:
-                info.update(mime_type=sniff_mime(data) or self.declared_mime, bytes=len(data),
-                            sha256=hashlib.sha256(data).hexdigest())
+                info.update(
+                    mime_type=sniff_mime(data) or self.declared_mime,
+                    bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
                 info["width"], info["height"] = _dimensions(data)
                 self.size = len(data)
             if self.part is not None:
@@ -94,8 +102,13 @@ class Blob:
         """MIME type, size and dimensions from the first bytes (a PNG, JPEG or WEBP header is near the
         start); the sha256 would need every byte, so it stays unknown."""
         head = self._head(HEAD_BYTES)
-        info: dict[str, Any] = {"mime_type": (sniff_mime(head) if head else None) or self.declared_mime,
-                                "width": None, "height": None, "bytes": self.size, "sha256": None}
+        info: dict[str, Any] = {
+            "mime_type": (sniff_mime(head) if head else None) or self.declared_mime,
+            "width": None,
+            "height": None,
+            "bytes": self.size,
+            "sha256": None,
+        }
         if head:
             info["width"], info["height"] = _dimensions(head)
         if self.part is not None:
@@ -157,8 +170,11 @@ class Record:
     def to_dict(self) -> dict[str, Any]:
         """The entry as the API answers it."""
         self.settle()
-        return {**self.fields, "inputs": [b.describe() for b in self.inputs],
-                "images": [b.describe() for b in self.images]}
+        return {
+            **self.fields,
+            "inputs": [b.describe() for b in self.inputs],
+            "images": [b.describe() for b in self.images],
+        }
 
 
 def _dimensions(data: bytes) -> tuple[int | None, int | None]:

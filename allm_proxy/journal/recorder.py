@@ -82,8 +82,9 @@ class JournalCall:
             return
         self.done = True
         route = call.route
-        self.secrets.update(s for s in (call.api_key, call.client_key, call.client_bearer,
-                                        *call.forward_headers.values()) if s)
+        self.secrets.update(
+            s for s in (call.api_key, call.client_key, call.client_bearer, *call.forward_headers.values()) if s
+        )
         miss = self.error.details if isinstance(self.error, errors.CassetteMissError) else None
         request = self.request
         # `time` and `params` are filled in by the first reader (`_settle`): the hot path only collects.
@@ -194,8 +195,9 @@ def _estimated_size(image: Image) -> int:
     return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
 
 
-def _settle(record: Record, request: ImageRequest | None, started: float, raw: list[bytes] | None,
-            content_type: str) -> None:
+def _settle(
+    record: Record, request: ImageRequest | None, started: float, raw: list[bytes] | None, content_type: str
+) -> None:
     """What the first reader of an entry works out: its time, its params, a relayed body's images."""
     record.fields["time"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
     record.fields["params"] = params_of(request) if request is not None else {}
@@ -208,8 +210,10 @@ def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
     from ..cassettes.summary import response_images
 
     record.pending_bytes = 0
-    record.images = [Blob(data, len(data)) for data in
-                     response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})]
+    record.images = [
+        Blob(data, len(data))
+        for data in response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})
+    ]
     try:
         usage = loads(raw).get("usage")  # hook: fast-path (the codec's parser, five times the stdlib's speed)
     except (ValueError, AttributeError):
@@ -247,9 +251,13 @@ class UpstreamRecorder(httpx.AsyncBaseTransport):
         scope = current_scope.get()
         if scope is None or scope.upstream is None:
             return await self._inner.handle_async_request(request)
-        note: dict[str, Any] = {"method": request.method, "url": redact_url(str(request.url), set(scope.secrets)),
-                                "status": None, "ms": None,
-                                "source": "cassette" if self._replayable else "upstream"}
+        note: dict[str, Any] = {
+            "method": request.method,
+            "url": redact_url(str(request.url), set(scope.secrets)),
+            "status": None,
+            "ms": None,
+            "source": "cassette" if self._replayable else "upstream",
+        }
         request.extensions[UPSTREAM_NOTE] = note
         started = time.perf_counter()
         try:

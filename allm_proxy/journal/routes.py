@@ -49,21 +49,28 @@ def parse_filters(query: Mapping[str, str]) -> dict[str, Any]:
     unknown = set(query) - {"session", "status", "operation", "limit"}
     if unknown:
         raise errors.UnknownParameterError(
-            f"Unknown filter(s) {sorted(unknown)}; /allm/requests filters by session, status, operation "
-            "and limit.", param=sorted(unknown)[0])
+            f"Unknown filter(s) {sorted(unknown)}; /allm/requests filters by session, status, operation and limit.",
+            param=sorted(unknown)[0],
+        )
     status = query.get("status")
     if status is not None and status != "error" and not status.isdigit():
         raise errors.InvalidRequestError(
-            f"status={status!r} is not a status code (like 400) or 'error' (any 4xx or 5xx).", param="status")
+            f"status={status!r} is not a status code (like 400) or 'error' (any 4xx or 5xx).", param="status"
+        )
     operation = query.get("operation")
     if operation is not None and operation not in OPERATIONS:
         raise errors.InvalidRequestError(
-            f"operation={operation!r} is not one of {', '.join(OPERATIONS)}.", param="operation")
+            f"operation={operation!r} is not one of {', '.join(OPERATIONS)}.", param="operation"
+        )
     limit = query.get("limit")
     if limit is not None and not limit.isdigit():
         raise errors.InvalidRequestError(f"limit={limit!r} is not a whole number.", param="limit")
-    return {"session": query.get("session"), "status": status, "operation": operation,
-            "limit": int(limit) if limit is not None else None}
+    return {
+        "session": query.get("session"),
+        "status": status,
+        "operation": operation,
+        "limit": int(limit) if limit is not None else None,
+    }
 
 
 class _Endpoints:
@@ -96,13 +103,15 @@ class _Endpoints:
             raise errors.NotFoundError(
                 f"Entry {entry_id} has no {kind[:-1]} {index} with bytes: there is no such one, the journal let "
                 "its bytes go (its max_image_mb bound), or the proxy never had them (a provider URL).",
-                code="journal_bytes_gone")
+                code="journal_bytes_gone",
+            )
         data, mime = found
         return Response(data, media_type=mime, headers={"cache-control": "private, max-age=3600"})
 
     async def stream(self, request: Request) -> Response:
-        return StreamingResponse(self._feed(), media_type=sse.MEDIA_TYPE,
-                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return StreamingResponse(
+            self._feed(), media_type=sse.MEDIA_TYPE, headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        )
 
     async def _feed(self) -> AsyncIterator[bytes]:
         async with self.journal.subscribe() as feed:
@@ -121,4 +130,6 @@ class _Endpoints:
 def _no_entry(entry_id: str) -> errors.NotFoundError:
     return errors.NotFoundError(
         f"No journal entry {entry_id[:80]!r}: it was never there, was cleared, or is older than the newest "
-        "max_entries (see [journal] in the config).", code="journal_entry_not_found")
+        "max_entries (see [journal] in the config).",
+        code="journal_entry_not_found",
+    )

@@ -37,8 +37,14 @@ class Journal(Protocol):
 
     def append(self, record: Record) -> None: ...
 
-    def list(self, *, session: str | None = None, status: str | int | None = None,
-             operation: str | None = None, limit: int | None = None) -> list[dict[str, Any]]: ...
+    def list(
+        self,
+        *,
+        session: str | None = None,
+        status: str | int | None = None,
+        operation: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]: ...
 
     def get(self, entry_id: str) -> dict[str, Any] | None: ...
 
@@ -70,8 +76,7 @@ class Feed:
         return await self.queue.get()
 
 
-def matches(entry: dict[str, Any], *, session: str | None, status: str | int | None,
-            operation: str | None) -> bool:
+def matches(entry: dict[str, Any], *, session: str | None, status: str | int | None, operation: str | None) -> bool:
     """The list filters: exact session and operation; status a number, or ``error`` for any 4xx/5xx."""
     if session is not None and entry.get("session") != session:
         return False
@@ -143,8 +148,14 @@ class MemoryJournal:
                     return
             self._holding.popleft()
 
-    def list(self, *, session: str | None = None, status: str | int | None = None,
-             operation: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def list(
+        self,
+        *,
+        session: str | None = None,
+        status: str | int | None = None,
+        operation: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Entries oldest first; `limit` keeps the newest that many."""
         with self._lock:
             records = list(self._records.values())
@@ -199,8 +210,10 @@ class MemoryJournal:
         with self._lock:
             record = self._records.get(entry_id)
             if record is None:
-                record = next((r for r in reversed(self._records.values())
-                               if r.fields.get("upstream_request_id") == entry_id), None)
+                record = next(
+                    (r for r in reversed(self._records.values()) if r.fields.get("upstream_request_id") == entry_id),
+                    None,
+                )
             return record
 
     def _read(self, record: Record) -> dict[str, Any]:

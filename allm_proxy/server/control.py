@@ -47,8 +47,9 @@ async def fault_control(request: Request) -> Response:
         try:
             injector.set(specs)
         except FaultSpecError as exc:
-            raise errors.InvalidRequestError(f"{exc}. Example body: {_FAULTS_EXAMPLE}", param="faults",
-                                             code="invalid_fault") from None
+            raise errors.InvalidRequestError(
+                f"{exc}. Example body: {_FAULTS_EXAMPLE}", param="faults", code="invalid_fault"
+            ) from None
     elif request.method == "DELETE":
         injector.clear()
     return JSONResponse(fault_status(injector))
@@ -65,16 +66,20 @@ def _parse_faults(body: bytes) -> list[str]:
     try:
         payload: Any = json.loads(body or b"null")
     except ValueError:
-        raise errors.InvalidRequestError(f"The body must be JSON like {_FAULTS_EXAMPLE}.",
-                                         code="invalid_json") from None
+        raise errors.InvalidRequestError(
+            f"The body must be JSON like {_FAULTS_EXAMPLE}.", code="invalid_json"
+        ) from None
     if not isinstance(payload, dict) or set(payload) != {"faults"}:
         raise errors.InvalidRequestError(
-            f"The body must be a JSON object with one key, faults: {_FAULTS_EXAMPLE}.", param="faults",
-            code="invalid_json")
+            f"The body must be a JSON object with one key, faults: {_FAULTS_EXAMPLE}.",
+            param="faults",
+            code="invalid_json",
+        )
     specs = payload["faults"]
     if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
-        raise errors.InvalidRequestError(f"'faults' must be a list of fault strings: {_FAULTS_EXAMPLE}.",
-                                         param="faults", code="invalid_type")
+        raise errors.InvalidRequestError(
+            f"'faults' must be a list of fault strings: {_FAULTS_EXAMPLE}.", param="faults", code="invalid_type"
+        )
     return specs
 
 
@@ -88,12 +93,12 @@ def _parse(body: bytes) -> tuple[str | None, str | None]:
             'The body must be JSON like {"name": "my-cassette", "record_mode": "once"}.', code="invalid_json"
         ) from None
     if not isinstance(payload, dict):
-        raise errors.InvalidRequestError('The body must be a JSON object: {"name": ...}.',
-                                         code="invalid_json")
+        raise errors.InvalidRequestError('The body must be a JSON object: {"name": ...}.', code="invalid_json")
     unknown = set(payload) - {"name", "record_mode"}
     if unknown:
-        raise errors.UnknownParameterError(f"Unknown field(s) {sorted(unknown)}; allowed: name, record_mode.",
-                                           param=sorted(unknown)[0])
+        raise errors.UnknownParameterError(
+            f"Unknown field(s) {sorted(unknown)}; allowed: name, record_mode.", param=sorted(unknown)[0]
+        )
     name, mode = payload.get("name"), payload.get("record_mode")
     if name is not None and not isinstance(name, str):
         raise errors.InvalidRequestError("'name' must be a string or null.", param="name")

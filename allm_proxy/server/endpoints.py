@@ -68,9 +68,15 @@ async def _images(request: Request, operation: Operation) -> Response:
             journal.result = result
         payload = render_response(result, gpt_style=call.family.gpt_style_response)
         headers = streaming.relayed_headers(result.headers)
-        cost = account(call, request.app.state.prices, model=result.model or call.model, images=len(result.images),
-                       usage=result.usage, quality=result.quality or image_request.quality,
-                       size=result.size or image_request.size)
+        cost = account(
+            call,
+            request.app.state.prices,
+            model=result.model or call.model,
+            images=len(result.images),
+            usage=result.usage,
+            quality=result.quality or image_request.quality,
+            size=result.size or image_request.size,
+        )
         if cost is not None:
             headers["x-allm-cost-usd"] = format_usd(cost)
         answer = Response(payload, media_type="application/json", headers=headers)

@@ -54,8 +54,9 @@ def response(err: errors.ProxyError, request: Request) -> Response:
     reads_body = request.method not in ("GET", "HEAD")
     close = reads_body and not getattr(request.state, "body_read", False)
     rendered = render(err, request_id=call.request_id if call else NO_REQUEST_ID, close=close)
-    return Response(rendered.body, status_code=rendered.status, headers=rendered.headers,
-                    media_type=rendered.media_type)
+    return Response(
+        rendered.body, status_code=rendered.status, headers=rendered.headers, media_type=rendered.media_type
+    )
 
 
 def event(err: errors.ProxyError) -> bytes:
@@ -65,8 +66,7 @@ def event(err: errors.ProxyError) -> bytes:
 
 def unexpected(request_id: str) -> errors.InternalProxyError:
     return errors.InternalProxyError(
-        "The proxy failed unexpectedly while handling this request; see the proxy's log "
-        f"for request {request_id}."
+        f"The proxy failed unexpectedly while handling this request; see the proxy's log for request {request_id}."
     )
 
 
@@ -74,11 +74,13 @@ def from_http_exception(request: Request, exc: HTTPException) -> errors.ProxyErr
     """Starlette's routing errors (unknown route, wrong method) as the proxy's own errors."""
     method, path = printable(request.method), printable(request.url.path)
     if exc.status_code == 405:
-        return errors.MethodNotAllowedError(f"Method {method} is not allowed on {path}.",
-                                            headers=dict(exc.headers or {}))
+        return errors.MethodNotAllowedError(
+            f"Method {method} is not allowed on {path}.", headers=dict(exc.headers or {})
+        )
     if exc.status_code == 404:
         hint = getattr(request.app.state, "unknown_route_hint", None) or (
-            "This proxy serves /v1/images/generations, /v1/images/edits, /v1/images/variations and /v1/models.")
+            "This proxy serves /v1/images/generations, /v1/images/edits, /v1/images/variations and /v1/models."
+        )
         return errors.NotFoundError(f"Unknown route: {method} {path}. {hint}", code="unknown_url")
     return errors.error_class(exc.status_code)(str(exc.detail))
 

@@ -115,5 +115,5 @@ async def _paced(chunks: AsyncIterable[Any], ms: int, length: int | None) -> Asy
         data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
         size = step or max(1, -(-len(data) // PIECES))
         for start in range(0, len(data), size):
-            yield data[start:start + size]
+            yield data[start : start + size]
             await asyncio.sleep(pause)

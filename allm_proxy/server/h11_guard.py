@@ -65,22 +65,29 @@ class GuardedH11Protocol(H11Protocol):
         if not self._waiting_on_client():
             return
         if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-            self._send_envelope(errors.RequestTimeoutError(
-                f"The request line and headers did not arrive within {self.header_timeout:g} s."
-            ))
+            self._send_envelope(
+                errors.RequestTimeoutError(
+                    f"The request line and headers did not arrive within {self.header_timeout:g} s."
+                )
+            )
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        self._send_envelope(errors.InvalidRequestError(
-            "The request is not valid HTTP/1.1 (a malformed request line or header, or headers over 16 KB).",
-            code="invalid_http",
-        ))
+        self._send_envelope(
+            errors.InvalidRequestError(
+                "The request is not valid HTTP/1.1 (a malformed request line or header, or headers over 16 KB).",
+                code="invalid_http",
+            )
+        )
         self.transport.close()
 
     def _send_envelope(self, err: errors.ProxyError) -> None:
         rendered = render(err, close=True)
-        headers = [*rendered.headers.items(), ("content-type", rendered.media_type),
-                   ("content-length", str(len(rendered.body)))]
+        headers = [
+            *rendered.headers.items(),
+            ("content-type", rendered.media_type),
+            ("content-length", str(len(rendered.body))),
+        ]
         try:
             self.transport.write(self.conn.send(h11.Response(status_code=rendered.status, headers=headers)) or b"")
             self.transport.write(self.conn.send(h11.Data(data=rendered.body)) or b"")

@@ -71,8 +71,9 @@ class CallMiddleware:
         state["call"] = call
         image_route = _IMAGE_ROUTES.match(scope["path"])
         engine = getattr(scope["app"].state, "engine", None) if "app" in scope else None
-        journal = state["journal"] = (begin_journal(engine, _OPERATIONS[image_route.group(2)])
-                                      if image_route and engine is not None else None)
+        journal = state["journal"] = (
+            begin_journal(engine, _OPERATIONS[image_route.group(2)]) if image_route and engine is not None else None
+        )
         status: int | None = None
         reported = False
 

@@ -30,12 +30,14 @@ def bind_warning(host: str, access_token: str | None) -> str | None:
     """The warning to print when `host` lets other machines in and no access token guards the keys."""
     if access_token or host_is_loopback(host):
         return None
-    return (f"WARNING: binding {host} without --access-token: anyone who can reach this port can spend "
-            "your provider keys.")
+    return (
+        f"WARNING: binding {host} without --access-token: anyone who can reach this port can spend your provider keys."
+    )
 
 
-def run_server(engine: Engine, config: ProxyConfig, *, limits: ServerLimits | None = None,
-               log_level: str = "warning") -> None:
+def run_server(
+    engine: Engine, config: ProxyConfig, *, limits: ServerLimits | None = None, log_level: str = "warning"
+) -> None:
     """Serve until SIGINT or SIGTERM; both finish in-flight requests first (up to `graceful_shutdown` s).
 
     SIGTERM, how service managers and `docker stop` ask a server to stop,
@@ -43,10 +45,17 @@ def run_server(engine: Engine, config: ProxyConfig, *, limits: ServerLimits | No
     it and die with status -15. Recordings are flushed by the app's lifespan.
     """
     limits = limits or config.limits
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(engine, config, limits=limits), host=config.host, port=config.port, log_level=log_level,
-        access_log=False, lifespan="on", **uvicorn_options(limits),
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(engine, config, limits=limits),
+            host=config.host,
+            port=config.port,
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+            **uvicorn_options(limits),
+        )
+    )
     if threading.current_thread() is not threading.main_thread():
         server.run()
         return

@@ -22,8 +22,14 @@ def relayed_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k.lower() in RELAYED}
 
 
-def event_stream(stream: ImageStream, call: Call, journal: JournalCall | None = None, *,
-                 prices: PriceTable | None = None, request: ImageRequest | None = None) -> StreamingResponse:
+def event_stream(
+    stream: ImageStream,
+    call: Call,
+    journal: JournalCall | None = None,
+    *,
+    prices: PriceTable | None = None,
+    request: ImageRequest | None = None,
+) -> StreamingResponse:
     """The OpenAI SSE answer; a failure half-way ends it with an `error` event, as OpenAI's do.
 
     A stream is priced as its images complete (the metric and journal carry it; no header can,
@@ -35,9 +41,15 @@ def event_stream(stream: ImageStream, call: Call, journal: JournalCall | None = 
                 if journal is not None:
                     journal.saw_event(event)
                 if event.kind == "completed" and prices is not None:
-                    account(call, prices, model=call.model, images=1, usage=event.usage,
-                            quality=event.fields.get("quality") or (request.quality if request else None),
-                            size=event.fields.get("size") or (request.size if request else None))
+                    account(
+                        call,
+                        prices,
+                        model=call.model,
+                        images=1,
+                        usage=event.usage,
+                        quality=event.fields.get("quality") or (request.quality if request else None),
+                        size=event.fields.get("size") or (request.size if request else None),
+                    )
                 yield render_event(event)
         except errors.ProxyError as err:
             call.finish(err.status)
@@ -47,8 +59,11 @@ def event_stream(stream: ImageStream, call: Call, journal: JournalCall | None = 
         except Exception:
             call.finish(500)
             failures.log.exception("stream failed for request %s", call.request_id)
-            yield failures.event(errors.InternalProxyError(
-                f"The stream failed inside the proxy; see its log for request {call.request_id}."))
+            yield failures.event(
+                errors.InternalProxyError(
+                    f"The stream failed inside the proxy; see its log for request {call.request_id}."
+                )
+            )
         finally:
             await stream.aclose()
 

@@ -80,8 +80,9 @@ def worker_app() -> Starlette:
     try:
         text = os.environ[WORKER_CONFIG_VARIABLE]
     except KeyError:
-        raise RuntimeError(f"{WORKER_CONFIG_VARIABLE} is not set: worker processes are started by "
-                           "`allm-proxy serve --workers N`") from None
+        raise RuntimeError(
+            f"{WORKER_CONFIG_VARIABLE} is not set: worker processes are started by `allm-proxy serve --workers N`"
+        ) from None
     config = config_from_json(text)
     setup_logging(config.log_level, worker=True)
     return create_app(Engine.from_config(config), config)
@@ -104,9 +105,19 @@ def uvicorn_config(config: ProxyConfig, *, log_level: str = "warning") -> Worker
     """The uvicorn config of `serve --workers N`: the factory, the workers, the limits of `uvicorn_options`."""
     options = uvicorn_options(config.limits)
     options.pop("http")
-    return WorkerConfig(WORKER_APP, factory=True, workers=config.workers, host=config.host, port=config.port,
-                        log_level=log_level, access_log=False, lifespan="on", http="h11",
-                        header_timeout=config.limits.header_timeout, **options)
+    return WorkerConfig(
+        WORKER_APP,
+        factory=True,
+        workers=config.workers,
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        http="h11",
+        header_timeout=config.limits.header_timeout,
+        **options,
+    )
 
 
 class _Supervisor(Multiprocess):

@@ -20,10 +20,10 @@ DEFAULT_JOURNAL_MAX = 1000
 class StateStore(ABC):
     """Async key/value, counters and a capped list, namespaced by `prefix`.
 
-        store = MemoryState()
-        await store.set("file:img_1", b"...", ttl=3600)
-        n = await store.incr("fault:slow:times", ttl=60)      # 1, 2, 3 ...
-        await store.journal_append('{"id": "req_1"}')
+    store = MemoryState()
+    await store.set("file:img_1", b"...", ttl=3600)
+    n = await store.incr("fault:slow:times", ttl=60)      # 1, 2, 3 ...
+    await store.journal_append('{"id": "req_1"}')
     """
 
     #: True when other processes see the same state (Redis); False for process memory.

@@ -70,8 +70,9 @@ class ScriptCursors:
     `reset` keep working); with a shared store every worker walks one list.
     """
 
-    def __init__(self, store: StateStore | None, replies: Sequence[object], source: str,
-                 *, ttl: float = DEFAULT_CURSOR_TTL) -> None:
+    def __init__(
+        self, store: StateStore | None, replies: Sequence[object], source: str, *, ttl: float = DEFAULT_CURSOR_TTL
+    ) -> None:
         self.store = store if store is not None and store.shared else None
         self.ttl = ttl
         self._script = hashlib.sha256(f"{source}\0{replies!r}".encode()).hexdigest()[:24]

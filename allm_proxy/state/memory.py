@@ -21,8 +21,13 @@ class MemoryState(StateStore):
 
     shared = False
 
-    def __init__(self, *, prefix: str = DEFAULT_PREFIX, journal_max: int = DEFAULT_JOURNAL_MAX,
-                 max_bytes: int = 512 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        journal_max: int = DEFAULT_JOURNAL_MAX,
+        max_bytes: int = 512 * 1024 * 1024,
+    ) -> None:
         super().__init__(prefix=prefix, journal_max=journal_max)
         self.max_bytes = max_bytes
         # key -> (value, expires_at or None); insertion order is age order for eviction.

@@ -34,13 +34,14 @@ JOURNAL = "journal"
 class RedisState(StateStore):
     """Redis behind the `StateStore` interface.
 
-        store = RedisState("redis://127.0.0.1:6379/0", prefix="allm:")
+    store = RedisState("redis://127.0.0.1:6379/0", prefix="allm:")
     """
 
     shared = True
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, journal_max: int = DEFAULT_JOURNAL_MAX,
-                 timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = DEFAULT_PREFIX, journal_max: int = DEFAULT_JOURNAL_MAX, timeout: float = 2.0
+    ) -> None:
         super().__init__(prefix=prefix, journal_max=journal_max)
         self.url = url
         self.timeout = timeout
@@ -53,7 +54,9 @@ class RedisState(StateStore):
             client = self._clients.get(loop)
             if client is None:
                 client = Redis.from_url(
-                    self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout,
+                    self.url,
+                    socket_timeout=self.timeout,
+                    socket_connect_timeout=self.timeout,
                     # One quick retry: the first command after a Redis restart meets a dead pooled connection.
                     retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
                     health_check_interval=0,

@@ -1,10 +1,10 @@
 """`[state]` settings: where shared state lives, and the rules that come with sharing it.
 
-    [state]
-    url = "redis://127.0.0.1:6379/0"   # or --state-url, or ALLM_PROXY_STATE_URL; none: process memory
-    prefix = "allm:"                   # namespace, so several proxies can share one Redis
-    cursor_ttl = 86400                 # seconds an idle replay/script cursor is kept
-    journal_max = 1000                 # journal entries kept
+[state]
+url = "redis://127.0.0.1:6379/0"   # or --state-url, or ALLM_PROXY_STATE_URL; none: process memory
+prefix = "allm:"                   # namespace, so several proxies can share one Redis
+cursor_ttl = 86400                 # seconds an idle replay/script cursor is kept
+journal_max = 1000                 # journal entries kept
 """
 
 from __future__ import annotations

@@ -94,8 +94,12 @@ def boundary_of(content_type: str) -> bytes:
 
 def parse_multipart(content_type: str | None, body: bytes, *, recorded: bool = False) -> list[Part]:
     """All parts of the body, text and files, in the order they were sent."""
-    return _split(boundary_of(content_type or ""), body, lambda raw: _part(raw, recorded=recorded),
-                  limit=None if recorded else MAX_PARTS)
+    return _split(
+        boundary_of(content_type or ""),
+        body,
+        lambda raw: _part(raw, recorded=recorded),
+        limit=None if recorded else MAX_PARTS,
+    )
 
 
 def _part(raw: _RawPart, *, recorded: bool) -> Part:

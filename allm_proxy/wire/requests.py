@@ -103,8 +103,11 @@ def _coerce_json(name: str, value: Any) -> Any:
             raise _type_error(name, "a string", value)
         return value
     if name in INT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, int | float) or (
-                isinstance(value, float) and not value.is_integer()):  # 1.5, inf and NaN alike
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not value.is_integer())
+        ):  # 1.5, inf and NaN alike
             raise _type_error(name, "an integer", value)
         return int(value)
     if name in BOOL_FIELDS:
@@ -117,7 +120,8 @@ def _coerce_json(name: str, value: Any) -> Any:
 def _type_error(name: str, expected: str, value: Any) -> InvalidRequestError:
     return InvalidRequestError(
         f"Invalid type for '{name}': expected {expected}, but got {json.dumps(value)[:60]} instead.",
-        param=name, code="invalid_type",
+        param=name,
+        code="invalid_type",
     )
 
 
@@ -127,7 +131,7 @@ def _set_json_edit_files(request: ImageRequest, name: str, value: Any) -> None:
     if value is None:
         return
     if not isinstance(refs, list):
-        raise _type_error(name, "a list of {\"image_url\": ...} objects", value)
+        raise _type_error(name, 'a list of {"image_url": ...} objects', value)
     files = []
     for ref in refs:
         url = ref.get("image_url") if isinstance(ref, dict) else None
@@ -135,15 +139,22 @@ def _set_json_edit_files(request: ImageRequest, name: str, value: Any) -> None:
             raise InvalidRequestError(
                 f"Invalid '{name}': this proxy takes JSON edit images as data: URLs "
                 '({"image_url": "data:image/png;base64,..."}); send files as multipart/form-data instead.',
-                param=name, code="invalid_value",
+                param=name,
+                code="invalid_value",
             )
         header, _, payload = url.partition(",")
         try:
             data = b64decode_lenient(payload)
         except ValueError:
             raise InvalidRequestError(f"Invalid '{name}': the data: URL is not valid base64.", param=name) from None
-        files.append(InputFile(data, filename=None, content_type=header[5:].split(";")[0] or None,
-                               field="mask" if name == "mask" else "image[]"))
+        files.append(
+            InputFile(
+                data,
+                filename=None,
+                content_type=header[5:].split(";")[0] or None,
+                field="mask" if name == "mask" else "image[]",
+            )
+        )
     if name == "mask":
         request.mask = files[0] if files else None
     else:
@@ -161,7 +172,8 @@ def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> Im
             if not part.is_file:
                 raise InvalidRequestError(
                     f"'{part.name}' must be a file part (with a filename), not a text field.",
-                    param="image" if part.name != "mask" else "mask", code="invalid_type",
+                    param="image" if part.name != "mask" else "mask",
+                    code="invalid_type",
                 )
             upload = InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
             if part.name == "mask":
@@ -178,8 +190,11 @@ def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> Im
             try:
                 text = part.text()
             except MultipartError as exc:
-                raise InvalidRequestError(f"Invalid '{part.name}': {exc}; send form fields as UTF-8 text.",
-                                          param=part.name, code="invalid_value") from None
+                raise InvalidRequestError(
+                    f"Invalid '{part.name}': {exc}; send form fields as UTF-8 text.",
+                    param=part.name,
+                    code="invalid_value",
+                ) from None
             if part.name in KNOWN_FIELDS:
                 setattr(request, part.name, _coerce_text(part.name, text))
             else:
@@ -257,15 +272,24 @@ def _data_url(upload: InputFile) -> str:
 
 
 def render_multipart(request: ImageRequest, model: str | None) -> Body:
-    parts = [Part(field_name, text.encode())
-             for name, value in [*typed_fields(request, model), *request.extra]
-             for field_name, text in form_values(name, value)]
+    parts = [
+        Part(field_name, text.encode())
+        for name, value in [*typed_fields(request, model), *request.extra]
+        for field_name, text in form_values(name, value)
+    ]
     files = [*request.images, *request.extra_files, *([request.mask] if request.mask is not None else [])]
     # A part with no filename would read as a text field upstream; the SDKs call such files "upload".
     # The client's label is kept even when wrong (docs/spec/openai-images.md §0 rule 3: the provider sniffs);
     # a file that came with none (library callers) gets the type its bytes show.
-    parts += [Part(upload.field, upload.data, filename=upload.filename or "upload",
-                   content_type=upload.content_type or upload.mime_type) for upload in files]
+    parts += [
+        Part(
+            upload.field,
+            upload.data,
+            filename=upload.filename or "upload",
+            content_type=upload.content_type or upload.mime_type,
+        )
+        for upload in files
+    ]
     content, content_type = encode_multipart(parts)
     return Body(content, content_type)
 

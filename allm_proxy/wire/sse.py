@@ -68,7 +68,7 @@ def _field(line: bytes) -> tuple[bytes, bytes]:
     colon = line.find(b":", 0, end)
     if colon == -1:
         return line[:end], b""
-    start = colon + 2 if line[colon + 1:colon + 2] == b" " else colon + 1
+    start = colon + 2 if line[colon + 1 : colon + 2] == b" " else colon + 1
     return line[:colon], line[start:end]
 
 
@@ -84,7 +84,7 @@ class EventSplitter:
         events: list[Event] = []
         start = 0
         while (end := chunk.find(b"\n", start)) != -1:
-            self._pending.append(chunk[start:end + 1])
+            self._pending.append(chunk[start : end + 1])
             line = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
             self._pending.clear()
             self._lines.append(line)

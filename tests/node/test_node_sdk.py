@@ -38,8 +38,14 @@ def node_sdk_ready() -> None:
     if (HERE / "node_modules" / "openai" / "package.json").is_file():
         return
     try:
-        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"], cwd=HERE,
-                              capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
+        done = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-package-lock"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.skip(f"npm install of the openai SDK took over {INSTALL_TIMEOUT} s")
     if done.returncode != 0:
@@ -55,18 +61,22 @@ def test_node_sdk_generates_edits_and_streams_through_the_proxy(tmp_path: Path) 
     with upstream.serving() as upstream_url:
         engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1"}, env={})
         with running_proxy(engine) as proxy:
-            env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image),
-                   "ALLM_MASK": str(mask)}
-            done = subprocess.run(["node", str(HERE / "sdk_calls.mjs")], env=env, capture_output=True,
-                                  text=True, timeout=RUN_TIMEOUT, check=False)
+            env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image), "ALLM_MASK": str(mask)}
+            done = subprocess.run(
+                ["node", str(HERE / "sdk_calls.mjs")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=RUN_TIMEOUT,
+                check=False,
+            )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["generate"]["count"] == 2 and out["generate"]["size"] == "1024x1536"
     assert base64.b64decode(out["generate"]["b64"]) == upstream.served_images[0]
     assert out["edit"]["count"] == 1 and out["edit_list"]["count"] == 1
     assert out["stream"] == ["image_generation.partial_image", "image_generation.completed"]
-    assert out["error"] == {"status": 404, "code": "model_not_found", "param": "model",
-                            "request_id": "req_up_5"}
+    assert out["error"] == {"status": 404, "code": "model_not_found", "param": "model", "request_id": "req_up_5"}
     edit, edit_list = upstream.requests[1], upstream.requests[2]
     # Node labels a file stream application/octet-stream (spec section 11): passed on as sent.
     assert [(p.name, p.filename, p.content_type, p.data) for p in edit.files()] == [
@@ -84,8 +94,14 @@ def test_node_sdk_code_that_names_no_model_gets_dall_e_2(tmp_path: Path) -> None
     mask.write_bytes(half_transparent_mask((256, 256)))
     with running_proxy(Engine()) as proxy:
         env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image), "ALLM_MASK": str(mask)}
-        done = subprocess.run(["node", str(HERE / "no_model_calls.mjs")], env=env, capture_output=True,
-                              text=True, timeout=RUN_TIMEOUT, check=False)
+        done = subprocess.run(
+            ["node", str(HERE / "no_model_calls.mjs")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         out = json.loads(done.stdout)
         for size, got in out["sizes"].items():

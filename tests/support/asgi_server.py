@@ -34,8 +34,7 @@ def serve_asgi(app: Any, *, port: int | None = None, **uvicorn_options: Any) -> 
     The server is stopped (bounded wait) when the block ends.
     """
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                            **uvicorn_options)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", **uvicorn_options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
@@ -59,8 +58,9 @@ def running_proxy(engine: Engine, config: ProxyConfig | None = None) -> Iterator
 
 
 @contextmanager
-def guarded_proxy(engine: Engine, config: ProxyConfig | None = None,
-                  limits: ServerLimits | None = None) -> Iterator[str]:
+def guarded_proxy(
+    engine: Engine, config: ProxyConfig | None = None, limits: ServerLimits | None = None
+) -> Iterator[str]:
     """The proxy as `allm-proxy serve` runs it (connection guard included) on a free port; yields its base URL."""
     limits = limits or ServerLimits()
     with serve_asgi(create_app(engine, config, limits=limits), **uvicorn_options(limits)) as url:

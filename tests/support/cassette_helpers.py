@@ -31,7 +31,6 @@ UPSTREAM = "http://127.0.0.1:9/v1"  # never connected to when the ASGI transport
 ANSWER_SIZE = (8, 8)  # the pixels of every image Upstream answers with
 
 
-
 class Upstream(FakeUpstream[None, str]):
     """A fake image API: every answer carries a serial number, so replay order is visible.
 
@@ -42,13 +41,17 @@ class Upstream(FakeUpstream[None, str]):
     def __init__(self, *, event_delay: float = 0.0, serial_offset: int = 0) -> None:
         self.event_delay = event_delay
         self.serial_offset = serial_offset
-        super().__init__(Starlette(routes=[
-            Route("/v1/images/generations", self.generations, methods=["POST"]),
-            Route("/v1/images/edits", self.edits, methods=["POST"]),
-            Route("/v1/stream", self.stream, methods=["POST"]),
-            Route("/v1/echo-key", self.echo_key, methods=["POST"]),
-            Route("/v1beta/models/{model}:generateContent", self.gemini, methods=["POST"]),
-        ]))
+        super().__init__(
+            Starlette(
+                routes=[
+                    Route("/v1/images/generations", self.generations, methods=["POST"]),
+                    Route("/v1/images/edits", self.edits, methods=["POST"]),
+                    Route("/v1/stream", self.stream, methods=["POST"]),
+                    Route("/v1/echo-key", self.echo_key, methods=["POST"]),
+                    Route("/v1beta/models/{model}:generateContent", self.gemini, methods=["POST"]),
+                ]
+            )
+        )
 
     @property
     def calls(self) -> int:
@@ -62,10 +65,14 @@ class Upstream(FakeUpstream[None, str]):
         data = await request.json()
         serial = self._serial(request)
         image = png_bytes(ANSWER_SIZE, (serial % 255, 0, 0), "RGB")
-        body = {"created": serial, "prompt": data.get("prompt"),
-                "data": [{"b64_json": base64.b64encode(image).decode()}]}
-        return JSONResponse(body, headers={"set-cookie": COOKIE, "openai-organization": ORG_ID,
-                                           "x-request-id": f"req_{serial}"})
+        body = {
+            "created": serial,
+            "prompt": data.get("prompt"),
+            "data": [{"b64_json": base64.b64encode(image).decode()}],
+        }
+        return JSONResponse(
+            body, headers={"set-cookie": COOKIE, "openai-organization": ORG_ID, "x-request-id": f"req_{serial}"}
+        )
 
     async def edits(self, request: Request) -> Response:
         async with request.form() as form:
@@ -74,9 +81,14 @@ class Upstream(FakeUpstream[None, str]):
             image = await upload.read()
             prompt = form["prompt"]
         serial = self._serial(request)
-        return JSONResponse({"created": serial, "prompt": prompt,
-                             "image_sha256": hashlib.sha256(image).hexdigest(),
-                             "data": [{"b64_json": base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()}]})
+        return JSONResponse(
+            {
+                "created": serial,
+                "prompt": prompt,
+                "image_sha256": hashlib.sha256(image).hexdigest(),
+                "data": [{"b64_json": base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()}],
+            }
+        )
 
     async def stream(self, request: Request) -> Response:
         serial = self._serial(request)
@@ -86,8 +98,12 @@ class Upstream(FakeUpstream[None, str]):
             for i in range(3):
                 if i:
                     await asyncio.sleep(delay)
-                payload = {"type": "image_generation.partial_image", "i": i, "serial": serial,
-                           "b64_json": base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()}
+                payload = {
+                    "type": "image_generation.partial_image",
+                    "i": i,
+                    "serial": serial,
+                    "b64_json": base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode(),
+                }
                 yield f"event: image_generation.partial_image\ndata: {json.dumps(payload)}\n\n".encode()
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -100,8 +116,20 @@ class Upstream(FakeUpstream[None, str]):
     async def gemini(self, request: Request) -> Response:
         serial = self._serial(request)
         image = base64.b64encode(png_bytes(ANSWER_SIZE, mode="RGB")).decode()
-        return JSONResponse({"candidates": [{"content": {"parts": [
-            {"text": f"serial {serial}"}, {"inlineData": {"mimeType": "image/png", "data": image}}]}}]})
+        return JSONResponse(
+            {
+                "candidates": [
+                    {
+                        "content": {
+                            "parts": [
+                                {"text": f"serial {serial}"},
+                                {"inlineData": {"mimeType": "image/png", "data": image}},
+                            ]
+                        }
+                    }
+                ]
+            }
+        )
 
 
 class DeadUpstream(httpx.AsyncBaseTransport):
@@ -115,15 +143,21 @@ class DeadUpstream(httpx.AsyncBaseTransport):
         raise httpx.ConnectError("upstream is stopped", request=request)
 
 
-def context(session: str = "default", cassette: str | None = None,
-            api_key: str | None = OPENAI_KEY) -> CallScope:
+def context(session: str = "default", cassette: str | None = None, api_key: str | None = OPENAI_KEY) -> CallScope:
     return CallScope(session=session, cassette=cassette, secrets=(api_key,) if api_key else ())
 
 
 async def send(
-    library: CassetteLibrary, inner: httpx.AsyncBaseTransport, method: str, path: str, *,
-    session: str = "default", cassette: str | None = None, headers: dict[str, str] | None = None,
-    base: str = UPSTREAM, **kwargs: Any,
+    library: CassetteLibrary,
+    inner: httpx.AsyncBaseTransport,
+    method: str,
+    path: str,
+    *,
+    session: str = "default",
+    cassette: str | None = None,
+    headers: dict[str, str] | None = None,
+    base: str = UPSTREAM,
+    **kwargs: Any,
 ) -> httpx.Response:
     """One upstream call as an adapter would make it, inside a call context."""
     with scope(context(session, cassette)):

@@ -9,11 +9,28 @@ import openai
 import pytest
 
 # The kinds whose answer never comes from the provider, and those that delay a real one.
-REPLACING = ("rate_limit", "quota", "server_error", "overloaded", "bad_key", "content_policy", "timeout",
-             "reset", "truncate", "stream_cut", "stream_error")
+REPLACING = (
+    "rate_limit",
+    "quota",
+    "server_error",
+    "overloaded",
+    "bad_key",
+    "content_policy",
+    "timeout",
+    "reset",
+    "truncate",
+    "stream_cut",
+    "stream_error",
+)
 DELAYING = ("latency", "slow")
-SPECS = {"rate_limit": "rate_limit; ms=10", "timeout": "timeout; ms=5000", "latency": "latency; ms=300",
-         "slow": "slow; ms=300", "stream_cut": "stream_cut; after=1", "stream_error": "stream_error; after=1"}
+SPECS = {
+    "rate_limit": "rate_limit; ms=10",
+    "timeout": "timeout; ms=5000",
+    "latency": "latency; ms=300",
+    "slow": "slow; ms=300",
+    "stream_cut": "stream_cut; after=1",
+    "stream_error": "stream_error; after=1",
+}
 STREAMING = ("stream_cut", "stream_error")
 # (SDK exception, status, error type, error code) of each error kind.
 ERRORS: dict[str, tuple[type[openai.APIStatusError], int, str, str | None]] = {
@@ -31,15 +48,17 @@ def spec(kind: str) -> str:
     return SPECS.get(kind, kind)
 
 
-def check_fault(base_url: str, kind: str, *, model: str = "gpt-image-1", prompt: str = "a faulted kestrel",
-                header: bool = True) -> None:
+def check_fault(
+    base_url: str, kind: str, *, model: str = "gpt-image-1", prompt: str = "a faulted kestrel", header: bool = True
+) -> None:
     """Make one request that `kind` answers and assert what the client sees. `base_url` ends in /v1.
 
     With `header=False` the fault must already be on the proxy's list.
     """
     headers = {"X-ALLM-Fault": spec(kind)} if header else {}
-    client = openai.OpenAI(base_url=base_url, api_key="sk-test-faults", max_retries=0, timeout=2.0,
-                           default_headers=headers)
+    client = openai.OpenAI(
+        base_url=base_url, api_key="sk-test-faults", max_retries=0, timeout=2.0, default_headers=headers
+    )
     if kind in STREAMING:
         stream = client.images.generate(model=model, prompt=prompt, stream=True, partial_images=2)
         if kind == "stream_cut":
@@ -56,8 +75,9 @@ def check_fault(base_url: str, kind: str, *, model: str = "gpt-image-1", prompt:
         with pytest.raises(exc_type) as raised:
             client.images.generate(model=model, prompt=prompt)
         assert (raised.value.status_code, raised.value.type, raised.value.code) == (status, error_type, code)
-        raw = httpx.post(base_url + "/images/generations", json={"model": model, "prompt": prompt},
-                         headers=headers, timeout=5)
+        raw = httpx.post(
+            base_url + "/images/generations", json={"model": model, "prompt": prompt}, headers=headers, timeout=5
+        )
         assert raw.status_code == status
         assert set(raw.json()) == {"error"} and set(raw.json()["error"]) == {"message", "type", "param", "code"}
         assert f"fault '{kind}'" in raw.json()["error"]["message"]
@@ -76,8 +96,13 @@ def check_fault(base_url: str, kind: str, *, model: str = "gpt-image-1", prompt:
         return
     started = time.monotonic()
     if kind == "slow":
-        with httpx.stream("POST", base_url + "/images/generations", json={"model": model, "prompt": prompt},
-                          headers=headers, timeout=5) as slow:
+        with httpx.stream(
+            "POST",
+            base_url + "/images/generations",
+            json={"model": model, "prompt": prompt},
+            headers=headers,
+            timeout=5,
+        ) as slow:
             pieces = [chunk for chunk in slow.iter_raw()]
         assert slow.status_code == 200 and len(pieces) > 1  # the body came in pieces
         assert int(slow.headers["content-length"]) == sum(map(len, pieces))

@@ -16,8 +16,9 @@ import httpx
 _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "allm_proxy", "httpx", "httpcore")
 
 
-def assert_envelope(response: httpx.Response, status: int, *, param: str | None = None,
-                    code: str | None = None) -> dict:
+def assert_envelope(
+    response: httpx.Response, status: int, *, param: str | None = None, code: str | None = None
+) -> dict:
     """The OpenAI error envelope with this status; returns its `error` object."""
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["content-type"].startswith("application/json")
@@ -49,8 +50,11 @@ class LogCapture(logging.Handler):
 
     def problems(self) -> list[str]:
         """Records that would alarm an operator: errors, or anything with a traceback."""
-        return [self.format(r) for r in self.records
-                if r.levelno >= logging.ERROR or r.exc_info or "Traceback" in r.getMessage()]
+        return [
+            self.format(r)
+            for r in self.records
+            if r.levelno >= logging.ERROR or r.exc_info or "Traceback" in r.getMessage()
+        ]
 
 
 @contextmanager

@@ -1,9 +1,9 @@
 """Every picture the tests make: solid colours, noise, masks, hostile files, in any format Pillow writes.
 
-    png_bytes((32, 32), (200, 40, 40, 255))        # a solid RGBA PNG
-    image_bytes((16, 8), mode="RGB", fmt="JPEG")  # the same maker, another mode and format
-    noise_png((40, 30))                            # every pixel differs from its neighbours
-    half_transparent_mask((64, 64))                # OpenAI mask: left half kept, right half edited
+png_bytes((32, 32), (200, 40, 40, 255))        # a solid RGBA PNG
+image_bytes((16, 8), mode="RGB", fmt="JPEG")  # the same maker, another mode and format
+noise_png((40, 30))                            # every pixel differs from its neighbours
+half_transparent_mask((64, 64))                # OpenAI mask: left half kept, right half edited
 """
 
 from __future__ import annotations
@@ -26,21 +26,22 @@ def encoded(image: PILImage.Image, fmt: str = "PNG", **save_options: Any) -> byt
     return buf.getvalue()
 
 
-def solid(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = DEFAULT_COLOR,
-          mode: str = "RGBA") -> PILImage.Image:
+def solid(
+    size: tuple[int, int] = (64, 64), color: tuple[int, ...] = DEFAULT_COLOR, mode: str = "RGBA"
+) -> PILImage.Image:
     """A one-colour picture; `color` is cut to the mode's bands (single-band modes take its first value)."""
     fill: int | tuple[int, ...] = color[0] if mode in ("L", "P", "1", "I") else color[: len(mode)]
     return PILImage.new(mode, size, fill)
 
 
-def image_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = DEFAULT_COLOR, mode: str = "RGBA",
-                fmt: str = "PNG") -> bytes:
+def image_bytes(
+    size: tuple[int, int] = (64, 64), color: tuple[int, ...] = DEFAULT_COLOR, mode: str = "RGBA", fmt: str = "PNG"
+) -> bytes:
     """A solid picture encoded as `fmt`."""
     return encoded(solid(size, color, mode), fmt)
 
 
-def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = DEFAULT_COLOR,
-              mode: str = "RGBA") -> bytes:
+def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, ...] = DEFAULT_COLOR, mode: str = "RGBA") -> bytes:
     """A solid PNG."""
     return image_bytes(size, color, mode, "PNG")
 
@@ -105,6 +106,7 @@ def alpha_strip(alphas: list[int]) -> PILImage.Image:
 
 def png_bomb(width: int, height: int) -> bytes:
     """A valid 1-bit greyscale PNG of all zeros: a few kB that would decode to width*height pixels."""
+
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 

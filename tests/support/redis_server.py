@@ -1,8 +1,8 @@
 """A real `redis-server` (Debian's package) for tests: a free loopback port, a temp dir, stopped by PID.
 
-    with redis_server(tmp_path) as server:
-        server.url                  # redis://127.0.0.1:PORT/0
-        server.stop(); server.start()   # the same port again: a Redis that goes away and comes back
+with redis_server(tmp_path) as server:
+    server.url                  # redis://127.0.0.1:PORT/0
+    server.stop(); server.start()   # the same port again: a Redis that goes away and comes back
 """
 
 from __future__ import annotations
@@ -37,9 +37,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT
         while not self._answers():

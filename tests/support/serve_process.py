@@ -41,13 +41,20 @@ class ServeProcess:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.stderr_path = directory / f"serve-{self.port}.stderr"
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(("ALLM_PROXY_", "OPENAI_", "GEMINI_",
-                                                                           "PROMETHEUS_"))}
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ALLM_PROXY_", "OPENAI_", "GEMINI_", "PROMETHEUS_"))
+        }
         clean["PYTHONPATH"] = str(ROOT)  # the tree under test
         with open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen([str(ALLM_PROXY), "serve", "--port", str(self.port), *args],
-                                            env={**clean, **env}, stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=stderr)
+            self.process = subprocess.Popen(
+                [str(ALLM_PROXY), "serve", "--port", str(self.port), *args],
+                env={**clean, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         self.seen_workers: set[int] = set()
 
     @property
@@ -59,8 +66,10 @@ class ServeProcess:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200 and \
-                        len(self.worker_pids()) >= workers:
+                if (
+                    httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
+                    and len(self.worker_pids()) >= workers
+                ):
                     return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"allm-proxy did not start:\n{self.log()}")
@@ -117,8 +126,9 @@ def _cmdline(pid: int) -> bytes:
 
 
 @contextlib.contextmanager
-def serve_process(directory: Path, *args: str, workers: int = 1,
-                  env: dict[str, str] | None = None) -> Iterator[ServeProcess]:
+def serve_process(
+    directory: Path, *args: str, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[ServeProcess]:
     """`allm-proxy serve --workers WORKERS ARGS...`, started and ready; stopped by PID however the test ends."""
     proxy = ServeProcess(directory, ("--workers", str(workers), *args), env or {})
     try:

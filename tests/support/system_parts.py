@@ -28,8 +28,9 @@ def require(part: str) -> str:
         found = shutil.which(name)
         if found:
             return found
-    message = (f"{part} is not installed; install it with `sudo apt-get install {package}` "
-               f"(Debian/Ubuntu) to run this test")
+    message = (
+        f"{part} is not installed; install it with `sudo apt-get install {package}` (Debian/Ubuntu) to run this test"
+    )
     if os.environ.get(REQUIRE_VARIABLE) == "1":
         pytest.fail(f"{message}. {REQUIRE_VARIABLE}=1 makes a missing system part a failure.")
     pytest.skip(message)

@@ -50,20 +50,44 @@ TIER_SCALE = {"512": 0.5, "1K": 1.0, "2K": 2.0, "4K": 4.0}
 INPUT_MIME_TYPES = ("image/png", "image/jpeg", "image/webp", "image/heic", "image/heif")
 MODALITIES = ("TEXT", "IMAGE", "AUDIO", "VIDEO")
 THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH")
-HARM_CATEGORIES = ("HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_SEXUALLY_EXPLICIT",
-                   "HARM_CATEGORY_DANGEROUS_CONTENT", "HARM_CATEGORY_CIVIC_INTEGRITY")
+HARM_CATEGORIES = (
+    "HARM_CATEGORY_HARASSMENT",
+    "HARM_CATEGORY_HATE_SPEECH",
+    "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+    "HARM_CATEGORY_DANGEROUS_CONTENT",
+    "HARM_CATEGORY_CIVIC_INTEGRITY",
+)
 THRESHOLDS = ("BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE", "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF")
 MAX_INLINE_BYTES = 20 * 1024 * 1024
 
 # 1K output pixels per ratio (section 2; the 14-ratio extras are approximate).
 _GEMINI3_1K = {
-    "1:1": (1024, 1024), "2:3": (848, 1264), "3:2": (1264, 848), "3:4": (896, 1200), "4:3": (1200, 896),
-    "4:5": (928, 1152), "5:4": (1152, 928), "9:16": (768, 1376), "16:9": (1376, 768), "21:9": (1584, 672),
-    "1:4": (512, 2048), "4:1": (2048, 512), "1:8": (384, 3072), "8:1": (3072, 384),
+    "1:1": (1024, 1024),
+    "2:3": (848, 1264),
+    "3:2": (1264, 848),
+    "3:4": (896, 1200),
+    "4:3": (1200, 896),
+    "4:5": (928, 1152),
+    "5:4": (1152, 928),
+    "9:16": (768, 1376),
+    "16:9": (1376, 768),
+    "21:9": (1584, 672),
+    "1:4": (512, 2048),
+    "4:1": (2048, 512),
+    "1:8": (384, 3072),
+    "8:1": (3072, 384),
 }
 _FLASH25_1K = {
-    "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
-    "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672),
+    "1:1": (1024, 1024),
+    "2:3": (832, 1248),
+    "3:2": (1248, 832),
+    "3:4": (864, 1184),
+    "4:3": (1184, 864),
+    "4:5": (896, 1152),
+    "5:4": (1152, 896),
+    "9:16": (768, 1344),
+    "16:9": (1344, 768),
+    "21:9": (1536, 672),
 }
 
 
@@ -81,16 +105,20 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "gemini-nano-banana-2.1": ModelSpec(EXTENDED_RATIOS, ("1K", "2K", "4K"), _GEMINI3_1K,
-                                        {"1K": 1120, "2K": 1120, "4K": 2000}),
-    "gemini-3-pro-image": ModelSpec(STANDARD_RATIOS, ("1K", "2K", "4K"), _GEMINI3_1K,
-                                    {"1K": 1120, "2K": 1120, "4K": 2000}),
+    "gemini-nano-banana-2.1": ModelSpec(
+        EXTENDED_RATIOS, ("1K", "2K", "4K"), _GEMINI3_1K, {"1K": 1120, "2K": 1120, "4K": 2000}
+    ),
+    "gemini-3-pro-image": ModelSpec(
+        STANDARD_RATIOS, ("1K", "2K", "4K"), _GEMINI3_1K, {"1K": 1120, "2K": 1120, "4K": 2000}
+    ),
     "gemini-3.1-flash-lite-image": ModelSpec(EXTENDED_RATIOS, ("1K",), _GEMINI3_1K, {"1K": 1120}),
-    "gemini-3.1-flash-image": ModelSpec(EXTENDED_RATIOS, ("512", "1K", "2K", "4K"), _GEMINI3_1K,
-                                        {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}),
+    "gemini-3.1-flash-image": ModelSpec(
+        EXTENDED_RATIOS, ("512", "1K", "2K", "4K"), _GEMINI3_1K, {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+    ),
     # No imageSize (fixed 1K, sending one is an error); "works best with <= 3 images" is not a hard limit.
-    "gemini-2.5-flash-image": ModelSpec(STANDARD_RATIOS, (), _FLASH25_1K, {"1K": 1290},
-                                        input_image_tokens=258, thinks=False, max_images=None),
+    "gemini-2.5-flash-image": ModelSpec(
+        STANDARD_RATIOS, (), _FLASH25_1K, {"1K": 1290}, input_image_tokens=258, thinks=False, max_images=None
+    ),
 }
 
 # -- replies ------------------------------------------------------------------------------
@@ -113,8 +141,9 @@ class Reply:
     delay: float = 0.0
 
 
-def image(fmt: str = "png", *, label: str | None = None, thoughts: int = 0, text: str | None = None,
-          delay: float = 0.0) -> Reply:
+def image(
+    fmt: str = "png", *, label: str | None = None, thoughts: int = 0, text: str | None = None, delay: float = 0.0
+) -> Reply:
     """A successful answer: `thoughts` thought images first, then `text`, then the final image in `fmt`,
     labelled `label` (default: its real type; Google has been seen labelling JPEG bytes image/png)."""
     return Reply("image", fmt=fmt, label=label, thoughts=thoughts, text=text, delay=min(delay, 10.0))
@@ -135,8 +164,7 @@ def no_image(reason: str = "NO_IMAGE", text: str | None = "I can only describe t
     return Reply("no_image", reason=reason, text=text)
 
 
-def google_error(status: int, google_status: str, message: str, details: list[dict[str, Any]] | None = None
-                 ) -> Reply:
+def google_error(status: int, google_status: str, message: str, details: list[dict[str, Any]] | None = None) -> Reply:
     body: dict[str, Any] = {"code": status, "message": message, "status": google_status}
     if details:
         body["details"] = details
@@ -145,22 +173,33 @@ def google_error(status: int, google_status: str, message: str, details: list[di
 
 def api_key_invalid() -> Reply:
     message = "API key not valid. Please pass a valid API key."
-    return google_error(400, "INVALID_ARGUMENT", message, [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-         "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
-        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
-    ])
+    return google_error(
+        400,
+        "INVALID_ARGUMENT",
+        message,
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"},
+            },
+            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
+        ],
+    )
 
 
 def no_key() -> Reply:
-    return google_error(403, "PERMISSION_DENIED",
-                        "Method doesn't allow unregistered callers (callers without established identity). "
-                        "Please use API Key or other form of API consumer identity to call this API.")
+    return google_error(
+        403,
+        "PERMISSION_DENIED",
+        "Method doesn't allow unregistered callers (callers without established identity). "
+        "Please use API Key or other form of API consumer identity to call this API.",
+    )
 
 
 def leaked_key() -> Reply:
-    return google_error(403, "PERMISSION_DENIED",
-                        "Your API key was reported as leaked. Please use another API key.")
+    return google_error(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key.")
 
 
 def permission_denied() -> Reply:
@@ -172,9 +211,12 @@ def location_unsupported() -> Reply:
 
 
 def billing_required() -> Reply:
-    return google_error(400, "FAILED_PRECONDITION",
-                        "Gemini API free tier is not available in your country. "
-                        "Please enable billing on your project in Google AI Studio.")
+    return google_error(
+        400,
+        "FAILED_PRECONDITION",
+        "Gemini API free tier is not available in your country. "
+        "Please enable billing on your project in Google AI Studio.",
+    )
 
 
 def invalid_argument(message: str = "Request contains an invalid argument.") -> Reply:
@@ -187,29 +229,55 @@ def model_not_found(model: str = "gemini-0-retired-image") -> Reply:
 
 def quota_exceeded(per: str = "minute", retry_delay: str = "23s") -> Reply:
     """429 RESOURCE_EXHAUSTED with QuotaFailure (per-minute or per-day quotaId), Help and RetryInfo."""
-    quota_id = ("GenerateRequestsPerDayPerProjectPerModel-FreeTier" if per == "day"
-                else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier")
-    message = ("You exceeded your current quota, please check your plan and billing details. For more "
-               "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
-               "* Quota exceeded for metric: generativelanguage.googleapis.com/generate_requests, "
-               "limit: 10\n"
-               f"Please retry in {retry_delay}.")
-    return google_error(429, "RESOURCE_EXHAUSTED", message, [
-        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
-            "quotaMetric": "generativelanguage.googleapis.com/generate_requests",
-            "quotaId": quota_id,
-            "quotaDimensions": {"model": "gemini-3-pro-image", "location": "global"},
-            "quotaValue": "10"}]},
-        {"@type": "type.googleapis.com/google.rpc.Help", "links": [
-            {"description": "Learn more about Gemini API quotas",
-             "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
-        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},
-    ])
+    quota_id = (
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+        if per == "day"
+        else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+    )
+    message = (
+        "You exceeded your current quota, please check your plan and billing details. For more "
+        "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
+        "* Quota exceeded for metric: generativelanguage.googleapis.com/generate_requests, "
+        "limit: 10\n"
+        f"Please retry in {retry_delay}."
+    )
+    return google_error(
+        429,
+        "RESOURCE_EXHAUSTED",
+        message,
+        [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [
+                    {
+                        "quotaMetric": "generativelanguage.googleapis.com/generate_requests",
+                        "quotaId": quota_id,
+                        "quotaDimensions": {"model": "gemini-3-pro-image", "location": "global"},
+                        "quotaValue": "10",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Learn more about Gemini API quotas",
+                        "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                    }
+                ],
+            },
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},
+        ],
+    )
 
 
 def internal() -> Reply:
-    return google_error(500, "INTERNAL", "An internal error has occurred. Please retry or report in "
-                                         "https://developers.generativeai.google/guide/troubleshooting")
+    return google_error(
+        500,
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    )
 
 
 def unavailable() -> Reply:
@@ -222,14 +290,17 @@ def deadline_exceeded() -> Reply:
 
 def not_json(status: int = 502) -> Reply:
     """What a broken gateway in front of Google sends: HTML."""
-    return Reply("raw", status=status, raw=b"<html><body><h1>502 Bad Gateway</h1></body></html>",
-                 content_type="text/html")
+    return Reply(
+        "raw", status=status, raw=b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"
+    )
 
 
 def _not_found_message(model: str, version: str) -> str:
-    return (f"models/{model} is not found for API version {version}, or is not supported for "
-            "generateContent. Call ListModels to see the list of available models and their "
-            "supported methods.")
+    return (
+        f"models/{model} is not found for API version {version}, or is not supported for "
+        "generateContent. Call ListModels to see the list of available models and their "
+        "supported methods."
+    )
 
 
 # -- what the fake got ----------------------------------------------------------------------
@@ -289,8 +360,9 @@ class _Refused(Exception):
 class FakeGemini(FakeUpstream[Reply, Received]):
     """The fake API: `app` (Starlette), `script()` replies, `requests` received, `serving()` on 127.0.0.1."""
 
-    def __init__(self, *, api_keys: tuple[str, ...] = (VALID_KEY,), scale: int = 8,
-                 models: Mapping[str, ModelSpec] | None = None) -> None:
+    def __init__(
+        self, *, api_keys: tuple[str, ...] = (VALID_KEY,), scale: int = 8, models: Mapping[str, ModelSpec] | None = None
+    ) -> None:
         route = Route("/{version}/models/{target:path}", self._handle, methods=["POST"])
         super().__init__(Starlette(routes=[route]))
         self.api_keys = api_keys
@@ -313,8 +385,13 @@ class FakeGemini(FakeUpstream[Reply, Received]):
 
     async def _handle(self, request: Request) -> Response:
         raw = await request.body()
-        received = Received(method=request.method, path=request.url.path, query=request.url.query,
-                            headers={k.lower(): v for k, v in request.headers.items()}, raw=raw)
+        received = Received(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            raw=raw,
+        )
         number = self._arrive(received)
         try:
             model, spec = self._check(request, received)
@@ -333,8 +410,10 @@ class FakeGemini(FakeUpstream[Reply, Received]):
         version = request.path_params["version"]
         model, _, method = request.path_params["target"].rpartition(":")
         if version not in ("v1", "v1beta") or method != "generateContent" or not model:
-            raise _Refused(google_error(404, "NOT_FOUND", f"Method not found: {request.url.path}"),
-                           f"unknown path {request.url.path}")
+            raise _Refused(
+                google_error(404, "NOT_FOUND", f"Method not found: {request.url.path}"),
+                f"unknown path {request.url.path}",
+            )
         key = request.headers.get("x-goog-api-key") or request.query_params.get("key")
         if not key:
             raise _Refused(no_key(), "no x-goog-api-key header")
@@ -343,11 +422,11 @@ class FakeGemini(FakeUpstream[Reply, Received]):
         try:
             body = json.loads(received.raw)
         except ValueError:
-            raise _Refused(invalid_argument("Invalid JSON payload received. Unexpected token."),
-                           "body is not JSON") from None
+            raise _Refused(
+                invalid_argument("Invalid JSON payload received. Unexpected token."), "body is not JSON"
+            ) from None
         if model not in self.models:
-            raise _Refused(google_error(404, "NOT_FOUND", _not_found_message(model, version)),
-                           f"unknown model {model}")
+            raise _Refused(google_error(404, "NOT_FOUND", _not_found_message(model, version)), f"unknown model {model}")
         received.model = model
         spec = self.models[model]
         received.body = _normalize(body, "")
@@ -355,17 +434,19 @@ class FakeGemini(FakeUpstream[Reply, Received]):
             _check_body(received.body, model, spec)
         except (AttributeError, TypeError, KeyError) as exc:
             # A field of the wrong JSON type (a string where an object belongs, ...).
-            raise _Refused(invalid_argument("Invalid JSON payload received."),
-                           f"malformed body: {exc!r}") from None
+            raise _Refused(invalid_argument("Invalid JSON payload received."), f"malformed body: {exc!r}") from None
         return model, spec
 
-    def _answer(self, reply: Reply, received: Received, model: str, spec: ModelSpec,
-                number: int) -> dict[str, Any]:
+    def _answer(self, reply: Reply, received: Received, model: str, spec: ModelSpec, number: int) -> dict[str, Any]:
         base: dict[str, Any] = {"modelVersion": model, "responseId": f"fakeResp{number:06d}"}
         prompt_tokens = self._prompt_usage(received, spec)
         if reply.kind == "prompt_blocked":
-            feedback: dict[str, Any] = {"blockReason": reply.reason, "safetyRatings": [
-                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]}
+            feedback: dict[str, Any] = {
+                "blockReason": reply.reason,
+                "safetyRatings": [
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}
+                ],
+            }
             if reply.text:
                 feedback["blockReasonMessage"] = reply.text
             return {"promptFeedback": feedback, "usageMetadata": _usage(prompt_tokens, {}, 0), **base}
@@ -384,9 +465,15 @@ class FakeGemini(FakeUpstream[Reply, Received]):
         if spec.thinks:
             for i in range(reply.thoughts):
                 parts.append({"text": f"**Sketching draft {i + 1}**", "thought": True})
-                parts.append({"inlineData": {"mimeType": "image/png",
-                                             "data": _b64encode(_picture((24, 24), f"thought{i}", "png"))},
-                              "thought": True})
+                parts.append(
+                    {
+                        "inlineData": {
+                            "mimeType": "image/png",
+                            "data": _b64encode(_picture((24, 24), f"thought{i}", "png")),
+                        },
+                        "thought": True,
+                    }
+                )
                 thoughts_tokens += 180
         if reply.text or "IMAGE" not in modalities:
             words = reply.text or "I can only answer in text here."
@@ -397,8 +484,9 @@ class FakeGemini(FakeUpstream[Reply, Received]):
             tier = received.image_config.get("imageSize") or "1K"
             size = self.output_size(model, ratio, tier)
             data = _picture(size, received.text + str(len(received.images)), reply.fmt)
-            final: dict[str, Any] = {"inlineData": {"mimeType": reply.label or f"image/{reply.fmt}",
-                                                    "data": _b64encode(data)}}
+            final: dict[str, Any] = {
+                "inlineData": {"mimeType": reply.label or f"image/{reply.fmt}", "data": _b64encode(data)}
+            }
             if spec.thinks:
                 final["thoughtSignature"] = _b64encode(hashlib.sha256(data).digest())
             parts.append(final)
@@ -425,14 +513,25 @@ class FakeGemini(FakeUpstream[Reply, Received]):
 # -- request checks ----------------------------------------------------------------------------
 
 _KNOWN: dict[str, tuple[str, ...]] = {
-    "": ("contents", "generationConfig", "safetySettings", "systemInstruction", "tools", "toolConfig",
-         "cachedContent"),
+    "": ("contents", "generationConfig", "safetySettings", "systemInstruction", "tools", "toolConfig", "cachedContent"),
     "contents": ("role", "parts"),
     "parts": ("text", "inlineData", "fileData", "thought", "thoughtSignature"),
     "inlineData": ("mimeType", "data"),
-    "generationConfig": ("responseModalities", "imageConfig", "candidateCount", "seed", "thinkingConfig",
-                         "temperature", "topP", "topK", "maxOutputTokens", "stopSequences",
-                         "responseMimeType", "presencePenalty", "frequencyPenalty"),
+    "generationConfig": (
+        "responseModalities",
+        "imageConfig",
+        "candidateCount",
+        "seed",
+        "thinkingConfig",
+        "temperature",
+        "topP",
+        "topK",
+        "maxOutputTokens",
+        "stopSequences",
+        "responseMimeType",
+        "presencePenalty",
+        "frequencyPenalty",
+    ),
     "imageConfig": ("aspectRatio", "imageSize"),
     "thinkingConfig": ("includeThoughts", "thinkingLevel", "thinkingBudget"),
     "safetySettings": ("category", "threshold"),
@@ -460,12 +559,14 @@ def _normalize(value: Any, where: str) -> Any:
     for key, item in value.items():
         name = _camel(key)
         if name in out:
-            message = f"Invalid JSON payload received. Duplicate field \"{_snake(name)}\"."
+            message = f'Invalid JSON payload received. Duplicate field "{_snake(name)}".'
             raise _Refused(invalid_argument(message), f"both spellings of {name} at '{where}'")
         if known is not None and name not in known:
             at = f" at '{_snake(where)}'" if where else ""
-            raise _Refused(invalid_argument(f"Invalid JSON payload received. Unknown name \"{key}\"{at}: "
-                                            "Cannot find field."), f"unknown field {key!r} at '{where}'")
+            raise _Refused(
+                invalid_argument(f'Invalid JSON payload received. Unknown name "{key}"{at}: Cannot find field.'),
+                f"unknown field {key!r} at '{where}'",
+            )
         out[name] = _normalize(item, name)
     return out
 
@@ -486,15 +587,16 @@ def _check_body(body: Any, model: str, spec: ModelSpec) -> None:
             refuse(f"role {content.get('role')!r}", "Please use a valid role: user, model.")
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts:
-            refuse("a content without parts",
-                   "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty.\n")
+            refuse(
+                "a content without parts",
+                "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty.\n",
+            )
         for part in parts:
             inline = _check_part(part, refuse)
             inline_bytes += inline
             images += 1 if "inlineData" in part else 0
     if inline_bytes > MAX_INLINE_BYTES:
-        refuse(f"inline data of {inline_bytes} bytes",
-               "Request payload size exceeds the limit: 20971520 bytes.")
+        refuse(f"inline data of {inline_bytes} bytes", "Request payload size exceeds the limit: 20971520 bytes.")
     if spec.max_images is not None and images > spec.max_images:
         refuse(f"{images} input images, the model takes {spec.max_images}")
     if contents[-1].get("role", "user") != "user":
@@ -522,9 +624,10 @@ def _check_inline(inline: Any, refuse: Any) -> int:
     if mime not in INPUT_MIME_TYPES:
         refuse(f"input mimeType {mime}", f"Unsupported MIME type: {mime}")
     if not re.fullmatch(r"[A-Za-z0-9+/_-]*={0,2}", data):
-        refuse("inlineData.data is not base64",
-               "Invalid value at 'contents[0].parts[0].inline_data.data' (TYPE_BYTES), "
-               "Base64 decoding failed.")
+        refuse(
+            "inlineData.data is not base64",
+            "Invalid value at 'contents[0].parts[0].inline_data.data' (TYPE_BYTES), Base64 decoding failed.",
+        )
     decoded = _b64(data)
     sniffed = _sniff(decoded)
     # Stricter than Google, on purpose: the proxy must label inputs with their real type.
@@ -542,8 +645,10 @@ def _check_generation_config(config: Any, model: str, spec: ModelSpec, refuse: A
             refuse("responseModalities is not a non-empty list")
         for modality in modalities:
             if str(modality).upper() not in MODALITIES:
-                refuse(f"modality {modality!r}",
-                       f"Invalid value at 'generation_config.response_modalities[0]' ({modality!r})")
+                refuse(
+                    f"modality {modality!r}",
+                    f"Invalid value at 'generation_config.response_modalities[0]' ({modality!r})",
+                )
     count = config.get("candidateCount")
     if count is not None and (not isinstance(count, int) or count > 1):
         refuse(f"candidateCount {count}", f"Multiple candidates is not enabled for models/{model}")
@@ -569,8 +674,7 @@ def _render(reply: Reply) -> Response:
 
 
 def _json(status: int, body: Mapping[str, Any]) -> Response:
-    return Response(json.dumps(body, indent=2), status_code=status,
-                    media_type="application/json; charset=UTF-8")
+    return Response(json.dumps(body, indent=2), status_code=status, media_type="application/json; charset=UTF-8")
 
 
 def _usage(prompt: Mapping[str, int], output: Mapping[str, int], thoughts: int) -> dict[str, Any]:

@@ -49,8 +49,9 @@ DALLE_MODELS = ("dall-e-2", "dall-e-3")
 DALLE_SIZES = {"dall-e-2": ("256x256", "512x512", "1024x1024"), "dall-e-3": ("1024x1024", "1792x1024", "1024x1792")}
 MAX_HANG_SECONDS = 30.0
 # Headers that differ between any two senders of the same call (boundary aside).
-INCIDENTAL_HEADERS = frozenset({"host", "content-length", "user-agent", "accept-encoding", "connection",
-                                "content-type", "accept"})
+INCIDENTAL_HEADERS = frozenset(
+    {"host", "content-length", "user-agent", "accept-encoding", "connection", "content-type", "accept"}
+)
 
 
 # -- what arrived -----------------------------------------------------------------------------
@@ -126,8 +127,9 @@ class Received:
         own way (host, content-length, user-agent, accept-encoding, connection,
         the SDK's informational x-stainless-* headers).
         """
-        headers = {k: v for k, v in self.headers.items()
-                   if k not in INCIDENTAL_HEADERS and not k.startswith("x-stainless-")}
+        headers = {
+            k: v for k, v in self.headers.items() if k not in INCIDENTAL_HEADERS and not k.startswith("x-stainless-")
+        }
         return {
             "method": self.method,
             "path": self.path,
@@ -160,29 +162,50 @@ def ok() -> Reply:
     return Reply("ok")
 
 
-def error(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-          param: str | None = None, headers: Mapping[str, str] | None = None) -> Reply:
+def error(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
     envelope = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return Reply("raw", status=status, body=json.dumps(envelope).encode(), headers=dict(headers or {}))
 
 
-def bad_request(message: str = "Invalid value for 'size'.", *, code: str | None = "invalid_value",
-                param: str | None = "size", headers: Mapping[str, str] | None = None) -> Reply:
+def bad_request(
+    message: str = "Invalid value for 'size'.",
+    *,
+    code: str | None = "invalid_value",
+    param: str | None = "size",
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
     return error(400, message, code=code, param=param, headers=headers)
 
 
 def unauthorized() -> Reply:
-    return error(401, "Incorrect API key provided: sk-test-***. You can find your API key at "
-                      "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+    return error(
+        401,
+        "Incorrect API key provided: sk-test-***. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        code="invalid_api_key",
+    )
 
 
 def model_not_found(model: str = "gpt-image-0") -> Reply:
-    return error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                 code="model_not_found", param="model")
+    return error(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
 
 
-def rate_limited(*, retry_after_ms: int | None = 10, retry_after: str | None = None,
-                 should_retry: str | None = None) -> Reply:
+def rate_limited(
+    *, retry_after_ms: int | None = 10, retry_after: str | None = None, should_retry: str | None = None
+) -> Reply:
     headers = {}
     if retry_after_ms is not None:
         headers["retry-after-ms"] = str(retry_after_ms)
@@ -190,13 +213,22 @@ def rate_limited(*, retry_after_ms: int | None = 10, retry_after: str | None = N
         headers["retry-after"] = retry_after
     if should_retry is not None:
         headers["x-should-retry"] = should_retry
-    return error(429, "Rate limit reached for images per minute. Please try again in 1s.", type="requests",
-                 code="rate_limit_exceeded", headers=headers)
+    return error(
+        429,
+        "Rate limit reached for images per minute. Please try again in 1s.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers=headers,
+    )
 
 
 def server_error(status: int = 500, *, headers: Mapping[str, str] | None = None) -> Reply:
-    return error(status, "The server had an error while processing your request. Sorry about that!",
-                 type="server_error", headers=headers)
+    return error(
+        status,
+        "The server had an error while processing your request. Sorry about that!",
+        type="server_error",
+        headers=headers,
+    )
 
 
 def hang(seconds: float = 10.0) -> Reply:
@@ -209,8 +241,12 @@ def reset() -> Reply:
     return Reply("reset")
 
 
-def garbage(body: bytes = b"<html><body>502 Bad Gateway</body></html>", *, status: int = 200,
-            content_type: str = "application/json") -> Reply:
+def garbage(
+    body: bytes = b"<html><body>502 Bad Gateway</body></html>",
+    *,
+    status: int = 200,
+    content_type: str = "application/json",
+) -> Reply:
     """A body that is not what it claims to be."""
     return Reply("raw", status=status, body=body, content_type=content_type)
 
@@ -235,8 +271,9 @@ def stream_ending_in_done() -> Reply:
     return Reply("ok", done=True)
 
 
-def raw(body: bytes, *, status: int = 200, content_type: str = "application/json",
-        headers: Mapping[str, str] | None = None) -> Reply:
+def raw(
+    body: bytes, *, status: int = 200, content_type: str = "application/json", headers: Mapping[str, str] | None = None
+) -> Reply:
     """Exactly this body (a pre-built answer, for benchmarks)."""
     return Reply("raw", status=status, body=body, content_type=content_type, headers=dict(headers or {}))
 
@@ -255,8 +292,9 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
     # `reset` and `truncated_body` break the connection, which needs uvicorn's h11 protocol object.
     serve_options: ClassVar[dict[str, Any]] = {"http": "h11"}
 
-    def __init__(self, *, valid_keys: set[str] | None = None, image: bytes | None = None,
-                 stream_delay: float = 0.0) -> None:
+    def __init__(
+        self, *, valid_keys: set[str] | None = None, image: bytes | None = None, stream_delay: float = 0.0
+    ) -> None:
         routes = [
             Route("/v1/images/generations", self._images, methods=["POST"]),
             Route("/v1/images/edits", self._images, methods=["POST"]),
@@ -298,8 +336,7 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
         headers = {"x-request-id": f"req_up_{number}", **reply.headers}
         if reply.kind == "raw":
             assert reply.body is not None
-            return Response(reply.body, status_code=reply.status, headers=headers,
-                            media_type=reply.content_type)
+            return Response(reply.body, status_code=reply.status, headers=headers, media_type=reply.content_type)
         if reply.kind == "reset":
             await _break_connection(request, reset=True)
             return Response(b"", status_code=500)
@@ -310,13 +347,15 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
             return Response(b"", status_code=504, headers=headers)
         problem = self._refusal(received)
         if problem is not None:
-            return Response(json.dumps(problem[1]).encode(), status_code=problem[0], headers=headers,
-                            media_type="application/json")
+            return Response(
+                json.dumps(problem[1]).encode(), status_code=problem[0], headers=headers, media_type="application/json"
+            )
         fields = received.fields
         if _truthy(fields.get("stream")):
             delay = reply.seconds or self.stream_delay
-            return StreamingResponse(self._events(received, delay, done=reply.done), media_type="text/event-stream",
-                                     headers=headers)
+            return StreamingResponse(
+                self._events(received, delay, done=reply.done), media_type="text/event-stream", headers=headers
+            )
         body = self._answer(received, number)
         if reply.kind == "truncated_json":
             return Response(body[: len(body) // 2], headers=headers, media_type="application/json")
@@ -328,37 +367,45 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
         """The error OpenAI would answer this request with, if any."""
         key = received.bearer
         if key is None:
-            return 401, _envelope("You didn't provide an API key. You need to provide your API key in an "
-                                  "Authorization header using Bearer auth "
-                                  "(i.e. Authorization: Bearer YOUR_KEY).", None, None)
+            return 401, _envelope(
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth "
+                "(i.e. Authorization: Bearer YOUR_KEY).",
+                None,
+                None,
+            )
         if (self.valid_keys is not None and key not in self.valid_keys) or not key.startswith("sk-"):
-            return 401, _envelope(f"Incorrect API key provided: {key[:6]}***. You can find your API key at "
-                                  "https://platform.openai.com/account/api-keys.", None, "invalid_api_key")
+            return 401, _envelope(
+                f"Incorrect API key provided: {key[:6]}***. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                None,
+                "invalid_api_key",
+            )
         fields = received.fields
         model = str(fields.get("model") or "dall-e-2")
         operation = received.path.rsplit("/", 1)[-1]
         if not (model.startswith(GPT_PREFIXES) or model in DALLE_MODELS):
-            return 404, _envelope(f"The model `{model}` does not exist or you do not have access to it.",
-                                  "model", "model_not_found")
+            return 404, _envelope(
+                f"The model `{model}` does not exist or you do not have access to it.", "model", "model_not_found"
+            )
         if operation != "variations" and not fields.get("prompt"):
-            return 400, _envelope("Missing required parameter: 'prompt'.", "prompt",
-                                  "missing_required_parameter")
+            return 400, _envelope("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
         if model.startswith(GPT_PREFIXES) and fields.get("response_format") is not None:
-            return 400, _envelope("Unknown parameter: 'response_format'.", "response_format",
-                                  "unknown_parameter")
+            return 400, _envelope("Unknown parameter: 'response_format'.", "response_format", "unknown_parameter")
         size = fields.get("size")
         if model in DALLE_SIZES and size is not None and size not in DALLE_SIZES[model]:
             allowed = ", ".join(f"'{v}'" for v in DALLE_SIZES[model])
             return 400, _envelope(f"'{size}' is not one of [{allowed}] - 'size'", "size", "invalid_size")
         if operation == "variations" and model != "dall-e-2":
-            return 400, _envelope(f"Invalid value: '{model}'. Supported values are: 'dall-e-2'.", "model",
-                                  "invalid_value")
+            return 400, _envelope(
+                f"Invalid value: '{model}'. Supported values are: 'dall-e-2'.", "model", "invalid_value"
+            )
         if operation == "edits" and model == "dall-e-3":
-            return 400, _envelope("Invalid value: 'dall-e-3'. Value must be 'dall-e-2' or a GPT image model.",
-                                  "model", "invalid_value")
+            return 400, _envelope(
+                "Invalid value: 'dall-e-3'. Value must be 'dall-e-2' or a GPT image model.", "model", "invalid_value"
+            )
         if operation != "generations" and not received.input_images:
-            return 400, _envelope("Missing required parameter: 'image'.", "image",
-                                  "missing_required_parameter")
+            return 400, _envelope("Missing required parameter: 'image'.", "image", "missing_required_parameter")
         return None
 
     def _answer(self, received: Received, number: int) -> bytes:
@@ -400,8 +447,12 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
             for index in range(partials + 1):
                 if delay:
                     await asyncio.sleep(delay)
-                event: dict[str, Any] = {"type": f"{prefix}.partial_image", "b64_json": "",
-                                         "created_at": int(time.time()), **echo}
+                event: dict[str, Any] = {
+                    "type": f"{prefix}.partial_image",
+                    "b64_json": "",
+                    "created_at": int(time.time()),
+                    **echo,
+                }
                 if index < partials:
                     event["b64_json"] = self._b64(number, 100 + index, echo["output_format"])
                     event["partial_image_index"] = index
@@ -424,8 +475,11 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
     async def _file(self, request: Request) -> Response:
         data = self._files.get(request.path_params["name"])
         if data is None:
-            return Response(json.dumps(_envelope("No such file.", None, None)).encode(), status_code=404,
-                            media_type="application/json")
+            return Response(
+                json.dumps(_envelope("No such file.", None, None)).encode(),
+                status_code=404,
+                media_type="application/json",
+            )
         return Response(data, media_type="image/png")
 
     def _b64(self, number: int, index: int, fmt: str) -> str:
@@ -477,9 +531,14 @@ async def _break_connection(request: Request, *, reset: bool) -> None:
 async def _receive(request: Request) -> Received:
     body = await request.body()
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    received = Received(method=request.method, path=request.url.path, query=request.url.query,
-                        headers={k.lower(): v for k, v in request.headers.items()}, body=body,
-                        media_type=media_type)
+    received = Received(
+        method=request.method,
+        path=request.url.path,
+        query=request.url.query,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        media_type=media_type,
+    )
     if media_type == "application/json":
         received.json = json.loads(body)
     elif media_type == "multipart/form-data":
@@ -487,8 +546,9 @@ async def _receive(request: Request) -> Received:
         async with request.form(max_part_size=64 * 1024 * 1024) as form:
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
-                    received.parts.append(Part(name, await value.read(), value.filename,
-                                               value.headers.get("content-type")))
+                    received.parts.append(
+                        Part(name, await value.read(), value.filename, value.headers.get("content-type"))
+                    )
                 else:
                     received.parts.append(Part(name, value.encode()))
     return received
@@ -513,6 +573,9 @@ def _gpt_echo(fields: Mapping[str, Any]) -> dict[str, str]:
 
 def _usage(n: int, input_images: int) -> dict[str, Any]:
     image_in = 40 * input_images
-    return {"input_tokens": 10 + image_in,
-            "input_tokens_details": {"image_tokens": image_in, "text_tokens": 10},
-            "output_tokens": 50 * n, "total_tokens": 10 + image_in + 50 * n}
+    return {
+        "input_tokens": 10 + image_in,
+        "input_tokens_details": {"image_tokens": image_in, "text_tokens": 10},
+        "output_tokens": 50 * n,
+        "total_tokens": 10 + image_in + 50 * n,
+    }

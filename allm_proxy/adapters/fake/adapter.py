@@ -41,8 +41,9 @@ class FakeImages:
         self.options = FakeOptions.from_mapping(options)
         self.script = script_from_options(options)
         # With a shared store every worker walks one script; in memory the script counts itself.
-        self.script_cursors = ScriptCursors(state, self.script.replies if self.script else (),
-                                            self.script.source if self.script else "")
+        self.script_cursors = ScriptCursors(
+            state, self.script.replies if self.script else (), self.script.source if self.script else ""
+        )
         self.cache = ImageCache(self.options.cache_entries, self.options.cache_bytes)
 
     async def generate(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
@@ -72,14 +73,19 @@ class FakeImages:
         jobs = plan(request, ctx.family)
         if request.stream and request.operation != "variation":
             return EventStream(self._generated_events(jobs, request))
-        images = [Image((await self._frames(job, 0))[-1], mime_type=FORMAT_MIME[job.output_format])
-                  for job in jobs]
+        images = [Image((await self._frames(job, 0))[-1], mime_type=FORMAT_MIME[job.output_format]) for job in jobs]
         if ctx.family.revised_prompt and request.prompt:
             for image in images:
                 image.revised_prompt = revised_prompt(request.prompt, request.style)
         first = jobs[0]
-        return self._response(images, request, ctx, [job.size for job in jobs], first.output_format,
-                              "transparent" if first.alpha else "opaque")
+        return self._response(
+            images,
+            request,
+            ctx,
+            [job.size for job in jobs],
+            first.output_format,
+            "transparent" if first.alpha else "opaque",
+        )
 
     async def _frames(self, job: Job, partials: int) -> tuple[bytes, ...]:
         key = (job, partials)
@@ -90,8 +96,15 @@ class FakeImages:
             self.cache.put(key, cached)
         return cached
 
-    def _response(self, images: list[Image], request: ImageRequest, ctx: Call,
-                  sizes: list[tuple[int, int]], output_format: str, background: str) -> ImageResponse:
+    def _response(
+        self,
+        images: list[Image],
+        request: ImageRequest,
+        ctx: Call,
+        sizes: list[tuple[int, int]],
+        output_format: str,
+        background: str,
+    ) -> ImageResponse:
         response = ImageResponse(images=images, model=ctx.model)
         if ctx.family.gpt_style_response:
             response.usage = usage_for(request, sizes)
@@ -125,8 +138,9 @@ class FakeImages:
             for event in _events(request, [Image(data, mime_type=mime) for data in encoded], job.size):
                 yield event
 
-    async def _scripted_events(self, images: list[Image], request: ImageRequest,
-                               sizes: list[tuple[int, int]]) -> AsyncIterator[ImageEvent]:
+    async def _scripted_events(
+        self, images: list[Image], request: ImageRequest, sizes: list[tuple[int, int]]
+    ) -> AsyncIterator[ImageEvent]:
         partials = request.partial_images or 0
         for image, size in zip(images, sizes, strict=True):
             fmt = format_of(image.data) if image.has_bytes else None
@@ -149,13 +163,25 @@ def _events(request: ImageRequest, encoded: list[Image], size: tuple[int, int]) 
         "output_format": request.output_format or "png",
     }
     events = [
-        ImageEvent(kind="partial_image", prefix=prefix, image=image, partial_image_index=index,
-                   fields={"created_at": int(time.time()), **echo})
+        ImageEvent(
+            kind="partial_image",
+            prefix=prefix,
+            image=image,
+            partial_image_index=index,
+            fields={"created_at": int(time.time()), **echo},
+        )
         for index, image in enumerate(encoded[:-1])
     ]
     one = dataclasses.replace(request, n=1)
-    events.append(ImageEvent(kind="completed", prefix=prefix, image=encoded[-1], usage=usage_for(one, [size]),
-                             fields={"created_at": int(time.time()), **echo}))
+    events.append(
+        ImageEvent(
+            kind="completed",
+            prefix=prefix,
+            image=encoded[-1],
+            usage=usage_for(one, [size]),
+            fields={"created_at": int(time.time()), **echo},
+        )
+    )
     return events
 
 
@@ -164,9 +190,15 @@ def usage_for(request: ImageRequest, sizes: list[tuple[int, int]]) -> Usage:
     text = text_tokens(request.prompt)
     pictures = sum(image_tokens(decoded_size(f.data)) for f in request.images)
     out = sum(output_tokens(size, request.quality) for size in sizes)
-    return Usage(input_tokens=text + pictures, output_tokens=out, total_tokens=text + pictures + out,
-                 input_text_tokens=text, input_image_tokens=pictures, output_image_tokens=out,
-                 output_text_tokens=0)
+    return Usage(
+        input_tokens=text + pictures,
+        output_tokens=out,
+        total_tokens=text + pictures + out,
+        input_text_tokens=text,
+        input_image_tokens=pictures,
+        output_image_tokens=out,
+        output_text_tokens=0,
+    )
 
 
 def _requested_size(request: ImageRequest, family: ModelFamily) -> tuple[int, int]:
@@ -202,5 +234,6 @@ def script_from_options(options: Mapping[str, Any]) -> FakeScript | None:
         return value
     if isinstance(value, list | tuple):
         return FakeScript(value, source=f"the '{given[0]}' option")
-    raise ValueError(f"the fake provider's '{given[0]}' option must be a FakeScript or a list of replies, "
-                     f"got {type(value).__name__}")
+    raise ValueError(
+        f"the fake provider's '{given[0]}' option must be a FakeScript or a list of replies, got {type(value).__name__}"
+    )

@@ -66,7 +66,8 @@ def plan(request: ImageRequest, family: ModelFamily) -> list[Job]:
         raise InvalidRequestError(
             f"The fake provider draws at most {MAX_DRAWN_PIXELS // 2**20} megapixels per request; "
             f"{request.count} x {size[0]}x{size[1]} is more. Ask for a smaller size or fewer images.",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
     return [
         Job(
@@ -99,20 +100,28 @@ def render(job: Job) -> PILImage.Image:
     seed = seed_of(job.operation, job.prompt, job.digest, job.index, job.size)
     caption = f"image {job.index + 1} · {job.size_text}"
     if job.operation == "generate":
-        return scene(job.prompt, job.size, seed, transparent=job.alpha, muted=job.style == "natural",
-                     caption=caption)
+        return scene(job.prompt, job.size, seed, transparent=job.alpha, muted=job.style == "natural", caption=caption)
     if job.operation == "edit":
-        return edit(job.prompt, job.inputs, job.mask, job.size, seed, alpha=job.alpha, caption=caption,
-                    tint_seed=seed_of("tint", job.prompt, job.index))
+        return edit(
+            job.prompt,
+            job.inputs,
+            job.mask,
+            job.size,
+            seed,
+            alpha=job.alpha,
+            caption=caption,
+            tint_seed=seed_of("tint", job.prompt, job.index),
+        )
     return variation(job.inputs[0], job.size, job.index, seed, alpha=job.alpha)
 
 
 def frames(job: Job, partials: int) -> tuple[bytes, ...]:
     """The encoded partial previews, coarse to fine, then the final image."""
     final = render(job)
-    return (*(encode(coarse(final, step, partials), job.output_format, job.compression)
-              for step in range(partials)),
-            encode(final, job.output_format, job.compression))
+    return (
+        *(encode(coarse(final, step, partials), job.output_format, job.compression) for step in range(partials)),
+        encode(final, job.output_format, job.compression),
+    )
 
 
 def frames_of(data: bytes, output_format: str, partials: int) -> tuple[bytes, ...]:

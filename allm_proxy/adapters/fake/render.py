@@ -180,10 +180,10 @@ def _draw_ridges(layer: PILImage.Image, palette: Palette, rng: random.Random) ->
     rolling = rng.random() < 0.4
     for i in range(count):
         near = (i + 1) / count
-        base = height * (0.52 + 0.34 * near ** 1.3)
+        base = height * (0.52 + 0.34 * near**1.3)
         amp = height * (0.05 if rolling else 0.11) * (1.2 - near * 0.4)
         points = _ridge_line(rng, width, base, amp, 7 if rolling else 15)
-        colour = mix(palette.haze, palette.ground, near ** 0.8)
+        colour = mix(palette.haze, palette.ground, near**0.8)
         draw.polygon([*points, (width, height), (0, height)], fill=(*colour, 255))
 
 
@@ -242,8 +242,9 @@ def write_prompt(img: PILImage.Image, prompt: str, *, caption: str | None = None
     img.paste(region if img.mode == "RGBA" else region.convert(img.mode), box[:2])
 
 
-def wrap_text(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: float,
-              max_lines: int) -> list[str]:
+def wrap_text(
+    text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, max_width: float, max_lines: int
+) -> list[str]:
     """Greedy word wrap by rendered width; overlong words break, overflow ends in an ellipsis."""
     lines: list[str] = []
     current = ""

@@ -36,8 +36,13 @@ from ...types import Image, ImageRequest, sniff_mime
 
 IMAGE_KEYS = ("image", "b64_json", "bytes", "url")
 _ERROR_KEYS = ("status", "message", "type", "code", "param", "headers")
-_SUFFIX_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
-                ".gif": "image/gif"}
+_SUFFIX_MIME = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+}
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,16 @@ class ScriptedError:
     def from_exception(cls, exc: errors.ProxyError) -> ScriptedError:
         # A relayed provider error is re-raised as its plain class: the relayed body belongs to that answer.
         kind = None if isinstance(exc, errors.UpstreamStatusError) else type(exc)
-        return cls(status=exc.status, message=exc.message, error_type=exc.type, code=exc.code, param=exc.param,
-                   headers=tuple(exc.headers.items()), code_given=True, kind=kind)
+        return cls(
+            status=exc.status,
+            message=exc.message,
+            error_type=exc.type,
+            code=exc.code,
+            param=exc.param,
+            headers=tuple(exc.headers.items()),
+            code_given=True,
+            kind=kind,
+        )
 
 
 @dataclass(frozen=True)
@@ -121,8 +134,13 @@ class FakeScript:
     image bytes, a `pathlib.Path`, or a `ProxyError` to raise.
     """
 
-    def __init__(self, replies: Iterable[Any] = (), *, base_dir: str | os.PathLike[str] | None = None,
-                 source: str = "the fake script") -> None:
+    def __init__(
+        self,
+        replies: Iterable[Any] = (),
+        *,
+        base_dir: str | os.PathLike[str] | None = None,
+        source: str = "the fake script",
+    ) -> None:
         self.source = source
         self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self.history: list[FakeCall] = []
@@ -159,8 +177,9 @@ class FakeScript:
             self._cursors.clear()
             self.history.clear()
 
-    def take(self, request: ImageRequest, *, session: str = "default", model: str = "",
-             position: int | None = None) -> Reply:
+    def take(
+        self, request: ImageRequest, *, session: str = "default", model: str = "", position: int | None = None
+    ) -> Reply:
         """Record `request` and return the session's next reply; `FakeScriptExhausted` when none is left.
 
         `position` is the reply to serve when a shared state store keeps the cursor (workers on Redis).
@@ -208,8 +227,9 @@ def _read_entries(file: Path) -> list[Any]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ValueError(f"fake script {file} must hold a list of replies, or {{replies: [...]}}; "
-                         f"got {type(raw).__name__}")
+        raise ValueError(
+            f"fake script {file} must hold a list of replies, or {{replies: [...]}}; got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -248,8 +268,9 @@ def parse_entry(entry: Any, index: int, base_dir: Path, source: str) -> Reply:
 def _only(keys: set[str], allowed: set[str], where: str) -> None:
     extra = keys - allowed
     if extra:
-        raise ValueError(f"{where}: {sorted(extra)} cannot go with {sorted(allowed)[0]!r}; "
-                         f"allowed keys here: {sorted(allowed)}")
+        raise ValueError(
+            f"{where}: {sorted(extra)} cannot go with {sorted(allowed)[0]!r}; allowed keys here: {sorted(allowed)}"
+        )
 
 
 def _parse_image(item: Any, base_dir: Path, where: str) -> ScriptedImage:

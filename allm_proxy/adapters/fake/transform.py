@@ -64,8 +64,9 @@ def edit(
         return base  # a fully opaque mask protects every pixel
     area = (box[2] - box[0], box[3] - box[1])
     # Text in the middle, where a round or irregular editable area is usually widest.
-    content = scene(prompt, area, seed, transparent=alpha, caption=caption if min(area) >= 160 else None,
-                    text_at="middle")
+    content = scene(
+        prompt, area, seed, transparent=alpha, caption=caption if min(area) >= 160 else None, text_at="middle"
+    )
     _inset(content, others, where="centre-low")
     out = base.copy()
     # A 0/255 mask makes paste a pure copy: protected pixels are never blended.
@@ -97,7 +98,9 @@ def _recolour(base: PILImage.Image, palette: Palette, seed: int) -> PILImage.Ima
     rng = random.Random(seed)
     rgb = base.convert("RGB")
     toned = ImageOps.colorize(
-        rgb.convert("L"), black=mix(palette.ground, (0, 0, 0), 0.5), white=mix(palette.sun, (255, 255, 255), 0.3),
+        rgb.convert("L"),
+        black=mix(palette.ground, (0, 0, 0), 0.5),
+        white=mix(palette.sun, (255, 255, 255), 0.3),
         mid=palette.sky_mid,
     )
     out = PILImage.blend(rgb, toned, rng.uniform(0.42, 0.58))

@@ -1,6 +1,6 @@
 """The `gemini` provider: OpenAI image requests as Gemini generateContent calls (see `adapter.GeminiImages`).
 
-    engine = Engine(image_adapter="gemini", env={"GEMINI_API_KEY": "..."})
+engine = Engine(image_adapter="gemini", env={"GEMINI_API_KEY": "..."})
 """
 
 from __future__ import annotations

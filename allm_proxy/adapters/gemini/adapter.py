@@ -89,12 +89,11 @@ class GeminiImages:
             raise UnsupportedOperationError(
                 "Gemini has no image variations endpoint, so this proxy rejects variations by default. "
                 "To emulate them (an edit that asks the model for a variation of your image), set "
-                "variations = \"emulate\" under [providers.gemini] in the proxy's config "
-                "(Engine: image_adapter_opts={\"variations\": \"emulate\"}).",
+                'variations = "emulate" under [providers.gemini] in the proxy\'s config '
+                '(Engine: image_adapter_opts={"variations": "emulate"}).',
                 param="model",
             )
-        result = await self._run(request, ctx, images=request.images[:1], prompt=VARIATION_PROMPT,
-                                 prefix="image_edit")
+        result = await self._run(request, ctx, images=request.images[:1], prompt=VARIATION_PROMPT, prefix="image_edit")
         # The validator refuses stream=true for variations, so this is always a whole answer.
         assert isinstance(result, ImageResponse)
         return result
@@ -104,12 +103,14 @@ class GeminiImages:
 
     # -- one request ------------------------------------------------------------------
 
-    async def _run(self, request: ImageRequest, ctx: Call, *, images: list[InputFile], prompt: str,
-                   prefix: str) -> ImageResponse | ImageStream:
+    async def _run(
+        self, request: ImageRequest, ctx: Call, *, images: list[InputFile], prompt: str, prefix: str
+    ) -> ImageResponse | ImageStream:
         if request.background == "transparent":
             raise InvalidRequestError(
                 "Gemini image models make opaque images only; use background 'opaque' or 'auto'.",
-                param="background", code="invalid_value",
+                param="background",
+                code="invalid_value",
             )
         if ctx.model is None:  # only an adapter whose AdapterInfo names no default gets here
             raise InvalidRequestError("Name a Gemini model, or start the proxy with --default-model.", param="model")
@@ -144,9 +145,7 @@ class GeminiImages:
         parts.append({"text": prompt})
         return parts
 
-    async def _fan_out(
-        self, body: dict[str, Any], n: int, model: str, ctx: Call
-    ) -> list[GeminiResult]:
+    async def _fan_out(self, body: dict[str, Any], n: int, model: str, ctx: Call) -> list[GeminiResult]:
         """n calls at once (bounded); the images that came back, or the most telling of Google's errors.
 
         Only what Google answered (or a failure to reach it) is weighed against the other calls.
@@ -201,13 +200,10 @@ class GeminiImages:
                 data = transcode(result.data, fmt, compression)
             width, height = decoded_size(data)
         except _DECODE_ERRORS as exc:
-            raise UpstreamError(
-                f"Gemini sent an image the proxy cannot decode ({type(exc).__name__}: {exc})."
-            ) from exc
+            raise UpstreamError(f"Gemini sent an image the proxy cannot decode ({type(exc).__name__}: {exc}).") from exc
         fmt_out = format_of(data) or "png"
         image = Image(data, mime_type=f"image/{fmt_out}", revised_prompt=result.text)
-        return _Made(image=image, size=f"{width}x{height}", output_format=fmt_out, background=background,
-                     result=result)
+        return _Made(image=image, size=f"{width}x{height}", output_format=fmt_out, background=background, result=result)
 
 
 def _output_format(request: ImageRequest, results: list[GeminiResult]) -> str:
@@ -246,6 +242,11 @@ async def _events(made: list[_Made], prefix: str, quality: str) -> AsyncIterator
             prefix=prefix,
             image=item.image,
             usage=item.result.usage,
-            fields={"size": item.size, "quality": quality, "background": item.background,
-                    "output_format": item.output_format, "created_at": int(time.time())},
+            fields={
+                "size": item.size,
+                "quality": quality,
+                "background": item.background,
+                "output_format": item.output_format,
+                "created_at": int(time.time()),
+            },
         )

@@ -37,14 +37,29 @@ from ...errors import (
 SAFETY_CODES = ("content_policy_violation", "moderation_blocked")
 # finishReason values that mean "blocked by a filter" (docs/spec/gemini-images.md §11), as opposed
 # to "no image for another reason".
-SAFETY_FINISH_REASONS = frozenset({
-    "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
-    "RECITATION", "IMAGE_RECITATION",
-})
-_KEY_REASONS = frozenset({
-    "API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED",
-    "API_KEY_IP_ADDRESS_BLOCKED", "API_KEY_ANDROID_APP_BLOCKED", "API_KEY_IOS_APP_BLOCKED",
-})
+SAFETY_FINISH_REASONS = frozenset(
+    {
+        "SAFETY",
+        "IMAGE_SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+    }
+)
+_KEY_REASONS = frozenset(
+    {
+        "API_KEY_INVALID",
+        "API_KEY_EXPIRED",
+        "API_KEY_SERVICE_BLOCKED",
+        "API_KEY_HTTP_REFERRER_BLOCKED",
+        "API_KEY_IP_ADDRESS_BLOCKED",
+        "API_KEY_ANDROID_APP_BLOCKED",
+        "API_KEY_IOS_APP_BLOCKED",
+    }
+)
 # Google's wording for a missing, wrong, expired or leaked key (all contain one of these).
 _KEY_PHRASES = ("api key", "unregistered callers")
 _RETRY_DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -55,9 +70,7 @@ def error_from_response(status: int, body: bytes, *, model: str) -> ProxyError:
     envelope = _google_envelope(body)
     if envelope is None:
         snippet = body[:200].decode("utf-8", "replace").strip() or "(empty body)"
-        return UpstreamError(
-            f"Gemini answered HTTP {status} with a body that is not Google's JSON error: {snippet}"
-        )
+        return UpstreamError(f"Gemini answered HTTP {status} with a body that is not Google's JSON error: {snippet}")
     message = str(envelope.get("message") or f"Gemini answered HTTP {status}.")
     google_status = str(envelope.get("status") or "")
     details = [d for d in envelope.get("details") or [] if isinstance(d, Mapping)]
@@ -95,9 +108,7 @@ def error_from_response(status: int, body: bytes, *, model: str) -> ProxyError:
 def transport_error(exc: httpx.HTTPError, *, model: str) -> ProxyError:
     """A request that never got an answer: a timeout is 504, anything else 502."""
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeoutError(
-            f"Gemini did not answer in time for model `{model}` ({type(exc).__name__})."
-        )
+        return UpstreamTimeoutError(f"Gemini did not answer in time for model `{model}` ({type(exc).__name__}).")
     return UpstreamError(f"Could not reach Gemini for model `{model}`: {type(exc).__name__}: {exc}")
 
 
@@ -106,8 +117,7 @@ def safety_error(reason: str, detail: str | None, *, code: str) -> ContentPolicy
     suffix = f" (gemini: {reason}{': ' + detail if detail else ''})"
     if code == "moderation_blocked":
         return ModerationBlockedError("Your request was rejected by the safety system." + suffix)
-    return ContentPolicyError("Your request was rejected as a result of our safety system." + suffix,
-                              code=code)
+    return ContentPolicyError("Your request was rejected as a result of our safety system." + suffix, code=code)
 
 
 def most_telling(failures: Sequence[ProxyError]) -> ProxyError:
@@ -116,6 +126,7 @@ def most_telling(failures: Sequence[ProxyError]) -> ProxyError:
     Safety first (retrying will not help), then rate limits (Retry-After), then
     Google's server errors, then the rest; the first of a rank wins.
     """
+
     def rank(error: ProxyError) -> int:
         if isinstance(error, ContentPolicyError):
             return 0
@@ -144,12 +155,20 @@ def _google_envelope(body: bytes) -> dict[str, Any] | None:
 def _quota_error(message: str, details: list[Mapping[str, Any]]) -> RateLimitError:
     quota_ids = [
         str(v.get("quotaId") or v.get("quotaMetric") or "")
-        for d in details if str(d.get("@type", "")).endswith("google.rpc.QuotaFailure")
-        for v in d.get("violations") or [] if isinstance(v, Mapping)
+        for d in details
+        if str(d.get("@type", "")).endswith("google.rpc.QuotaFailure")
+        for v in d.get("violations") or []
+        if isinstance(v, Mapping)
     ]
     headers: dict[str, str] = {}
-    delay = next((_retry_seconds(d.get("retryDelay")) for d in details
-                  if str(d.get("@type", "")).endswith("google.rpc.RetryInfo")), None)
+    delay = next(
+        (
+            _retry_seconds(d.get("retryDelay"))
+            for d in details
+            if str(d.get("@type", "")).endswith("google.rpc.RetryInfo")
+        ),
+        None,
+    )
     if delay is not None:
         headers["retry-after"] = str(delay)
     # The quota that ran out decides; the message is the fallback, since Google's per-minute

@@ -42,8 +42,9 @@ def composite_masked(original: bytes, mask: bytes, edited: bytes) -> PILImage.Im
     return out if keep_alpha else out.convert("RGB")
 
 
-def composite_bytes(original: bytes, mask: bytes, edited: bytes, output_format: str | None,
-                    compression: int | None) -> bytes:
+def composite_bytes(
+    original: bytes, mask: bytes, edited: bytes, output_format: str | None, compression: int | None
+) -> bytes:
     """`composite_masked`, encoded. PNG unless asked otherwise: a lossless format keeps kept pixels exact."""
     return encode(composite_masked(original, mask, edited), output_format or "png", compression)
 

@@ -35,14 +35,17 @@ def parse_generate_response(body: bytes, *, model: str, safety_code: str) -> Gem
     try:
         parsed = json.loads(body)
     except ValueError:
-        raise UpstreamError(f"Gemini answered HTTP 200 for `{model}` with a body that is not JSON: "
-                            f"{body[:200].decode('utf-8', 'replace')}") from None
+        raise UpstreamError(
+            f"Gemini answered HTTP 200 for `{model}` with a body that is not JSON: "
+            f"{body[:200].decode('utf-8', 'replace')}"
+        ) from None
     if not isinstance(parsed, Mapping):
         raise UpstreamError(f"Gemini answered HTTP 200 for `{model}` with JSON that is not an object.")
     feedback = _mapping(parsed.get("promptFeedback"))
     if feedback.get("blockReason"):
-        raise safety_error(str(feedback["blockReason"]), _str_or_none(feedback.get("blockReasonMessage")),
-                           code=safety_code)
+        raise safety_error(
+            str(feedback["blockReason"]), _str_or_none(feedback.get("blockReasonMessage")), code=safety_code
+        )
     candidates = parsed.get("candidates") or []
     candidate = _mapping(candidates[0]) if isinstance(candidates, list) and candidates else {}
     finish = _str_or_none(candidate.get("finishReason"))
@@ -63,8 +66,13 @@ def parse_generate_response(body: bytes, *, model: str, safety_code: str) -> Gem
     data = _decode_image(_inline(images[-1]) or {}, model=model)
     usage_meta = parsed.get("usageMetadata")
     usage = usage_from_metadata(usage_meta) if isinstance(usage_meta, Mapping) else None
-    return GeminiResult(data=data, mime_type=sniff_mime(data) or "application/octet-stream", text=text,
-                        usage=usage, finish_reason=finish)
+    return GeminiResult(
+        data=data,
+        mime_type=sniff_mime(data) or "application/octet-stream",
+        text=text,
+        usage=usage,
+        finish_reason=finish,
+    )
 
 
 def usage_from_metadata(meta: Mapping[str, Any]) -> Usage:
@@ -112,8 +120,9 @@ def _decode_image(inline: Mapping[str, Any], *, model: str) -> bytes:
     except (ValueError, binascii.Error):
         raise UpstreamError(f"Gemini (`{model}`) sent an image whose base64 does not decode.") from None
     if sniff_mime(data) is None:
-        raise UpstreamError(f"Gemini (`{model}`) sent image data that is not PNG, JPEG, WEBP or GIF "
-                            f"(first bytes {data[:8]!r}).")
+        raise UpstreamError(
+            f"Gemini (`{model}`) sent image data that is not PNG, JPEG, WEBP or GIF (first bytes {data[:8]!r})."
+        )
     return data
 
 
@@ -140,4 +149,3 @@ def _int(value: object) -> int:
 
 def _str_or_none(value: object) -> str | None:
     return str(value) if value else None
-

@@ -61,9 +61,7 @@ class GeminiImageConfig:
         return out
 
 
-def image_config_for(
-    size: str | None, quality: str | None, family: ModelFamily, *, model: str
-) -> GeminiImageConfig:
+def image_config_for(size: str | None, quality: str | None, family: ModelFamily, *, model: str) -> GeminiImageConfig:
     """The imageConfig for an OpenAI size on `model`; `auto`/absent leave both to the model.
 
     Raises `InvalidRequestError` (param `size`, code `invalid_size`) for a size the
@@ -72,8 +70,9 @@ def image_config_for(
     try:
         wh = parse_size(size)
     except ValueError:
-        raise InvalidRequestError(f"Invalid 'size': {size!r} is not WIDTHxHEIGHT (e.g. '1024x1024').",
-                                  param="size", code="invalid_size") from None
+        raise InvalidRequestError(
+            f"Invalid 'size': {size!r} is not WIDTHxHEIGHT (e.g. '1024x1024').", param="size", code="invalid_size"
+        ) from None
     if wh is None:
         return GeminiImageConfig()
     assert size is not None
@@ -94,7 +93,8 @@ def nearest_ratio(wh: tuple[int, int], ratios: tuple[str, ...], *, model: str, s
         raise InvalidRequestError(
             f"Invalid 'size' {size!r}: no aspect ratios are configured for `{model}`; "
             "add aspect_ratios to its [families] entry or omit size.",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
     wanted = math.log(wh[0] / wh[1])
     values = {r: ratio_value(r) for r in ratios}
@@ -104,14 +104,13 @@ def nearest_ratio(wh: tuple[int, int], ratios: tuple[str, ...], *, model: str, s
             f"Invalid 'size' {size!r} for `{model}`: its aspect ratio {wh[0] / wh[1]:.2f} is outside "
             f"what the model makes ({_format_ratio(low)} to {_format_ratio(high)}). "
             f"Supported aspect ratios: {', '.join(ratios)}; pick a size with one of them.",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
     return min(ratios, key=lambda r: abs(wanted - math.log(values[r])))
 
 
-def choose_tier(
-    size: str, wh: tuple[int, int], quality: str | None, family: ModelFamily, *, model: str
-) -> str:
+def choose_tier(size: str, wh: tuple[int, int], quality: str | None, family: ModelFamily, *, model: str) -> str:
     """The smallest supported tier that serves the size, one up for high/hd where the model has it."""
     supported = [t for t in TIER_ORDER if t in (family.image_sizes or _FIXED_TIERS)]
     base = _OPENAI_SIZE_TIERS.get(size) or _tier_for_long_edge(max(wh))
@@ -124,7 +123,8 @@ def choose_tier(
             f"edge can be at most {TIER_LONG_EDGE[top]} pixels (imageSize tiers: {tiers}). "
             f"Supported aspect ratios: {', '.join(family.aspect_ratios)}. "
             "Ask for a smaller size or a model with larger tiers.",
-            param="size", code="invalid_size",
+            param="size",
+            code="invalid_size",
         )
     if quality in HIGH_QUALITIES:
         tier = _at_least(supported, _RANK[tier] + 1) or tier

@@ -1,6 +1,6 @@
 """The `openai` provider: a faithful pass-through to the OpenAI Images API (see `adapter.OpenAIImages`).
 
-    engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": "https://api.openai.com/v1"})
+engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": "https://api.openai.com/v1"})
 """
 
 from __future__ import annotations

@@ -70,8 +70,13 @@ class OpenAIImages:
         request_id = response.headers.get("x-request-id")
         headers = {"x-request-id": request_id} if request_id else {}
         if request.wants_stream and request.operation in _STREAM_PREFIX:
-            return UpstreamEventStream(response, prefix=_STREAM_PREFIX[request.operation], model=ctx.model,
-                                       api_key=ctx.api_key, headers=headers)
+            return UpstreamEventStream(
+                response,
+                prefix=_STREAM_PREFIX[request.operation],
+                model=ctx.model,
+                api_key=ctx.api_key,
+                headers=headers,
+            )
         length = relayable(response) if ctx.relay else None
         answer: ImageResponse | RawBody
         if length is not None:
@@ -103,8 +108,12 @@ class OpenAIImages:
                     await asyncio.sleep(_backoff(attempt))
                     continue
                 raise transport_error(exc, request.url, ctx.api_key) from exc
-            log.debug("openai POST %s -> %d in %.1f ms", request.url.path, response.status_code,
-                      (time.perf_counter() - started) * 1000)
+            log.debug(
+                "openai POST %s -> %d in %.1f ms",
+                request.url.path,
+                response.status_code,
+                (time.perf_counter() - started) * 1000,
+            )
             if response.is_success:
                 return response
             if response.is_redirect or response.status_code < 400:

@@ -38,13 +38,21 @@ def status_error(response: httpx.Response, body: bytes, api_key: str | None) -> 
     headers = relayed_headers(response.headers)
     content_type = response.headers.get("content-type", "")
     if _is_envelope(body):
-        return UpstreamStatusError.relay(response.status_code, body, headers=headers,
-                                         content_type=content_type or "application/json")
-    message = (f"OpenAI answered HTTP {response.status_code} from {where(response.request.url)} with a body "
-               f"that is not an OpenAI error: {describe_body(response, body, api_key)}")
-    envelope = {"error": {"message": message,
-                          "type": "server_error" if response.status_code >= 500 else "invalid_request_error",
-                          "param": None, "code": "upstream_error"}}
+        return UpstreamStatusError.relay(
+            response.status_code, body, headers=headers, content_type=content_type or "application/json"
+        )
+    message = (
+        f"OpenAI answered HTTP {response.status_code} from {where(response.request.url)} with a body "
+        f"that is not an OpenAI error: {describe_body(response, body, api_key)}"
+    )
+    envelope = {
+        "error": {
+            "message": message,
+            "type": "server_error" if response.status_code >= 500 else "invalid_request_error",
+            "param": None,
+            "code": "upstream_error",
+        }
+    }
     return UpstreamStatusError.relay(response.status_code, json.dumps(envelope).encode(), headers=headers)
 
 

@@ -64,5 +64,4 @@ async def relay(response: httpx.Response, length: int, *, api_key: str | None) -
         finally:
             await response.aclose()
 
-    return RawBody(chunks=body(), length=length, content_type=response.headers["content-type"],
-                   close=response.aclose)
+    return RawBody(chunks=body(), length=length, content_type=response.headers["content-type"], close=response.aclose)

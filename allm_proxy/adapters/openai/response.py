@@ -17,8 +17,9 @@ from ...wire.responses import response_from_json
 from .errors import unusable_body
 
 
-def parse_images_response(response: httpx.Response, body: bytes, *, model: str | None,
-                          api_key: str | None = None) -> ImageResponse:
+def parse_images_response(
+    response: httpx.Response, body: bytes, *, model: str | None, api_key: str | None = None
+) -> ImageResponse:
     """The answer in `body` (a 2xx from OpenAI), or a 502 describing what arrived instead (key masked)."""
     try:
         raw = loads(body)
@@ -30,8 +31,9 @@ def parse_images_response(response: httpx.Response, body: bytes, *, model: str |
     return answer_from_json(response, raw, body, model=model, api_key=api_key)
 
 
-def answer_from_json(response: httpx.Response, raw: dict[str, Any], body: bytes, *, model: str | None,
-                     api_key: str | None) -> ImageResponse:
+def answer_from_json(
+    response: httpx.Response, raw: dict[str, Any], body: bytes, *, model: str | None, api_key: str | None
+) -> ImageResponse:
     """`wire.responses.response_from_json`, its complaint a 502 naming the upstream."""
     try:
         return response_from_json(raw, body, model=model)

@@ -26,8 +26,9 @@ log = logging.getLogger("allm_proxy.adapters.openai")
 class UpstreamEventStream:
     """An `ImageStream` over an open upstream SSE response."""
 
-    def __init__(self, response: httpx.Response, *, prefix: str, model: str | None, api_key: str | None,
-                 headers: dict[str, str]) -> None:
+    def __init__(
+        self, response: httpx.Response, *, prefix: str, model: str | None, api_key: str | None, headers: dict[str, str]
+    ) -> None:
         self.headers = headers
         self._response = response
         self._prefix = prefix
@@ -106,8 +107,9 @@ class UpstreamEventStream:
         except ValueError:
             raw = None
         if not isinstance(raw, dict):
-            raise unusable_body(self._response, body, "a stream was asked for; this is neither SSE nor JSON",
-                                self._api_key)
+            raise unusable_body(
+                self._response, body, "a stream was asked for; this is neither SSE nor JSON", self._api_key
+            )
         answer = answer_from_json(self._response, raw, body, model=self._model, api_key=self._api_key)
         for event in completed_events(answer, self._prefix):
             yield event
