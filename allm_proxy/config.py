@@ -52,6 +52,7 @@ import dataclasses
 import enum
 import tomllib
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -289,19 +290,12 @@ def _server_from_mapping(config: ProxyConfig, server: Mapping[str, Any], source:
         config.limits = dataclasses.replace(config.limits, **limit_values)
 
 
+# The keys of a `[cassettes]` table: the settings' own fields, and `dir` for `directory`.
+CASSETTE_KEYS = frozenset({f.name for f in dataclasses.fields(CassetteSettings)} | {"dir"})
+
+
 def cassette_settings_from_mapping(raw: Mapping[str, Any], *, source: str = "cassettes") -> CassetteSettings:
-    names = {
-        "path",
-        "dir",
-        "directory",
-        "record_mode",
-        "match_on",
-        "allow_playback_repeats",
-        "replay_timing",
-        "filter_headers",
-        "filter_query",
-        "filter_body_fields",
-    }
+    names = CASSETTE_KEYS
     _reject_unknown(raw, names, source)
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -312,7 +306,7 @@ def cassette_settings_from_mapping(raw: Mapping[str, Any], *, source: str = "cas
     return CassetteSettings(**values)
 
 
-def _reject_unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _reject_unknown(raw: Mapping[str, Any], allowed: AbstractSet[str], where: str) -> None:
     unknown = set(raw) - allowed
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
