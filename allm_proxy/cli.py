@@ -143,10 +143,10 @@ def main() -> None:
 @option(
     "--journal/--no-journal",
     key="journal",
-    default=None,  # hook: journal
+    default=None,
     help="Keep the request journal behind /allm/requests and the inspector page. [default: on]",
 )
-# hook: faults: --fault (repeatable; no variable, as specs hold spaces) and --fault-seed
+# --fault (repeatable; no variable, as specs hold spaces) and --fault-seed
 @click.option(
     "--fault",
     "fault",
@@ -157,14 +157,14 @@ def main() -> None:
 @option("--fault-seed", key="fault_seed", type=int, help="Seed that makes probabilistic faults reproducible.")
 @option(
     "--state-url",
-    key="state_url",  # hook: state
+    key="state_url",
     help="Shared state in Redis, redis://HOST:PORT/DB, so workers and replicas act as one proxy. "
     "[default: process memory]",
 )
 @option(
     "--workers",
     key="workers",
-    type=click.IntRange(min=1),  # hook: workers
+    type=click.IntRange(min=1),
     help="Worker processes on the port (more than 1 needs --state-url). [default: 1]",
 )
 @option(
@@ -179,7 +179,7 @@ def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None
     config = resolve_config(ctx, config_path, flags)
     from .engine import Engine
     from .server import bind_warning, run_server
-    from .server.workers import WorkersStartupError, run_workers, setup_logging  # hook: workers
+    from .server.workers import WorkersStartupError, run_workers, setup_logging
 
     setup_logging(config.log_level)
 
@@ -192,19 +192,17 @@ def serve(ctx: click.Context, /, config_path: Path | None, **flags: Any) -> None
     if warning:
         click.echo(warning, err=True)
     base = f"http://{_url_host(config.host)}:{config.port}/v1"
-    click.echo(
-        f"allm-proxy: provider={config.provider} default_model={engine.default_model} workers={config.workers}"
-    )  # hook: workers
+    click.echo(f"allm-proxy: provider={config.provider} default_model={engine.default_model} workers={config.workers}")
     if config.cassettes.enabled:
         where = config.cassettes.path or f"{config.cassettes.directory}/"
         click.echo(f"allm-proxy: cassettes {where} record_mode={config.cassettes.record_mode}")
-    if config.state.url is not None:  # hook: state
+    if config.state.url is not None:
         click.echo(f"allm-proxy: shared state {engine.state.describe()} prefix={config.state.prefix}")
     click.echo(f"allm-proxy: serving the OpenAI Images API at {base}")
     click.echo(f'  OpenAI(base_url="{base}", api_key="sk-test-anything")   # or OPENAI_BASE_URL={base}')
-    click.echo(f"allm-proxy: inspector page at {base[:-3]}/allm/")  # hook: journal
+    click.echo(f"allm-proxy: inspector page at {base[:-3]}/allm/")
     log_level = "warning" if config.log_level != "debug" else "debug"
-    if config.workers > 1:  # hook: workers
+    if config.workers > 1:
         try:
             run_workers(config, log_level=log_level)
         except WorkersStartupError as exc:

@@ -38,14 +38,14 @@ def list_(path: Path) -> None:
     """
     from .pricing import PriceTable, format_usd
 
-    prices = PriceTable.from_config({})  # hook: cost
+    prices = PriceTable.from_config({})
     for cassette in report.cassette_files(path):
         if path.is_dir():
             click.echo(f"{cassette}:")
         entries = _read(cassette)
         for entry in entries:
             click.echo(report.line(entry))
-        saved = report.total_cost(entries, prices)  # hook: cost
+        saved = report.total_cost(entries, prices)
         if saved is not None:
             click.echo(f"this cassette saved ${format_usd(saved)} (what its answers cost upstream)")
 

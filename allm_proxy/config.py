@@ -179,7 +179,7 @@ class ProxyConfig:
     families: dict[str, dict[str, Any]] = field(default_factory=dict)
     cassettes: CassetteSettings = field(default_factory=CassetteSettings)
     limits: ServerLimits = field(default_factory=lambda: ServerLimits())
-    journal: JournalSettings = field(default_factory=JournalSettings)  # hook: journal
+    journal: JournalSettings = field(default_factory=JournalSettings)
     # the server-wide fault list (`[[faults]]`, `serve --fault`) and `fault_seed`
     faults: tuple[Fault, ...] = ()
     fault_seed: int | None = None
@@ -187,7 +187,7 @@ class ProxyConfig:
     state: StateSettings = field(default_factory=StateSettings)
     public_metrics: bool = False
     prices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    workers: int = 1  # hook: workers - `[server] workers`, `serve --workers N`: uvicorn worker processes
+    workers: int = 1  # `[server] workers`, `serve --workers N`: uvicorn worker processes
 
     def provider_options(self, name: str) -> dict[str, Any]:
         return dict(self.providers.get(name, {}))
@@ -220,7 +220,7 @@ _SERVER_KEYS = {
     "file_ttl",
     "public_metrics",
     "workers",
-} | _LIMIT_KEYS  # hook: workers
+} | _LIMIT_KEYS
 
 
 def load_config(path: str | Path | None) -> ProxyConfig:

@@ -123,7 +123,7 @@ class FakeScriptExhausted(InvalidRequestError):
 
 class CassetteMissError(InvalidRequestError):
     default_code = "cassette_miss"
-    # hook: journal. The miss as data (the request, the nearest recording, the matchers that
+    # The miss as data (the request, the nearest recording, the matchers that
     # differ), set by the cassette layer, shown by the journal and the inspector page.
     details: dict[str, Any] | None = None
 

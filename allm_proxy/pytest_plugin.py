@@ -83,7 +83,7 @@ class AllmCassette:
     record_mode: str
     url: str  # the proxy, e.g. http://127.0.0.1:41234
     engine: Any
-    journal_before: frozenset[str] = frozenset()  # hook: journal. Entries older than this test.
+    journal_before: frozenset[str] = frozenset()  # Entries older than this test.
 
     @property
     def base_url(self) -> str:
@@ -92,7 +92,7 @@ class AllmCassette:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """hook: journal. This test's journal entries, oldest first:
+        """This test's journal entries, oldest first:
         `allm_cassette.requests[0]["params"]["size"] == "1024x1024"`."""
         journal = self.engine.journal
         if journal is None:
@@ -143,7 +143,7 @@ def allm_cassette(
         path = path.with_name(path.name + ".json")
     proxy = allm_proxies.get(provider, allm_config, enabled=mode != "off", root=request.config.rootpath)
     library = proxy.engine.cassette_library
-    try:  # hook: faults: the marker's faults hold for this test only, with fresh counts
+    try:  # the marker's faults hold for this test only, with fresh counts
         proxy.engine.faults.set(marker_kwargs.get("faults") or ())
     except ValueError as exc:
         raise pytest.UsageError(f"allm_cassette(faults=...): {exc}") from None
@@ -154,11 +154,11 @@ def allm_cassette(
         if not os.environ.get("OPENAI_API_KEY"):
             env.setenv("OPENAI_API_KEY", DUMMY_KEY)
         try:
-            journal = proxy.engine.journal  # hook: journal
+            journal = proxy.engine.journal
             before = frozenset(e["id"] for e in journal.list()) if journal is not None else frozenset()
             yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine, journal_before=before)
         finally:
-            proxy.engine.faults.clear()  # hook: faults
+            proxy.engine.faults.clear()
             if library is not None:
                 library.flush()
                 library.activate(None)  # a stray call after the test misses loudly

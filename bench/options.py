@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     )
     parser.add_argument(
         "--no-journal",
-        action="store_true",  # hook: journal
+        action="store_true",
         help="run the proxies with --no-journal (compare with a run without it)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")

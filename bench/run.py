@@ -82,7 +82,7 @@ class Plan:
     profile: bool = False
     cassette_suffix: str = ".json"
     reuse_proxy: bool = False
-    no_journal: bool = False  # hook: journal (the proxies run with --no-journal, to measure its cost)
+    no_journal: bool = False  # The proxies run with --no-journal, to measure its cost
     peers: tuple[str, ...] = ()
 
     @classmethod
@@ -124,7 +124,7 @@ class Plan:
             pin=not args.no_pin,
             upstream_gzip=args.upstream_gzip,
             profile=args.profile,
-            no_journal=args.no_journal,  # hook: journal
+            no_journal=args.no_journal,
             cassette_suffix="." + args.cassette_format,
             reuse_proxy=args.reuse_proxy,
             peers=chosen_peers,
@@ -308,7 +308,7 @@ class Bench:
     # -- proxies ----------------------------------------------------------------------
 
     def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None, *, workers: int = 1) -> Server:
-        if self.plan.no_journal:  # hook: journal
+        if self.plan.no_journal:
             args = [*args, "--no-journal"]
         server = start_proxy(
             self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level, probe=probe, workers=workers
@@ -412,7 +412,7 @@ class Bench:
 
     def target_passthrough(self) -> None:
         assert self.upstream is not None
-        # hook: workers: `serve --workers N` cells are `self.proxied("passthrough-w2", ..., workers=2)`.
+        # `serve --workers N` cells are `self.proxied("passthrough-w2", ..., workers=2)`.
         self.proxied("passthrough", passthrough_args(self.upstream))
 
     def target_replay(self) -> None:

@@ -27,7 +27,7 @@ class AdapterSetup:
     http: httpx.AsyncClient
     options: Mapping[str, Any]
     catalog: ModelCatalog
-    # hook: state - the engine's state store (fake-script cursors), None outside an engine
+    # the engine's state store (fake-script cursors), None outside an engine
     state: Any = None
 
 

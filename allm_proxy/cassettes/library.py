@@ -42,7 +42,7 @@ class CassetteLibrary:
         self, settings: CassetteSettings, *, state: StateStore | None = None, cursor_ttl: float = 86400.0
     ) -> None:
         self.settings = settings
-        # hook: state - replay cursors live in the state store (shared by workers when it is Redis)
+        # replay cursors live in the state store (shared by workers when it is Redis)
         self.cursors = ReplayCursors(state if state is not None else MemoryState(), ttl=cursor_ttl)
         self.matchers = build(settings.match_on)
         self.filter = SecretFilter.from_settings(settings)

@@ -36,7 +36,7 @@ class RequestSummary:
     files: list[Part] = field(default_factory=list)
 
     def as_data(self) -> dict[str, Any]:
-        """hook: journal. The summary as JSON data (files by part name, size and sha256, no bytes)."""
+        """The summary as JSON data (files by part name, size and sha256, no bytes)."""
         import hashlib
 
         files = [
@@ -159,7 +159,7 @@ def event_payloads(body: bytes) -> Iterator[bytes]:
 
 def _json_or_none(body: bytes) -> Any:
     try:
-        # hook: fast-path (the codec's parser: the journal settles every relayed 3 MB answer with this)
+        # The codec's parser: the journal settles every relayed 3 MB answer with this
         return loads(body)
     except ValueError:
         return None

@@ -78,7 +78,7 @@ class Tape:
     allow_repeats: bool = False
     existed: bool = False
     stats: TapeStats = field(default_factory=TapeStats)
-    # hook: state - replay cursors in the state store (process memory unless the engine shares Redis)
+    # replay cursors in the state store (process memory unless the engine shares Redis)
     cursors: ReplayCursors = field(default_factory=lambda: ReplayCursors(MemoryState()))
 
     def __post_init__(self) -> None:
@@ -261,7 +261,7 @@ class Tape:
         what = summary.line()
         details: dict[str, Any] = {
             "cassette": str(self.path),
-            "session": session,  # hook: journal
+            "session": session,
             "record_mode": self.record_mode,
             "request": summary.as_data(),
             "replayed_all": bool(hits),
@@ -287,13 +287,13 @@ class Tape:
                 differs = "; ".join(f"{name} ({why})" if why else name for name, why in failed)
                 closest_summary = summarize_request(recorded[index])
                 closest = closest_summary.line()
-                details["nearest"] = {"index": index, **closest_summary.as_data()}  # hook: journal
+                details["nearest"] = {"index": index, **closest_summary.as_data()}
                 details["differs"] = [{"matcher": name, "why": why} for name, why in failed]
                 reason += f" Nearest recorded request: #{index} {closest}; matchers that differ: {differs}."
         if not self.may_record:
             reason += _how_to_record(self.record_mode)
         error = errors.CassetteMissError(reason)
-        error.details = details  # hook: journal
+        error.details = details
         return error
 
     def __len__(self) -> int:

@@ -56,7 +56,7 @@ def upstream_form(request: ImageRequest, route: Route) -> ImageRequest:
     if route.family.b64_only and request.response_format is not None:
         sent.response_format = None
     if sent.model != request.model or sent.response_format != request.response_format:
-        sent.verbatim = None  # hook: fast-path (the client's bytes no longer say what goes upstream)
+        sent.verbatim = None  # The client's bytes no longer say what goes upstream
     return sent
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 # Request fields that carry file bytes: described as `inputs`, never copied into `params`.
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
-# hook: fast-path (the client's verbatim JSON body is bookkeeping, not a parameter)
+# The client's verbatim JSON body is bookkeeping, not a parameter
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRequest) if f.name not in {*FILE_FIELDS, "verbatim"})
 _HOSTED = re.compile(r"/images/files/(img_[A-Za-z0-9_-]+)$")
 
@@ -215,7 +215,7 @@ def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
         for data in response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})
     ]
     try:
-        usage = loads(raw).get("usage")  # hook: fast-path (the codec's parser, five times the stdlib's speed)
+        usage = loads(raw).get("usage")  # The codec's parser, five times the stdlib's speed
     except (ValueError, AttributeError):
         usage = None
     if isinstance(usage, dict):

@@ -64,7 +64,7 @@ class FakeImages:
 
     async def _answer(self, request: ImageRequest, ctx: Call) -> ImageResponse | ImageStream:
         if self.script is not None:
-            position = await self.script_cursors.take(ctx.session)  # hook: state - shared script cursor
+            position = await self.script_cursors.take(ctx.session)  # shared script cursor
             reply = self.script.take(request, session=ctx.session, model=ctx.model or "", position=position)
             if reply.error is not None:
                 raise reply.error.to_exception()

@@ -186,7 +186,7 @@ class FakeScript:
         """
         with self._lock:
             self.history.append(FakeCall(request=request, session=session, model=model))
-            used = self._cursors.get(session, 0) if position is None else position  # hook: state
+            used = self._cursors.get(session, 0) if position is None else position
             if used >= len(self._replies):
                 raise errors.FakeScriptExhausted(self._exhausted_message(session))
             self._cursors[session] = used + 1
