@@ -26,7 +26,7 @@ from tests.upstreams import gemini_upstream
 from tests.upstreams.gemini_upstream import FakeGemini
 from tests.upstreams.openai_upstream import FakeOpenAI, Received
 
-OPENAI_KEY = "sk-test-drift-check-0123"
+OPENAI_KEY = "sk-test-drift-0123"
 GEMINI_KEY = gemini_upstream.VALID_KEY
 RETIRED_OPENAI = "dall-e-3"
 RETIRED_GEMINI = "gemini-2.5-flash-image"

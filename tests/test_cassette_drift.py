@@ -18,7 +18,7 @@ from allm_proxy.cassettes.report import Entry
 from allm_proxy.wire.multipart import without_base64_parts
 from tests.support.images import image_bytes, png_bytes
 
-KEY = "sk-test-drift-unit-4567"
+KEY = "sk-test-unit-4567"
 
 
 def picture(size: tuple[int, int] = (8, 8), fmt: str = "PNG") -> str:

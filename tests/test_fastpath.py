@@ -29,7 +29,7 @@ from allm_proxy.wire.requests import parse_request, render_body
 from .conftest import png_bytes
 
 UPSTREAM = "http://upstream.test/v1"
-KEY = "sk-test-fastpath-not-real"
+KEY = "sk-test-fastpath-x"
 _HOSTED_ID = re.compile(rb"img_[A-Za-z0-9_-]{20,64}")
 _PNG = png_bytes((8, 8))
 

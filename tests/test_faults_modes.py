@@ -16,7 +16,7 @@ from tests.support.faults import ALL_KINDS, REPLACING, check_fault
 from tests.upstreams.gemini_upstream import VALID_KEY, FakeGemini
 from tests.upstreams.openai_upstream import FakeOpenAI
 
-OPENAI_KEY = "sk-test-faults-upstream"
+OPENAI_KEY = "sk-test-faults-up"
 
 
 def openai_engine(upstream_url: str, cassettes: CassetteSettings | None = None) -> Engine:

@@ -178,7 +178,7 @@ def tour(tmp_path: Path) -> tuple[Path, str]:
 def record_cassette(directory: Path, upstream_url: str) -> None:
     engine = Engine(
         image_adapter="openai",
-        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": "sk-test-browser-upstream"},
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": "sk-test-browser-up"},
         cassettes=CassetteSettings(directory=str(directory), record_mode="once"),
     )
     with running_proxy(engine) as url:
@@ -217,7 +217,7 @@ def test_a_cassette_miss_shows_the_request_and_the_nearest_recording_side_by_sid
     # The recording's upstream address (stopped now): only the prompt differs, and nothing is sent anywhere.
     engine = Engine(
         image_adapter="openai",
-        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": "sk-test-browser-upstream"},
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": "sk-test-browser-up"},
         cassettes=CassetteSettings(directory=str(directory), record_mode="none"),
     )
     with running_proxy(engine) as url, watched(browser, url, tmp_path) as view:

@@ -18,9 +18,9 @@ from tests.support.asgi_server import running_proxy
 from tests.support.images import half_transparent_mask, png_bytes
 from tests.upstreams.openai_upstream import FakeOpenAI
 
-UPSTREAM_KEY = "sk-test-journal-upstream-key-0123456789"
-CLIENT_KEY = "sk-test-journal-client-key-9876543210"
-ACCESS_TOKEN = "sk-test-journal-access-token-55555"
+UPSTREAM_KEY = "sk-test-jnl-up-0123"
+CLIENT_KEY = "sk-test-jnl-cl-9876"
+ACCESS_TOKEN = "sk-test-jnl-tok-555"
 
 
 def sha(data: bytes) -> str:

@@ -128,7 +128,7 @@ def test_metrics_need_the_access_token_unless_public() -> None:
 def test_model_labels_are_bounded_and_never_carry_a_key() -> None:
     metrics = Metrics(model_limit=2)
     assert metrics.model_label("gpt-image-1", known=True) == "gpt-image-1"
-    assert metrics.model_label("sk-test-abcdefghijklmnopqrstuvwxyz012345", known=False) == "other"
+    assert metrics.model_label("sk-test-abc012345", known=False) == "other"
     assert [metrics.model_label(f"mine-{i}", known=False) for i in range(4)] == ["mine-0", "mine-1", "other", "other"]
     assert metrics.model_label("mine-0", known=False) == "mine-0"
 
