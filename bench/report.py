@@ -373,9 +373,22 @@ CHECKS_15 = (
 )
 
 
+def _workers_ratio(records: list[Record]) -> float | None:
+    """2 workers' req/s over 1 worker's, small pass-through at C=16 (both on one Redis, in one run)."""
+    two = _cell_value("passthrough-w2", "small", 16, "rps")(records)
+    one = _cell_value("passthrough-w1", "small", 16, "rps")(records)
+    return None if two is None or not one else two / one
+
+
+# Issue 14: several workers on shared state.
+CHECKS_14 = (
+    Check("pass-through small C=16, 2 workers / 1 worker", ">= 1.6x", _workers_ratio, lambda v: v >= 1.6, issue=14),
+)
+
+
 def evaluate(records: list[Record]) -> list[Record]:
     out = []
-    for check in (*CHECKS, *CHECKS_15):
+    for check in (*CHECKS, *CHECKS_14, *CHECKS_15):
         value = check.measure(records)
         out.append(
             {

@@ -52,6 +52,7 @@ from .targets import (
     record_args,
     replay_config,
     start_proxy,
+    start_redis,
     start_reference,
     start_upstream,
     stop_proxy,
@@ -59,7 +60,7 @@ from .targets import (
 )
 
 # The order of a run: the baselines (direct, reference, the peers) before what is compared with them.
-ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake")
+ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake", "workers")
 DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
 
 
@@ -307,11 +308,14 @@ class Bench:
 
     # -- proxies ----------------------------------------------------------------------
 
-    def proxy(self, name: str, args: list[str], probe: B.RequestSpec | None, *, workers: int = 1) -> Server:
+    def proxy(
+        self, name: str, args: list[str], probe: B.RequestSpec | None, *, workers: int = 1, pinned: bool = True
+    ) -> Server:
         if self.plan.no_journal:
             args = [*args, "--no-journal"]
+        cpus = self.server_cpus if pinned else None
         server = start_proxy(
-            self.procs, name, args, cpus=self.server_cpus, log_level=self.plan.log_level, probe=probe, workers=workers
+            self.procs, name, args, cpus=cpus, log_level=self.plan.log_level, probe=probe, workers=workers
         )
         return server
 
@@ -412,8 +416,22 @@ class Bench:
 
     def target_passthrough(self) -> None:
         assert self.upstream is not None
-        # `serve --workers N` cells are `self.proxied("passthrough-w2", ..., workers=2)`.
         self.proxied("passthrough", passthrough_args(self.upstream))
+
+    def target_workers(self) -> None:
+        """Pass-through at `--workers 1` and `--workers 2` on one real Redis (issue 14). Neither is pinned
+        to a core, so both have what a second worker could use; the load generator shares them."""
+        assert self.upstream is not None
+        redis = start_redis(self.procs, self.work / "redis")
+        if redis is None:
+            self.skip("workers", "redis-server is not installed (sudo apt-get install redis-server)")
+            return
+        try:
+            args = [*passthrough_args(self.upstream), "--state-url", f"redis://127.0.0.1:{redis.port}/0"]
+            for workers in (1, 2):
+                self.proxied(f"passthrough-w{workers}", args, workers=workers, pinned=False)
+        finally:
+            self.procs.stop(redis.proc)
 
     def target_replay(self) -> None:
         cassette = self.ensure_replay_cassette()
@@ -423,11 +441,13 @@ class Bench:
     def target_fake(self) -> None:
         self.proxied("fake", fake_args(), first_generation=True)
 
-    def proxied(self, target: str, args: list[str], *, first_generation: bool = False, workers: int = 1) -> None:
+    def proxied(
+        self, target: str, args: list[str], *, first_generation: bool = False, workers: int = 1, pinned: bool = True
+    ) -> None:
         """Every cell of an allm-proxy target (`served`); `workers` > 1 runs `serve --workers N`."""
         self.served(
             target,
-            lambda probe: self.proxy(target, args, probe=probe, workers=workers),
+            lambda probe: self.proxy(target, args, probe=probe, workers=workers, pinned=pinned),
             first_generation=first_generation,
         )
 

@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .bodies import BodySet, RequestSpec
 from .procs import Processes, free_port, python, wait_line
 
 # In the order a run measures them: the baselines first, so every later cell has its ratios at hand.
-TARGETS = ("direct", "reference", "passthrough", "replay", "fake")
+TARGETS = ("direct", "reference", "passthrough", "replay", "fake", "workers")
 PEERS = ("litellm",)
 BENCH_KEY = "sk-bench-not-real"  # what a proxy sends the fake upstream
 BENCH_CLIENT_KEY = "sk-bench-client"  # what the clients send (bench.loadgen has its own copy)
@@ -253,3 +254,37 @@ def fake_args() -> list[str]:
 
 def _repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def start_redis(procs: Processes, directory: Path, *, timeout: float = 10.0) -> Server | None:
+    """Debian's `redis-server` on a free loopback port, nothing saved; None when it is not installed."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+    proc = procs.spawn("redis", argv)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return Server("redis", port, proc)
+        except OSError:
+            time.sleep(0.05)
+    procs.stop(proc)
+    return None
