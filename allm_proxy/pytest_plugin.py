@@ -100,6 +100,17 @@ class AllmCassette:
         return [e for e in journal.list() if e["id"] not in self.journal_before]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When a collected test uses `allm_cassette`, import the server now, once collection is done, so
+    the first proxy starts in tens of milliseconds when its test asks. (Not in a background thread:
+    importing the same modules from two threads at once can see one half-initialized.) A run with
+    no such test imports nothing more."""
+    if any("allm_cassette" in getattr(item, "fixturenames", ()) for item in session.items):
+        import uvicorn  # noqa: F401
+
+        from . import server  # noqa: F401
+
+
 @pytest.fixture
 def allm_config() -> dict[str, Any]:
     """Provider, provider options and cassette settings for allm_cassette tests; override in conftest.py."""
@@ -220,14 +231,8 @@ def _engine(provider: str, config: dict[str, Any], *, enabled: bool, root: Path)
     providers.setdefault(provider, {}).update(config.get("options") or {})
     settings = None
     if enabled:
-        cassette_keys = (
-            "match_on",
-            "allow_playback_repeats",
-            "replay_timing",
-            "filter_headers",
-            "filter_query",
-            "filter_body_fields",
-        )
+        # Every [cassettes] setting but where the cassette lives and how it records (chosen per test).
+        cassette_keys = CASSETTE_KEYS - {"path", "dir", "directory", "record_mode"}
         values: dict[str, Any] = {
             k: tuple(config[k]) if isinstance(config[k], list) else config[k] for k in cassette_keys if k in config
         }
