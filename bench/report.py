@@ -380,9 +380,17 @@ def _workers_ratio(records: list[Record]) -> float | None:
     return None if two is None or not one else two / one
 
 
-# Issue 14: several workers on shared state.
+def _scrape_cost(records: list[Record]) -> float | None:
+    """CPU per request with /metrics scraped every second over without, small pass-through at C=16."""
+    scraped = _cell_value("passthrough-scraped", "small", 16, "server_cpu_ms_per_req")(records)
+    plain = _cell_value("passthrough-unscraped", "small", 16, "server_cpu_ms_per_req")(records)
+    return None if scraped is None or not plain else scraped / plain
+
+
+# Issue 14: several workers on shared state, and what a scraper costs.
 CHECKS_14 = (
     Check("pass-through small C=16, 2 workers / 1 worker", ">= 1.6x", _workers_ratio, lambda v: v >= 1.6, issue=14),
+    Check("CPU/req small C=16, /metrics scraped / not", "<= 1.05x", _scrape_cost, lambda v: v <= 1.05, issue=14),
 )
 
 

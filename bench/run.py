@@ -45,6 +45,7 @@ from .procs import (
 from .targets import (
     PEERS,
     TARGETS,
+    Scraper,
     Server,
     fake_args,
     http_call,
@@ -60,7 +61,7 @@ from .targets import (
 )
 
 # The order of a run: the baselines (direct, reference, the peers) before what is compared with them.
-ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake", "workers")
+ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake", "workers", "metrics")
 DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
 
 
@@ -255,14 +256,20 @@ class Bench:
             spy = profile.start(self.procs, pid, spy_out, self.plan.warmup + self.plan.duration + 0.5, self.client_cpus)
         tree_reset_peak(pid)
         cpu_before = tree_cpu_seconds(pid)
-        result = self.loadgen(
-            f"{target}-{workload}-c{concurrency}",
-            server.port,
-            [self.workload_request(workload)],
-            concurrency=concurrency,
-            warmup=self.plan.warmup,
-            duration=self.plan.duration,
-        )
+        # The `-scraped` targets have Prometheus' habit beside the load: GET /metrics every second.
+        scraper = Scraper(server.port) if target.endswith("-scraped") else None
+        try:
+            result = self.loadgen(
+                f"{target}-{workload}-c{concurrency}",
+                server.port,
+                [self.workload_request(workload)],
+                concurrency=concurrency,
+                warmup=self.plan.warmup,
+                duration=self.plan.duration,
+            )
+        finally:
+            if scraper is not None:
+                scraper.stop()
         record: dict[str, Any] = {
             "kind": "throughput",
             "target": target,
@@ -417,6 +424,12 @@ class Bench:
     def target_passthrough(self) -> None:
         assert self.upstream is not None
         self.proxied("passthrough", passthrough_args(self.upstream))
+
+    def target_metrics(self) -> None:
+        """Pass-through with /metrics scraped every second, beside the same without (issue 14)."""
+        assert self.upstream is not None
+        self.proxied("passthrough-unscraped", passthrough_args(self.upstream))
+        self.proxied("passthrough-scraped", passthrough_args(self.upstream))
 
     def target_workers(self) -> None:
         """Pass-through at `--workers 1` and `--workers 2` on one real Redis (issue 14). Neither is pinned

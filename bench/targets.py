@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shlex
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from .bodies import BodySet, RequestSpec
 from .procs import Processes, free_port, python, wait_line
 
 # In the order a run measures them: the baselines first, so every later cell has its ratios at hand.
-TARGETS = ("direct", "reference", "passthrough", "replay", "fake", "workers")
+TARGETS = ("direct", "reference", "passthrough", "replay", "fake", "workers", "metrics")
 PEERS = ("litellm",)
 BENCH_KEY = "sk-bench-not-real"  # what a proxy sends the fake upstream
 BENCH_CLIENT_KEY = "sk-bench-client"  # what the clients send (bench.loadgen has its own copy)
@@ -288,3 +290,25 @@ def start_redis(procs: Processes, directory: Path, *, timeout: float = 10.0) -> 
             time.sleep(0.05)
     procs.stop(proc)
     return None
+
+
+class Scraper:
+    """GET /metrics every `interval` seconds on a thread, as a Prometheus server would; bounded by
+    `stop()` (and by `limit` scrapes, whichever comes first)."""
+
+    def __init__(self, port: int, *, interval: float = 1.0, limit: int = 600) -> None:
+        self.port = port
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval, limit), name="bench-scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float, limit: int) -> None:
+        while self.scrapes < limit and not self._stop.wait(interval):
+            with contextlib.suppress(OSError):  # a proxy that went away ends the cell anyway
+                http_call(self.port, path="/metrics", timeout=5)
+            self.scrapes += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
