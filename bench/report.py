@@ -387,10 +387,18 @@ def _scrape_cost(records: list[Record]) -> float | None:
     return None if scraped is None or not plain else scraped / plain
 
 
+def _redis_replay(records: list[Record]) -> float | None:
+    """Replay with its cursors in Redis over replay with them in memory, small C=16, one worker each."""
+    redis = _cell_value("replay-redis", "small", 16, "rps")(records)
+    memory = _cell_value("replay-memory", "small", 16, "rps")(records)
+    return None if redis is None or not memory else redis / memory
+
+
 # Issue 14: several workers on shared state, and what a scraper costs.
 CHECKS_14 = (
     Check("pass-through small C=16, 2 workers / 1 worker", ">= 1.6x", _workers_ratio, lambda v: v >= 1.6, issue=14),
     Check("CPU/req small C=16, /metrics scraped / not", "<= 1.05x", _scrape_cost, lambda v: v <= 1.05, issue=14),
+    Check("replay small C=16, Redis cursors / in memory", ">= 0.85x", _redis_replay, lambda v: v >= 0.85, issue=14),
 )
 
 

@@ -439,10 +439,16 @@ class Bench:
         if redis is None:
             self.skip("workers", "redis-server is not installed (sudo apt-get install redis-server)")
             return
+        state = ["--state-url", f"redis://127.0.0.1:{redis.port}/0"]
         try:
-            args = [*passthrough_args(self.upstream), "--state-url", f"redis://127.0.0.1:{redis.port}/0"]
             for workers in (1, 2):
-                self.proxied(f"passthrough-w{workers}", args, workers=workers, pinned=False)
+                self.proxied(
+                    f"passthrough-w{workers}", [*passthrough_args(self.upstream), *state], workers=workers, pinned=False
+                )
+            cassette = self.ensure_replay_cassette()
+            if cassette is not None:  # replay cursors in Redis against in process memory, one worker each
+                self.proxied("replay-memory", self.replay_args(cassette, "replay-memory"))
+                self.proxied("replay-redis", [*self.replay_args(cassette, "replay-redis"), *state])
         finally:
             self.procs.stop(redis.proc)
 

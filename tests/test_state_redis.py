@@ -184,6 +184,18 @@ async def test_the_journal_is_capped_and_counters_expire(redis: RedisServer) -> 
     await store.aclose()
 
 
+async def test_counting_within_a_generation_matches_the_store_in_memory(redis: RedisServer) -> None:
+    from allm_proxy.state import MemoryState
+
+    shared = open_state(StateSettings(url=redis.url, prefix="allm-gen:"))
+    for store in (shared, MemoryState()):
+        counts = [await store.incr_in_generation("gen", "cursor", ttl=60) for _ in range(3)]
+        await store.incr("gen")  # a rewind: every counter of the generation starts again
+        after = [await store.incr_in_generation("gen", "cursor", ttl=60) for _ in range(2)]
+        assert (counts, after) == ([1, 2, 3], [1, 2])
+    await shared.aclose()
+
+
 def test_a_state_url_that_does_not_parse_is_a_usage_error_showing_the_form() -> None:
     result = CliRunner().invoke(main, ["serve", "--state-url", "localhost:6379"])
     assert result.exit_code == 2

@@ -17,6 +17,11 @@ DEFAULT_PREFIX = "allm:"
 DEFAULT_JOURNAL_MAX = 1000
 
 
+def generation_key(name: str, generation: int) -> str:
+    """Where counter `name` lives in one generation (see `StateStore.incr_in_generation`)."""
+    return f"{name}@{generation}"
+
+
 class StateStore(ABC):
     """Async key/value, counters and a capped list, namespaced by `prefix`.
 
@@ -48,6 +53,12 @@ class StateStore(ABC):
     @abstractmethod
     async def incr(self, name: str, *, ttl: float | None = None) -> int:
         """Add one to the counter `name` (0 when absent) and return the new value; `ttl` restarts its expiry."""
+
+    async def incr_in_generation(self, generation: str, name: str, *, ttl: float | None = None) -> int:
+        """`incr` of counter `name` in the current generation of counter `generation` (0 when absent):
+        bumping the generation starts every such counter again. A store may do it in one round trip."""
+        current = await self.get(generation)
+        return await self.incr(generation_key(name, int(current or 0)), ttl=ttl)
 
     @abstractmethod
     async def delete(self, name: str) -> None:

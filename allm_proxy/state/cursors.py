@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 
-from .base import StateStore
+from .base import StateStore, generation_key
 
 DEFAULT_CURSOR_TTL = 86400.0
 
@@ -33,7 +33,10 @@ class ReplayCursors:
 
     async def take(self, cassette: str, session: str, request: int) -> int:
         """The 0-based position this session takes next among the recordings of `request`."""
-        return await self.store.incr(await self._key(cassette, session, request), ttl=self.ttl) - 1
+        name = self._name(cassette, session, request)
+        if not self.store.shared:  # in memory a rewind changes the cassette's id instead of a generation
+            return await self.store.incr(generation_key(name, 0), ttl=self.ttl) - 1
+        return await self.store.incr_in_generation(f"cassette-gen:{cassette}", name, ttl=self.ttl) - 1
 
     async def put(self, cassette: str, session: str, request: int, position: int) -> None:
         """Set the session's next position (after recording, the next identical request records again)."""
@@ -49,7 +52,11 @@ class ReplayCursors:
             # Only a shared store needs the generation: in memory a rewind changes the cassette's id instead.
             raw = await self.store.get(f"cassette-gen:{cassette}")
             generation = int(raw) if raw is not None else 0
-        return f"cursor:{cassette}:{generation}:{_digest(session)}:{request}"
+        return generation_key(self._name(cassette, session, request), generation)
+
+    @staticmethod
+    def _name(cassette: str, session: str, request: int) -> str:
+        return f"cursor:{cassette}:{_digest(session)}:{request}"
 
 
 def cassette_id(name: str, content: bytes, *, shared: bool) -> str:
