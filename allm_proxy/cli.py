@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .cli_config import option, resolve_config
+from .cli_config import config_option, option, resolve_config
 from .cli_inspect import inspect, run
 from .config import RecordMode, load_config
 
@@ -58,14 +58,7 @@ def main() -> None:
 
 
 @main.command(epilog=SERVE_EXAMPLES)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="ALLM_PROXY_CONFIG",
-    show_envvar=True,
-    help="TOML config file (flags override it).",
-)
+@config_option("TOML config file (flags override it).")
 @option("--host", key="host", help="Address to bind. [default: 127.0.0.1]")
 @option("--port", key="port", type=int, help="Port to listen on. [default: 8400]")
 @option(
@@ -251,13 +244,7 @@ Examples:
 @click.option(
     "--provider", envvar="ALLM_PROXY_PROVIDER", default=None, help="fake, openai, gemini, or an installed adapter."
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="ALLM_PROXY_CONFIG",
-    help="TOML config file.",
-)
+@config_option("TOML config file.")
 def generate(
     prompt: str,
     output: Path,

@@ -17,7 +17,7 @@ import click
 from .cassettes import check as drift_check
 from .cassettes import live, report
 from .cassettes.filters import SecretFilter
-from .cli_config import option, resolve_config
+from .cli_config import config_option, option, resolve_config
 from .config import ProxyConfig
 
 _PATH = click.Path(exists=True, path_type=Path)
@@ -117,14 +117,7 @@ Exit status: 0 all same, 1 something drifted (or could not be sent), 2 usage.
 @click.option("--yes", is_flag=True, help="Send without asking (needed when not on a terminal).")
 @click.option("--update", is_flag=True, help="Re-record the drifted interactions in place (atomic writes).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="ALLM_PROXY_CONFIG",
-    show_envvar=True,
-    help="TOML config file, as `serve` reads it.",
-)
+@config_option("TOML config file, as `serve` reads it.")
 @option(
     "--openai-base-url",
     key="openai_base_url",

@@ -85,6 +85,18 @@ def option(*names: str, key: str, **kwargs: Any) -> Callable[[FC], FC]:
     return click.option(*names, envvar=ENV[key], show_envvar=True, **kwargs)
 
 
+def config_option(help: str) -> Callable[[FC], FC]:
+    """`--config PATH` (or `ALLM_PROXY_CONFIG`): the TOML file a command's flags are laid over."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="ALLM_PROXY_CONFIG",
+        show_envvar=True,
+        help=help,
+    )
+
+
 def resolve_config(ctx: click.Context, config_path: Path | None, flags: Mapping[str, Any]) -> ProxyConfig:
     """The config file (if any) with every flag the user gave laid over it; a usage error for any bad value."""
     from .server.workers import check_workers

@@ -60,15 +60,18 @@ def fault_status(injector: FaultInjector) -> dict[str, Any]:
     return {"faults": [str(f) for f in injector.faults], "seed": injector.seed}
 
 
-def _parse_faults(body: bytes) -> list[str]:
+def _json_body(body: bytes, what: str, example: str, *, empty: bytes) -> Any:
+    """A control route's JSON body (`empty` when none was sent); a 413 or a 400 showing `example`."""
     if len(body) > MAX_BODY:
-        raise errors.PayloadTooLargeError("The fault control body is too large.")
+        raise errors.PayloadTooLargeError(f"The {what} control body is too large.")
     try:
-        payload: Any = json.loads(body or b"null")
+        return json.loads(body or empty)
     except ValueError:
-        raise errors.InvalidRequestError(
-            f"The body must be JSON like {_FAULTS_EXAMPLE}.", code="invalid_json"
-        ) from None
+        raise errors.InvalidRequestError(f"The body must be JSON like {example}.", code="invalid_json") from None
+
+
+def _parse_faults(body: bytes) -> list[str]:
+    payload = _json_body(body, "fault", _FAULTS_EXAMPLE, empty=b"null")
     if not isinstance(payload, dict) or set(payload) != {"faults"}:
         raise errors.InvalidRequestError(
             f"The body must be a JSON object with one key, faults: {_FAULTS_EXAMPLE}.",
@@ -84,14 +87,7 @@ def _parse_faults(body: bytes) -> list[str]:
 
 
 def _parse(body: bytes) -> tuple[str | None, str | None]:
-    if len(body) > MAX_BODY:
-        raise errors.PayloadTooLargeError("The cassette control body is too large.")
-    try:
-        payload: Any = json.loads(body or b"{}")
-    except ValueError:
-        raise errors.InvalidRequestError(
-            'The body must be JSON like {"name": "my-cassette", "record_mode": "once"}.', code="invalid_json"
-        ) from None
+    payload = _json_body(body, "cassette", '{"name": "my-cassette", "record_mode": "once"}', empty=b"{}")
     if not isinstance(payload, dict):
         raise errors.InvalidRequestError('The body must be a JSON object: {"name": ...}.', code="invalid_json")
     unknown = set(payload) - {"name", "record_mode"}
