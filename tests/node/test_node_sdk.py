@@ -61,15 +61,7 @@ def test_node_sdk_generates_edits_and_streams_through_the_proxy(tmp_path: Path) 
     with upstream.serving() as upstream_url:
         engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": upstream_url + "/v1"}, env={})
         with running_proxy(engine) as proxy:
-            env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image), "ALLM_MASK": str(mask)}
-            done = subprocess.run(
-                ["node", str(HERE / "sdk_calls.mjs")],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=RUN_TIMEOUT,
-                check=False,
-            )
+            done = run_node("sdk_calls.mjs", proxy, image, mask)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["generate"]["count"] == 2 and out["generate"]["size"] == "1024x1536"
@@ -93,15 +85,7 @@ def test_node_sdk_code_that_names_no_model_gets_dall_e_2(tmp_path: Path) -> None
     image.write_bytes(png_bytes((256, 256)))
     mask.write_bytes(half_transparent_mask((256, 256)))
     with running_proxy(Engine()) as proxy:
-        env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image), "ALLM_MASK": str(mask)}
-        done = subprocess.run(
-            ["node", str(HERE / "no_model_calls.mjs")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
+        done = run_node("no_model_calls.mjs", proxy, image, mask)
         assert done.returncode == 0, done.stderr[-2000:]
         out = json.loads(done.stdout)
         for size, got in out["sizes"].items():
@@ -111,6 +95,14 @@ def test_node_sdk_code_that_names_no_model_gets_dall_e_2(tmp_path: Path) -> None
         assert _png_size(out["edit"]["url"]) == (256, 256)
     assert out["stream"] == ["image_generation.partial_image", "image_generation.completed"]
     assert out["stream_error"] == {"status": 400, "code": "invalid_size", "param": "size"}
+
+
+def run_node(script: str, proxy: str, image: Path, mask: Path) -> subprocess.CompletedProcess[str]:
+    """One of the Node scripts beside this file, against the proxy at `proxy` (bounded in time)."""
+    env = {**os.environ, "ALLM_BASE_URL": proxy + "/v1", "ALLM_IMAGE": str(image), "ALLM_MASK": str(mask)}
+    return subprocess.run(
+        ["node", str(HERE / script)], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+    )
 
 
 def _fetch(url: str) -> bytes:
