@@ -15,6 +15,7 @@ import pytest
 from tests.node.test_node_sdk import HERE as NODE_DIR
 from tests.node.test_node_sdk import node_sdk_ready
 from tests.support.asgi_server import port_of
+from tests.support.serve_process import recording_args
 from tests.upstreams.openai_upstream import FakeOpenAI
 
 pytestmark = pytest.mark.slow  # subprocesses: `allm-proxy run` and the clients it starts
@@ -61,14 +62,7 @@ def test_a_python_client_reaches_the_proxy_records_a_cassette_and_its_status_is_
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
         done = run(
-            "--provider",
-            "openai",
-            "--openai-base-url",
-            upstream_url + "/v1",
-            "--cassette",
-            str(cassette),
-            "--record-mode",
-            "once",
+            *recording_args(upstream_url, cassette, "once"),
             "--",
             sys.executable,
             str(script),

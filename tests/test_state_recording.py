@@ -14,6 +14,7 @@ from vcr.persisters.filesystem import FilesystemPersister
 from vcr.serializers import jsonserializer
 
 from tests.support.cassette_helpers import OPENAI_KEY
+from tests.support.serve_process import recording_args
 from tests.test_hardening_shutdown import serving
 from tests.upstreams.openai_upstream import FakeOpenAI
 
@@ -26,16 +27,7 @@ def test_a_burst_split_between_two_processes_records_every_interaction_in_one_ca
     cassette = tmp_path / "burst.json"
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
-        args = (
-            "--provider",
-            "openai",
-            "--openai-base-url",
-            upstream_url + "/v1",
-            "--cassette",
-            str(cassette),
-            "--record-mode",
-            "new_episodes",
-        )
+        args = recording_args(upstream_url, cassette, "new_episodes")
         with serving(*args) as (first, first_port), serving(*args) as (second, second_port):
             ports = [first_port, second_port]
             statuses: list[int] = []

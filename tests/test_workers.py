@@ -24,7 +24,7 @@ from vcr.serializers import jsonserializer
 from allm_proxy.cli import main
 from tests.support.cassette_helpers import OPENAI_KEY
 from tests.support.redis_server import RedisServer, redis_server
-from tests.support.serve_process import ServeProcess, serve_process
+from tests.support.serve_process import ServeProcess, recording_args, serve_process
 from tests.test_state_redis import record_ten_identical
 from tests.upstreams.openai_upstream import FakeOpenAI
 
@@ -116,14 +116,7 @@ def test_identical_requests_replay_in_recorded_order_across_both_workers_per_ses
         tmp_path,
         "--state-url",
         redis.url,
-        "--provider",
-        "openai",
-        "--openai-base-url",
-        upstream_url + "/v1",
-        "--cassette",
-        str(cassette),
-        "--record-mode",
-        "none",
+        *recording_args(upstream_url, cassette, "none"),
         workers=WORKERS,
         env={"OPENAI_API_KEY": OPENAI_KEY},
     ) as proxy:
@@ -151,14 +144,7 @@ def test_a_burst_of_50_recorded_by_two_workers_lands_whole_in_a_cassette_plain_v
             tmp_path,
             "--state-url",
             redis.url,
-            "--provider",
-            "openai",
-            "--openai-base-url",
-            upstream_url + "/v1",
-            "--cassette",
-            str(cassette),
-            "--record-mode",
-            "new_episodes",
+            *recording_args(upstream_url, cassette, "new_episodes"),
             workers=WORKERS,
             env={"OPENAI_API_KEY": OPENAI_KEY},
         ) as proxy,

@@ -136,3 +136,17 @@ def serve_process(
         yield proxy
     finally:
         proxy.kill_all()
+
+
+def recording_args(upstream_url: str, cassette: Path, record_mode: str) -> list[str]:
+    """`serve` options for OpenAI pass-through to a fake upstream, recording into or replaying `cassette`."""
+    return [
+        "--provider",
+        "openai",
+        "--openai-base-url",
+        upstream_url + "/v1",
+        "--cassette",
+        str(cassette),
+        "--record-mode",
+        record_mode,
+    ]
