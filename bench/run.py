@@ -61,6 +61,9 @@ from .targets import (
 )
 
 # The order of a run: the baselines (direct, reference, the peers) before what is compared with them.
+# Alternating scraped/unscraped windows of the metrics target, and scrapes timed on the idle proxy after.
+METRICS_ROUNDS = 3
+METRICS_SCRAPES = 200
 ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake", "workers", "metrics")
 DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
 
@@ -426,10 +429,35 @@ class Bench:
         self.proxied("passthrough", passthrough_args(self.upstream))
 
     def target_metrics(self) -> None:
-        """Pass-through with /metrics scraped every second, beside the same without (issue 14)."""
-        assert self.upstream is not None
-        self.proxied("passthrough-unscraped", passthrough_args(self.upstream))
-        self.proxied("passthrough-scraped", passthrough_args(self.upstream))
+        """What a Prometheus scraper costs (issue 14): small pass-through at C=16 with /metrics scraped every
+        second against not scraped, in alternating windows on ONE proxy (fresh proxies differ from each
+        other by more than the effect), then the CPU of one scrape on the idle proxy, whose series the
+        load has filled."""
+        assert self.upstream is not None and self.bodies is not None
+        server = self.proxy("passthrough-metrics", passthrough_args(self.upstream), self.bodies.request_spec("small"))
+        try:
+            if not server.ok:
+                self.skip("metrics", server.probe_error or "did not start")
+                return
+            for _ in range(METRICS_ROUNDS):
+                for target in ("passthrough-unscraped", "passthrough-scraped"):
+                    if not self.time_left(f"{target} small C=16"):
+                        return
+                    self.measure(server, target, "small", 16)
+            before, started = tree_cpu_seconds(server.pid), time.perf_counter()
+            sizes = [len(http_call(server.port, path="/metrics", timeout=10)[1]) for _ in range(METRICS_SCRAPES)]
+            self.emit(
+                {
+                    "kind": "scrape",
+                    "target": "passthrough",
+                    "scrapes": METRICS_SCRAPES,
+                    "cpu_ms_per_scrape": (tree_cpu_seconds(server.pid) - before) * 1000 / METRICS_SCRAPES,
+                    "wall_ms_per_scrape": (time.perf_counter() - started) * 1000 / METRICS_SCRAPES,
+                    "body_bytes": max(sizes),
+                }
+            )
+        finally:
+            stop_proxy(self.procs, server, timeout=30)
 
     def target_workers(self) -> None:
         """Pass-through at `--workers 1` and `--workers 2` on one real Redis (issue 14). Neither is pinned
