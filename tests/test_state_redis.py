@@ -150,6 +150,46 @@ def test_a_redis_that_goes_away_gives_503s_and_the_proxy_recovers_when_it_return
         assert generate_b64(base, "s") == recorded[1]
 
 
+def test_a_request_with_one_recording_and_repeats_allowed_needs_no_state_store(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Every position gives the one recording, so no cursor is counted: it replays with Redis gone,
+    while a request with three recordings, whose position matters, still gets the 503."""
+    cassette = tmp_path / "mixed.json"
+    single = {"model": "dall-e-2", "prompt": "one kestrel", "size": "256x256", "response_format": "b64_json"}
+    upstream = FakeOpenAI()
+    with upstream.serving() as upstream_url:
+        recording = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+            cassettes=CassetteSettings(path=str(cassette), record_mode="once"),
+        )
+        with running_proxy(recording) as base:
+            threefold = [generate_b64(base, "default") for _ in range(3)]
+            once = httpx.post(f"{base}/v1/images/generations", json=single, timeout=30)
+            assert once.status_code == 200 and len(set(threefold)) == 3
+    repeating = shared_engine(
+        redis.url,
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+        cassettes=CassetteSettings(path=str(cassette), record_mode="none", allow_playback_repeats=True),
+    )
+    with running_proxy(repeating) as base:
+        assert generate_b64(base, "s") == threefold[0]
+        redis.stop()
+        for _ in range(3):
+            again = httpx.post(f"{base}/v1/images/generations", json=single, timeout=30)
+            assert again.status_code == 200, again.text
+            assert again.json()["data"][0]["b64_json"] == once.json()["data"][0]["b64_json"]
+        ordered = httpx.post(
+            f"{base}/v1/images/generations",
+            headers={"x-allm-session": "s"},
+            json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
+            timeout=30,
+        )
+        assert ordered.status_code == 503 and ordered.json()["error"]["code"] == "state_unavailable"
+
+
 def test_shared_fake_script_cursors_walk_one_list_across_proxies(tmp_path: Path, redis: RedisServer) -> None:
     from tests.conftest import png_bytes
 

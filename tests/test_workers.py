@@ -28,7 +28,7 @@ from allm_proxy.config import ProxyConfig
 from allm_proxy.server.workers import balances_reuseport, bind_slots, uvicorn_config
 from tests.support.cassette_helpers import OPENAI_KEY
 from tests.support.redis_server import RedisServer, redis_server
-from tests.support.serve_process import ServeProcess, recording_args, serve_process
+from tests.support.serve_process import ServeProcess, listening_sockets, recording_args, serve_process
 from tests.test_state_redis import record_ten_identical
 from tests.upstreams.openai_upstream import FakeOpenAI
 
@@ -79,13 +79,6 @@ def test_each_worker_slot_listens_on_its_own_socket_on_one_port() -> None:
             sock.close()
 
 
-def listening_sockets(port: int) -> int:
-    """How many sockets listen on 127.0.0.1:`port` (each SO_REUSEPORT socket is its own line in /proc/net/tcp)."""
-    wanted = f"0100007F:{port:04X}"
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for line in lines if line.split()[1] == wanted and line.split()[3] == "0A")
-
-
 def test_each_worker_accepts_on_its_own_socket_and_connections_opened_at_once_reach_both(
     tmp_path: Path, redis: RedisServer
 ) -> None:
@@ -96,10 +89,7 @@ def test_each_worker_accepts_on_its_own_socket_and_connections_opened_at_once_re
         pytest.skip("SO_REUSEPORT balances connections on Linux only")
     body = {"model": "dall-e-2", "prompt": "a kestrel", "size": "256x256", "response_format": "url"}
     with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
-        deadline = time.monotonic() + 30  # a worker listens once its app has started
-        while listening_sockets(proxy.port) < WORKERS and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert listening_sockets(proxy.port) == WORKERS
+        assert listening_sockets(proxy.port) == WORKERS  # serve_process waited for both to listen
         clients = [httpx.Client(base_url=proxy.base, timeout=60) for _ in range(16)]
         try:
             barrier = threading.Barrier(len(clients))
