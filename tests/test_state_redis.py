@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -66,6 +66,15 @@ def test_without_shared_state_the_other_proxy_does_not_know_the_url() -> None:
 
 def record_ten_identical(cassette: Path) -> tuple[str, list[str]]:
     """Ten identical requests recorded in order (ten different answers); the upstream is gone afterwards."""
+    upstream_url, recorded, _ = record_identical(cassette, 10)
+    return upstream_url, recorded
+
+
+def record_identical(
+    cassette: Path, count: int, *others: Mapping[str, object]
+) -> tuple[str, list[str], list[httpx.Response]]:
+    """`count` identical requests recorded in order, then one of each of `others`; the upstream's URL (it
+    is gone afterwards), the identical requests' images, and the answers to `others`."""
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
         engine = Engine(
@@ -74,7 +83,9 @@ def record_ten_identical(cassette: Path) -> tuple[str, list[str]]:
             cassettes=CassetteSettings(path=str(cassette), record_mode="once"),
         )
         with running_proxy(engine) as base:
-            return upstream_url, [generate_b64(base, "default") for _ in range(10)]
+            recorded = [generate_b64(base, "default") for _ in range(count)]
+            answers = [httpx.post(f"{base}/v1/images/generations", json=body, timeout=30) for body in others]
+            return upstream_url, recorded, answers
 
 
 def generate_b64(base: str, session: str) -> str:
@@ -157,17 +168,8 @@ def test_a_request_with_one_recording_and_repeats_allowed_needs_no_state_store(
     while a request with three recordings, whose position matters, still gets the 503."""
     cassette = tmp_path / "mixed.json"
     single = {"model": "dall-e-2", "prompt": "one kestrel", "size": "256x256", "response_format": "b64_json"}
-    upstream = FakeOpenAI()
-    with upstream.serving() as upstream_url:
-        recording = Engine(
-            image_adapter="openai",
-            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
-            cassettes=CassetteSettings(path=str(cassette), record_mode="once"),
-        )
-        with running_proxy(recording) as base:
-            threefold = [generate_b64(base, "default") for _ in range(3)]
-            once = httpx.post(f"{base}/v1/images/generations", json=single, timeout=30)
-            assert once.status_code == 200 and len(set(threefold)) == 3
+    upstream_url, threefold, (once,) = record_identical(cassette, 3, single)
+    assert once.status_code == 200 and len(set(threefold)) == 3
     repeating = shared_engine(
         redis.url,
         image_adapter="openai",
