@@ -25,7 +25,6 @@ import httpx
 from .. import errors
 from ..call import UPSTREAM_NOTE, Call, current_scope
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
-from ..wire.jsonbytes import loads
 from .record import Blob, Record
 
 if TYPE_CHECKING:
@@ -119,20 +118,16 @@ class JournalCall:
         if self.stream_usage is not None:
             fields["usage"] = self.stream_usage.to_dict()
         record = Record(fields, inputs=inputs_of(request) if request is not None else [])
-        raw: list[bytes] | None = None
-        content_type = "application/json"
         if self.relayed:
-            # Joined by the first reader, not here: a 3 MB copy per relayed answer is most of the
-            # journal's cost on the hot path.
-            raw = self.relayed
-            content_type = self.relayed_type
-            record.pending_bytes = self._relayed_bytes
+            # Joined (and parsed) by the first reader, not here: a 3 MB copy per relayed answer is most
+            # of the journal's cost on the hot path.
+            record.relayed = Blob(tuple(self.relayed), self._relayed_bytes, declared_mime=self.relayed_type)
         else:
             images = self.streamed or (result.images if result is not None else [])
             record.images = [await self._blob(i) for i in images]
         started = self.time
-        record.pending = lambda r, relayed=True: _settle(r, request, started, raw if relayed else None, content_type)
-        self.journal.append(record)
+        record.pending = lambda r: _settle_fields(r, request, started)
+        await self.journal.append(record)
 
     async def _blob(self, image: Image) -> Blob:
         if image.has_bytes:
@@ -195,31 +190,10 @@ def _estimated_size(image: Image) -> int:
     return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
 
 
-def _settle(
-    record: Record, request: ImageRequest | None, started: float, raw: list[bytes] | None, content_type: str
-) -> None:
-    """What the first reader of an entry works out: its time, its params, a relayed body's images."""
+def _settle_fields(record: Record, request: ImageRequest | None, started: float) -> None:
+    """What the first reader of an entry works out: its time and its params."""
     record.fields["time"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
     record.fields["params"] = params_of(request) if request is not None else {}
-    if raw is not None:
-        _settle_relayed(record, b"".join(raw), content_type)
-
-
-def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
-    """A relayed body, parsed when first read: its images and usage."""
-    from ..cassettes.summary import response_images
-
-    record.pending_bytes = 0
-    record.images = [
-        Blob(data, len(data))
-        for data in response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})
-    ]
-    try:
-        usage = loads(raw).get("usage")  # The codec's parser, five times the stdlib's speed
-    except (ValueError, AttributeError):
-        usage = None
-    if isinstance(usage, dict):
-        record.fields["usage"] = usage
 
 
 def _redacted(data: Any, secrets: set[str]) -> Any:

@@ -1,0 +1,105 @@
+"""Where the memory journal keeps image bytes: files in a private temp directory, not the Python heap.
+
+    spool = Spool()
+    await spool.spill(blob)        # blob.source becomes OnDisk(path): the heap lets the bytes go
+    spool.close()                  # the directory and every file in it go (also at exit)
+
+The directory is made (0700, by `tempfile.mkdtemp`) when the first blob is
+spilled, so an engine that journals nothing makes none. The bytes are written
+as they came (a provider's base64 stays base64): keeping an entry never decodes
+an answer. Small bodies are written on the event loop (a page-cache write of a
+few hundred kB costs less than the hop to a thread); big ones in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import shutil
+import tempfile
+import threading
+import weakref
+from pathlib import Path
+
+from .record import Blob, Chunks, OnDisk
+
+log = logging.getLogger("allm_proxy.journal")
+
+# Bodies up to this size are written without leaving the event loop.
+INLINE_WRITE_MAX = 256 * 1024
+
+
+class Spool:
+    """A private directory of blob files, removed on `close` and when the process exits."""
+
+    def __init__(self) -> None:
+        self._directory: Path | None = None
+        self._finalizer: weakref.finalize[..., Spool] | None = None
+        self._names = itertools.count()
+        self._lock = threading.Lock()
+
+    @property
+    def directory(self) -> Path | None:
+        """The directory, once something was spilled (and until `close`)."""
+        return self._directory
+
+    async def spill(self, blob: Blob, *, relayed: Blob | None = None) -> None:
+        """Move `blob`'s bytes to a file of their own; on a write error they stay in memory.
+        (`relayed`: the record's relayed body, written unhashed.)"""
+        found = blob.pieces()
+        if found is None:
+            return
+        pieces, is_base64 = found
+        path = self._new_path()
+        # Bytes as they are (not a provider's base64, nor a relayed body that is parsed later) are hashed
+        # on the way out: the sha256 stays known when they are dropped unread, as it did in memory.
+        digest = not is_base64 and blob is not relayed
+        try:
+            if sum(len(p) for p in pieces) > INLINE_WRITE_MAX:
+                blob.sha256 = await asyncio.to_thread(_write, path, pieces, digest)
+            else:
+                blob.sha256 = _write(path, pieces, digest)
+        except OSError as exc:
+            log.warning("journal: could not write image bytes to %s (%s); keeping them in memory", path, exc)
+            return
+        blob.source = OnDisk(str(path), base64=is_base64)
+
+    def spill_now(self, blob: Blob) -> None:
+        """`spill` for a caller already off the event loop (a reader settling an entry in a thread)."""
+        found = blob.pieces()
+        if found is None:
+            return
+        path = self._new_path()
+        try:
+            blob.sha256 = _write(path, found[0], not found[1])
+        except OSError as exc:
+            log.warning("journal: could not write image bytes to %s (%s); keeping them in memory", path, exc)
+            return
+        blob.source = OnDisk(str(path), base64=found[1])
+
+    def close(self) -> None:
+        """Remove the directory and its files; a later spill makes a new one."""
+        with self._lock:
+            finalizer, self._finalizer, self._directory = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()
+
+    def _new_path(self) -> Path:
+        with self._lock:
+            if self._directory is None:
+                self._directory = Path(tempfile.mkdtemp(prefix="allm-journal-"))  # mode 0700
+                self._finalizer = weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
+            return self._directory / f"{next(self._names)}.bin"
+
+
+def _write(path: Path, pieces: Chunks, digest: bool) -> str | None:
+    """Write `pieces` to `path`; their sha256 when `digest`."""
+    hasher = hashlib.sha256() if digest else None
+    with open(path, "wb") as file:
+        for piece in pieces:
+            file.write(piece)
+            if hasher is not None:
+                hasher.update(piece)
+    return hasher.hexdigest() if hasher is not None else None
