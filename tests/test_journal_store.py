@@ -171,3 +171,19 @@ async def test_an_upload_dropped_unread_keeps_its_sha256() -> None:
     assert described["bytes_dropped"] is True
     assert described["sha256"] == hashlib.sha256(upload).hexdigest()
     assert (described["width"], described["height"], described["part"]) == (20, 10, "image")
+
+
+async def test_a_relayed_answer_goes_to_a_file_as_it_streams_and_an_abandoned_one_leaves_none() -> None:
+    body = json.dumps({"data": [{"b64_json": base64.b64encode(png_bytes((12, 12))).decode()}]}).encode()
+    journal = MemoryJournal()
+    sink = journal.body_sink()
+    for start in range(0, len(body), 100):
+        sink.write(body[start : start + 100])
+    directory = journal.spool.directory
+    assert directory is not None and [p.read_bytes() for p in directory.iterdir()] == [body]  # on disk already
+    blob = sink.blob("application/json")
+    assert isinstance(blob.source, OnDisk) and blob.size == len(body) and blob.data() == body
+    other = journal.body_sink()
+    other.write(b"too big, say")
+    other.abandon()
+    assert [p.name for p in directory.iterdir()] == [Path(blob.source.path).name]

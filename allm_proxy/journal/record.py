@@ -201,6 +201,24 @@ class Blob:
         return b""
 
 
+class ChunkSink:
+    """A relayed body kept as the chunks that went by (the form a store that writes elsewhere later wants)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+
+    def blob(self, content_type: str) -> Blob:
+        return Blob(tuple(self.chunks), self.size, declared_mime=content_type)
+
+    def abandon(self) -> None:
+        self.chunks, self.size = [], 0
+
+
 @dataclass
 class Record:
     """A stored entry: its JSON fields, its uploads and its answered images.

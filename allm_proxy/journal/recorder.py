@@ -29,7 +29,7 @@ from .record import Blob, Record
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from .store import Journal
+    from .store import BodySink, Journal
 
 # Request fields that carry file bytes: described as `inputs`, never copied into `params`.
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
@@ -52,7 +52,7 @@ class JournalCall:
         self.secrets: set[str] = set()
         self.streamed: list[Image] = []
         self.stream_usage: Usage | None = None
-        self.relayed: list[bytes] | None = None
+        self.relayed: BodySink | None = None  # a relayed answer, as it goes by
         self.relayed_type = "application/json"
         self._relayed_bytes = 0
         self.done = False
@@ -68,12 +68,12 @@ class JournalCall:
     def saw_chunk(self, chunk: bytes) -> None:
         """A relayed chunk went to the client; kept while within the journal's image budget."""
         if self.relayed is None:
-            self.relayed = []
+            self.relayed = self.journal.body_sink()
         self._relayed_bytes += len(chunk)
         if self._relayed_bytes <= self.journal.settings.max_image_mb * 1024 * 1024:
-            self.relayed.append(chunk)
-        else:
-            self.relayed = []  # too big to keep: the entry says its images are not known
+            self.relayed.write(chunk)
+        elif self.relayed.size:
+            self.relayed.abandon()  # too big to keep: the entry says its images are not known
 
     async def finish(self, call: Call, *, method: str, path: str) -> None:
         """Build the entry and append it; only the first call counts."""
@@ -118,10 +118,10 @@ class JournalCall:
         if self.stream_usage is not None:
             fields["usage"] = self.stream_usage.to_dict()
         record = Record(fields, inputs=inputs_of(request) if request is not None else [])
-        if self.relayed:
-            # Joined (and parsed) by the first reader, not here: a 3 MB copy per relayed answer is most
-            # of the journal's cost on the hot path.
-            record.relayed = Blob(tuple(self.relayed), self._relayed_bytes, declared_mime=self.relayed_type)
+        if self.relayed is not None and self.relayed.size:
+            # Parsed by the first reader, not here: parsing every 3 MB answer relayed is most of what
+            # the journal would cost on the hot path.
+            record.relayed = self.relayed.blob(self.relayed_type)
         else:
             images = self.streamed or (result.images if result is not None else [])
             record.images = [await self._blob(i) for i in images]

@@ -36,7 +36,7 @@ from ..config import JournalSettings
 from ..errors import StateUnavailableError
 from ..state.redis_store import RedisState
 from ..types import b64decode_lenient
-from .record import Blob, Record
+from .record import Blob, ChunkSink, Record
 from .store import BlobKind, Feed, select
 
 log = logging.getLogger("allm_proxy.journal")
@@ -66,6 +66,10 @@ class RedisJournal:
         self._channel = state.key("journal:feed")
 
     # -- writing ---------------------------------------------------------------------------------
+
+    def body_sink(self) -> ChunkSink:
+        """A relayed answer is kept as its chunks until it is written to Redis with its entry."""
+        return ChunkSink()
 
     async def append(self, record: Record) -> None:
         """Queue `record`'s write (one round trip, in a task): the caller never waits for Redis."""

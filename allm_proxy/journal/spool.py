@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import itertools
 import logging
 import shutil
@@ -52,7 +53,7 @@ class Spool:
         if found is None:
             return
         pieces, is_base64 = found
-        path = self._new_path()
+        path = self.new_path()
         # Bytes as they are (not a provider's base64, nor a relayed body that is parsed later) are hashed
         # on the way out: the sha256 stays known when they are dropped unread, as it did in memory.
         digest = not is_base64 and blob is not relayed
@@ -71,13 +72,17 @@ class Spool:
         found = blob.pieces()
         if found is None:
             return
-        path = self._new_path()
+        path = self.new_path()
         try:
             blob.sha256 = _write(path, found[0], not found[1])
         except OSError as exc:
             log.warning("journal: could not write image bytes to %s (%s); keeping them in memory", path, exc)
             return
         blob.source = OnDisk(str(path), base64=found[1])
+
+    def sink(self) -> SpoolSink:
+        """A file a relayed body is written to as it goes by, so no request holds its answer twice."""
+        return SpoolSink(self)
 
     def close(self) -> None:
         """Remove the directory and its files; a later spill makes a new one."""
@@ -86,12 +91,57 @@ class Spool:
         if finalizer is not None:
             finalizer()
 
-    def _new_path(self) -> Path:
+    def new_path(self) -> Path:
         with self._lock:
             if self._directory is None:
                 self._directory = Path(tempfile.mkdtemp(prefix="allm-journal-"))  # mode 0700
                 self._finalizer = weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
             return self._directory / f"{next(self._names)}.bin"
+
+
+class SpoolSink:
+    """One relayed body on its way to a spool file: chunks are written as they go by (a page-cache
+    write of one chunk costs less than holding it). A write error abandons the body (its entry then
+    says its images are not known)."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.size = 0
+        self._path: Path | None = None
+        self._file: io.FileIO | None = None
+        self._failed = False
+
+    def write(self, chunk: bytes) -> None:
+        if self._failed:
+            return
+        try:
+            if self._file is None:
+                self._path = self.spool.new_path()
+                # Unbuffered: each chunk goes to the page cache as it is, with no copy into a buffer.
+                self._file = open(self._path, "wb", buffering=0)  # noqa: SIM115 - closed by blob() or abandon()
+            view = memoryview(chunk)
+            while view:  # a raw write may take less than it was given
+                view = view[self._file.write(view) or 0 :]
+            self.size += len(chunk)
+        except OSError as exc:
+            log.warning("journal: could not write a relayed answer to %s (%s); not keeping it", self._path, exc)
+            self.abandon()
+            self._failed = True
+
+    def blob(self, content_type: str) -> Blob:
+        file, self._file = self._file, None
+        if file is None or self._path is None:
+            return Blob(None, 0, declared_mime=content_type)
+        file.close()
+        return Blob(OnDisk(str(self._path)), self.size, declared_mime=content_type)
+
+    def abandon(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+        if self._path is not None:
+            OnDisk(str(self._path)).remove()
+        self.size = 0
 
 
 def _write(path: Path, pieces: Chunks, digest: bool) -> str | None:

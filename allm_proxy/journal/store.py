@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..config import JournalSettings
-from .record import Record
+from .record import Blob, Record
 from .spool import Spool
 
 T = TypeVar("T")
@@ -36,10 +36,28 @@ Entries = list[dict[str, Any]]  # (`list` is a method name in the classes below)
 FEED_DEPTH = 256  # entries a live subscriber may fall behind before it loses some
 
 
+class BodySink(Protocol):
+    """Where a relayed answer goes while it streams to the client (`Journal.body_sink`)."""
+
+    size: int
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def blob(self, content_type: str) -> Blob:
+        """The body, as the relayed blob of its entry."""
+        ...
+
+    def abandon(self) -> None:
+        """Too big to keep, or the request went wrong: forget what was written."""
+        ...
+
+
 class Journal(Protocol):
     """What every journal store offers."""
 
     settings: JournalSettings
+
+    def body_sink(self) -> BodySink: ...
 
     async def append(self, record: Record) -> None: ...
 
@@ -151,6 +169,10 @@ class MemoryJournal:
     def held_bytes(self) -> int:
         """Image bytes kept right now."""
         return self._bytes
+
+    def body_sink(self) -> BodySink:
+        """A relayed answer goes straight to a file as it streams (no request holds it in memory)."""
+        return self.spool.sink()
 
     async def append(self, record: Record) -> None:
         """Keep `record` as the newest entry, dropping the oldest past the bounds; tell live feeds."""
