@@ -151,15 +151,21 @@ async def test_kept_bytes_live_in_files_of_a_private_directory_not_in_the_heap()
     assert await journal.blob("req_disk", "inputs", 0) is None  # closed: the entry stays, its bytes are gone
 
 
-async def test_evicted_and_cleared_entries_take_their_files_with_them() -> None:
+async def test_evicted_and_cleared_entries_give_their_files_back_for_the_next_bytes() -> None:
     picture = png_bytes((8, 8))
     journal = MemoryJournal(JournalSettings(max_entries=2))
     for n in range(3):
         await journal.append(record(n, image=picture))
     directory = journal.spool.directory
-    assert directory is not None and len(list(directory.iterdir())) == 2
-    assert await journal.clear() == 2
-    assert list(directory.iterdir()) == [] and journal.held_bytes == 0
+    assert directory is not None
+    assert await journal.blob("req_0", "images", 0) is None  # evicted whole
+    assert await journal.clear() == 2 and journal.held_bytes == 0
+    files = sorted(directory.iterdir())
+    assert len(files) == 3  # kept for reuse, not deleted
+    other = png_bytes((9, 9))
+    await journal.append(record(7, image=other))
+    assert sorted(directory.iterdir()) == files  # a file of dropped bytes took the new ones
+    assert await journal.blob("req_7", "images", 0) == (other, "image/png")  # cut to their size
 
 
 async def test_an_upload_dropped_unread_keeps_its_sha256() -> None:
@@ -186,4 +192,4 @@ async def test_a_relayed_answer_goes_to_a_file_as_it_streams_and_an_abandoned_on
     other = journal.body_sink()
     other.write(b"too big, say")
     other.abandon()
-    assert [p.name for p in directory.iterdir()] == [Path(blob.source.path).name]
+    assert journal.spool.new_path() == str(directory / "1.bin")  # the abandoned file, for the next bytes

@@ -38,6 +38,8 @@ class OnDisk:
 
     path: str
     base64: bool = False
+    # Who takes the file back when the bytes are dropped (the spool reuses it); None: delete it.
+    release: Callable[[str], None] | None = field(default=None, compare=False)
 
     def read(self) -> bytes | None:
         """The bytes (decoded when base64), or None once the file is gone (dropped, or the store closed)."""
@@ -57,6 +59,9 @@ class OnDisk:
         return _decoded(data) if self.base64 else data
 
     def remove(self) -> None:
+        if self.release is not None:
+            self.release(self.path)
+            return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 

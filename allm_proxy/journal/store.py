@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ..config import JournalSettings
@@ -237,12 +237,11 @@ class MemoryJournal:
         """Forget every entry, or one session's; how many went."""
         with self._lock:
             gone = [k for k, r in self._records.items() if session is None or r.fields.get("session") == session]
-            records = [self._records.pop(key) for key in gone]
-            for record in records:
+            for key in gone:
+                record = self._records.pop(key)
                 self._bytes -= record.held_bytes
+                record.discard()  # under the lock: its files may be reused at once (see Spool)
             self._holding = deque(r for r in self._holding if self._records.get(r.id) is r)
-        if records:
-            await asyncio.to_thread(_discard_all, records)
         return len(gone)
 
     @contextlib.asynccontextmanager
@@ -314,11 +313,6 @@ class MemoryJournal:
             for blob in record.images:
                 self.spool.spill_now(blob)
         self._bytes += record.held_bytes - before
-
-
-def _discard_all(records: Iterable[Record]) -> None:
-    for record in records:
-        record.discard()
 
 
 def _deliver(feed: Feed, entry_id: str) -> None:
