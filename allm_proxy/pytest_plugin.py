@@ -97,7 +97,7 @@ class AllmCassette:
         journal = self.engine.journal
         if journal is None:
             return []
-        return [e for e in journal.list() if e["id"] not in self.journal_before]
+        return [e for e in self.engine.run_sync(journal.list()) if e["id"] not in self.journal_before]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -166,7 +166,8 @@ def allm_cassette(
             env.setenv("OPENAI_API_KEY", DUMMY_KEY)
         try:
             journal = proxy.engine.journal
-            before = frozenset(e["id"] for e in journal.list()) if journal is not None else frozenset()
+            entries = proxy.engine.run_sync(journal.list()) if journal is not None else []
+            before = frozenset(e["id"] for e in entries)
             yield AllmCassette(path=path, record_mode=mode, url=proxy.url, engine=proxy.engine, journal_before=before)
         finally:
             proxy.engine.faults.clear()
@@ -220,6 +221,7 @@ class _Proxies:
             proxy.server.should_exit = True
         for proxy in self._running.values():
             proxy.thread.join(timeout=10)
+            proxy.engine.close()  # the loop its journal was read on, and the journal's files
         self._running.clear()
 
 

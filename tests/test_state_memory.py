@@ -21,15 +21,6 @@ async def test_values_expire_and_counters_count_from_one() -> None:
     assert await store.incr("n") == 1
 
 
-async def test_the_journal_keeps_only_the_newest_entries() -> None:
-    store = MemoryState(journal_max=3)
-    for i in range(5):
-        await store.journal_append(str(i))
-    assert await store.journal_list() == ["2", "3", "4"]
-    await store.journal_clear()
-    assert await store.journal_list() == []
-
-
 async def test_stored_bytes_are_bounded_dropping_the_oldest_first() -> None:
     store = MemoryState(max_bytes=250)
     for i in range(5):

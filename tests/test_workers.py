@@ -281,6 +281,37 @@ def test_metrics_under_two_workers_count_every_request_whichever_worker_answers(
     assert not any(d.exists() for d in metrics_dirs)  # removed at exit
 
 
+def test_the_journal_under_two_workers_lists_every_entry_whichever_worker_answers(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
+        made: list[str] = []
+
+        def burst(k: int) -> None:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                answers = list(
+                    pool.map(lambda i: generate(proxy.base, {"prompt": f"p{k}-{i}", "size": "256x256"}), range(20))
+                )
+            assert [a.status_code for a in answers] == [200] * 20
+            made.extend(a.headers["x-request-id"] for a in answers)
+
+        bursts_until_both_workers_answer(proxy, burst, "POST", "/v1/images/generations")
+        # Each worker writes its entries just after answering: wait (bounded) for the last of them.
+        deadline = time.monotonic() + 20
+        while len(httpx.get(f"{proxy.base}/allm/requests", timeout=30).json()["data"]) < len(made):
+            assert time.monotonic() < deadline, "entries never reached the shared journal"
+            time.sleep(0.05)
+        listings: list[httpx.Response] = []
+
+        def read(k: int) -> None:
+            listings.extend(httpx.get(f"{proxy.base}/allm/requests", timeout=30) for _ in range(6))  # fresh connections
+
+        bursts_until_both_workers_answer(proxy, read, "GET", "/allm/requests")
+        for listing in listings:
+            assert sorted(e["id"] for e in listing.json()["data"]) == sorted(made)
+        assert proxy.stop() == 0
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().partition("=")[::2] for item in raw if b"=" in item)

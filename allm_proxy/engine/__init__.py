@@ -28,11 +28,11 @@ import httpx
 from ..adapters import get_adapter_info
 from ..adapters.base import ImageAdapter
 from ..call import Call, Route, scope, scoped
-from ..config import CassetteSettings, ModelAlias, ProxyConfig
+from ..config import CassetteSettings, JournalSettings, ModelAlias, ProxyConfig
 from ..faults import FaultInjector
 from ..faults.effects import intercept
 from ..files import HostedFiles
-from ..journal import Journal, MemoryJournal, upstream_transport
+from ..journal import Journal, open_journal, upstream_transport
 from ..state import MemoryState, StateStore, check_recording, open_state
 from ..types import EventStream, ImageRequest, ImageResponse, ImageResult, ImageStream, RawBody
 from ..validation import validate_request
@@ -79,7 +79,7 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         files: HostedFiles | None = None,
         env: Mapping[str, str] | None = None,
-        journal: Journal | bool = True,
+        journal: Journal | JournalSettings | bool = True,
         faults: FaultInjector | None = None,
         state: StateStore | None = None,
         cursor_ttl: float = 86400.0,
@@ -103,9 +103,13 @@ class Engine:
 
             self.cassette_library = CassetteLibrary(self.cassettes, state=self.state, cursor_ttl=cursor_ttl)
         self.files = files if files is not None else HostedFiles(self.state)
-        # What the server answered (`/allm/requests`); True: in memory with the defaults.
+        # What the server answered (`/allm/requests`); True: the defaults, in Redis when the state is.
         # (An empty store is falsy: compare with the booleans, never test its truth.)
-        self.journal: Journal | None = MemoryJournal() if journal is True else None if journal is False else journal
+        if journal is True or isinstance(journal, JournalSettings):
+            settings = journal if isinstance(journal, JournalSettings) else JournalSettings()
+            self.journal: Journal | None = open_journal(settings, self.state)
+        else:
+            self.journal = None if journal is False else journal
         self.deliverer = delivery.Deliverer(self.files)
         library = self.cassette_library
         self.runtime = Runtime(
@@ -148,7 +152,7 @@ class Engine:
             state=state,
             cursor_ttl=config.state.cursor_ttl,
             env=env,
-            journal=MemoryJournal(config.journal) if config.journal.enabled else False,
+            journal=config.journal if config.journal.enabled else False,
             faults=FaultInjector(config.faults, seed=config.fault_seed),
         )
 
@@ -227,7 +231,9 @@ class Engine:
     # -- closing and the sync bridge ------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close adapters and HTTP clients of this loop; flush cassettes."""
+        """Close adapters and HTTP clients of this loop; flush cassettes and the journal's writes."""
+        if self.journal is not None:
+            await self.journal.aclose()
         await self.runtime.aclose()
         await self.state.aclose()  # this loop's connections
         if self.cassette_library is not None:

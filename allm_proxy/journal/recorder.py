@@ -25,12 +25,11 @@ import httpx
 from .. import errors
 from ..call import UPSTREAM_NOTE, Call, current_scope
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
-from ..wire.jsonbytes import loads
 from .record import Blob, Record
 
 if TYPE_CHECKING:
     from ..engine import Engine
-    from .store import Journal
+    from .store import BodySink, Journal
 
 # Request fields that carry file bytes: described as `inputs`, never copied into `params`.
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
@@ -53,7 +52,7 @@ class JournalCall:
         self.secrets: set[str] = set()
         self.streamed: list[Image] = []
         self.stream_usage: Usage | None = None
-        self.relayed: list[bytes] | None = None
+        self.relayed: BodySink | None = None  # a relayed answer, as it goes by
         self.relayed_type = "application/json"
         self._relayed_bytes = 0
         self.done = False
@@ -69,12 +68,12 @@ class JournalCall:
     def saw_chunk(self, chunk: bytes) -> None:
         """A relayed chunk went to the client; kept while within the journal's image budget."""
         if self.relayed is None:
-            self.relayed = []
+            self.relayed = self.journal.body_sink()
         self._relayed_bytes += len(chunk)
         if self._relayed_bytes <= self.journal.settings.max_image_mb * 1024 * 1024:
-            self.relayed.append(chunk)
-        else:
-            self.relayed = []  # too big to keep: the entry says its images are not known
+            self.relayed.write(chunk)
+        elif self.relayed.size:
+            self.relayed.abandon()  # too big to keep: the entry says its images are not known
 
     async def finish(self, call: Call, *, method: str, path: str) -> None:
         """Build the entry and append it; only the first call counts."""
@@ -119,20 +118,16 @@ class JournalCall:
         if self.stream_usage is not None:
             fields["usage"] = self.stream_usage.to_dict()
         record = Record(fields, inputs=inputs_of(request) if request is not None else [])
-        raw: list[bytes] | None = None
-        content_type = "application/json"
-        if self.relayed:
-            # Joined by the first reader, not here: a 3 MB copy per relayed answer is most of the
-            # journal's cost on the hot path.
-            raw = self.relayed
-            content_type = self.relayed_type
-            record.pending_bytes = self._relayed_bytes
+        if self.relayed is not None and self.relayed.size:
+            # Parsed by the first reader, not here: parsing every 3 MB answer relayed is most of what
+            # the journal would cost on the hot path.
+            record.relayed = self.relayed.blob(self.relayed_type)
         else:
             images = self.streamed or (result.images if result is not None else [])
             record.images = [await self._blob(i) for i in images]
         started = self.time
-        record.pending = lambda r, relayed=True: _settle(r, request, started, raw if relayed else None, content_type)
-        self.journal.append(record)
+        record.pending = lambda r: _settle_fields(r, request, started)
+        await self.journal.append(record)
 
     async def _blob(self, image: Image) -> Blob:
         if image.has_bytes:
@@ -195,31 +190,10 @@ def _estimated_size(image: Image) -> int:
     return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
 
 
-def _settle(
-    record: Record, request: ImageRequest | None, started: float, raw: list[bytes] | None, content_type: str
-) -> None:
-    """What the first reader of an entry works out: its time, its params, a relayed body's images."""
+def _settle_fields(record: Record, request: ImageRequest | None, started: float) -> None:
+    """What the first reader of an entry works out: its time and its params."""
     record.fields["time"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
     record.fields["params"] = params_of(request) if request is not None else {}
-    if raw is not None:
-        _settle_relayed(record, b"".join(raw), content_type)
-
-
-def _settle_relayed(record: Record, raw: bytes, content_type: str) -> None:
-    """A relayed body, parsed when first read: its images and usage."""
-    from ..cassettes.summary import response_images
-
-    record.pending_bytes = 0
-    record.images = [
-        Blob(data, len(data))
-        for data in response_images({"body": {"string": raw}, "headers": {"content-type": [content_type]}})
-    ]
-    try:
-        usage = loads(raw).get("usage")  # The codec's parser, five times the stdlib's speed
-    except (ValueError, AttributeError):
-        usage = None
-    if isinstance(usage, dict):
-        record.fields["usage"] = usage
 
 
 def _redacted(data: Any, secrets: set[str]) -> Any:

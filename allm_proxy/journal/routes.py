@@ -12,6 +12,7 @@ Errors are OpenAI envelopes (raised as `errors.ProxyError`; the server renders t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -19,10 +20,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from .. import errors
 from ..wire import sse
-from .store import Journal
+from .store import Feed, Journal
 
 PREFIX = "/allm/requests"
 KEEPALIVE_SECONDS = 15.0
@@ -81,13 +83,13 @@ class _Endpoints:
     async def listing(self, request: Request) -> Response:
         if request.method == "DELETE":
             session = request.query_params.get("session")
-            return JSONResponse({"object": "list", "deleted": self.journal.clear(session)})
+            return JSONResponse({"object": "list", "deleted": await self.journal.clear(session)})
         filters = parse_filters(request.query_params)
-        entries = await asyncio.to_thread(self.journal.list, **filters)
+        entries = await self.journal.list(**filters)
         return JSONResponse({"object": "list", "data": entries})
 
     async def one(self, request: Request) -> Response:
-        entry = await asyncio.to_thread(self.journal.get, request.path_params["entry_id"])
+        entry = await self.journal.get(request.path_params["entry_id"])
         if entry is None:
             raise _no_entry(request.path_params["entry_id"])
         return JSONResponse(entry)
@@ -96,9 +98,9 @@ class _Endpoints:
         entry_id, kind, index = (request.path_params[k] for k in ("entry_id", "kind", "index"))
         if kind not in ("inputs", "images"):
             raise errors.NotFoundError(f"Use /inputs/{index} or /images/{index}.", code="unknown_url")
-        found = await asyncio.to_thread(self.journal.blob, entry_id, kind, int(index))
+        found = await self.journal.blob(entry_id, kind, int(index))
         if found is None:
-            if self.journal.get(entry_id) is None:
+            if await self.journal.get(entry_id) is None:
                 raise _no_entry(entry_id)
             raise errors.NotFoundError(
                 f"Entry {entry_id} has no {kind[:-1]} {index} with bytes: there is no such one, the journal let "
@@ -109,22 +111,39 @@ class _Endpoints:
         return Response(data, media_type=mime, headers={"cache-control": "private, max-age=3600"})
 
     async def stream(self, request: Request) -> Response:
-        return StreamingResponse(
-            self._feed(), media_type=sse.MEDIA_TYPE, headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-        )
+        # Subscribed before the answer starts: a store that cannot subscribe (Redis down) is a 503 envelope.
+        subscription = contextlib.AsyncExitStack()
+        feed = await subscription.enter_async_context(self.journal.subscribe())
+        return _FeedResponse(subscription, self._feed(feed))
 
-    async def _feed(self) -> AsyncIterator[bytes]:
-        async with self.journal.subscribe() as feed:
-            yield SSE_KEEPALIVE  # headers and a first byte now: EventSource reports "open"
-            while True:
-                try:
-                    entry_id = await asyncio.wait_for(feed.get(), self.keepalive)
-                except TimeoutError:
-                    yield SSE_KEEPALIVE
-                    continue
-                entry = await asyncio.to_thread(self.journal.get, entry_id)
-                if entry is not None:
-                    yield sse.encode("entry", json.dumps(entry).encode())
+    async def _feed(self, feed: Feed) -> AsyncIterator[bytes]:
+        yield SSE_KEEPALIVE  # headers and a first byte now: EventSource reports "open"
+        while True:
+            try:
+                entry_id = await asyncio.wait_for(feed.get(), self.keepalive)
+            except TimeoutError:
+                yield SSE_KEEPALIVE
+                continue
+            if entry_id is None:
+                return  # the store's feed broke: the client reconnects (EventSource does by itself)
+            entry = await self.journal.get(entry_id)
+            if entry is not None:
+                yield sse.encode("entry", json.dumps(entry).encode())
+
+
+class _FeedResponse(StreamingResponse):
+    """The SSE answer that ends its subscription however the answer ends (a client gone before the
+    first byte included: the body's generator would never have started)."""
+
+    def __init__(self, subscription: contextlib.AsyncExitStack, body: AsyncIterator[bytes]) -> None:
+        super().__init__(
+            body, media_type=sse.MEDIA_TYPE, headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        )
+        self.subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.subscription:
+            await super().__call__(scope, receive, send)
 
 
 def _no_entry(entry_id: str) -> errors.NotFoundError:

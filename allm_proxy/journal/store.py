@@ -1,17 +1,20 @@
 """The journal store: every answered image request, bounded in count and in image bytes.
 
-    journal = MemoryJournal(JournalSettings(max_entries=100))
-    journal.append(record)
-    journal.list(session="checkout", status="error")    # oldest first
-    journal.get("req_...")                              # one entry, or None
-    journal.blob("req_...", "images", 0)                # (bytes, MIME type), or None
-    journal.clear(session="checkout")
-    async with journal.subscribe() as feed:             # ids of new entries as they are appended
-        entry = journal.get(await feed.get())
+    journal = open_journal(JournalSettings(max_entries=100), state)   # memory, or Redis with a state URL (`opening`)
+    await journal.append(record)
+    await journal.list(session="checkout", status="error")    # oldest first
+    await journal.get("req_...")                              # one entry, or None
+    await journal.blob("req_...", "images", 0)                # (bytes, MIME type), or None
+    await journal.clear(session="checkout")
+    async with journal.subscribe() as feed:                   # ids of new entries as they are appended
+        entry = await journal.get(await feed.get())
 
 `Journal` is the interface the server, the inspector and the pytest plugin
-use; `MemoryJournal` keeps it in this process. A Redis-backed store can take
-its place behind the same methods.
+use; `MemoryJournal` keeps it in this process (the image bytes in files of a
+private directory, see `spool`), `RedisJournal` (`redis_journal`) in the
+state store's Redis, shared by every worker and proxy on it. The methods are
+async: Redis needs it, and the memory store does its hashing in a thread.
+From sync code, `engine.run_sync(engine.journal.list())`.
 """
 
 from __future__ import annotations
@@ -20,14 +23,33 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from ..config import JournalSettings
-from .record import Record
+from .record import Blob, Record
+from .spool import Spool
 
+T = TypeVar("T")
 BlobKind = str  # "inputs" or "images"
+Entries = list[dict[str, Any]]  # (`list` is a method name in the classes below)
 FEED_DEPTH = 256  # entries a live subscriber may fall behind before it loses some
+
+
+class BodySink(Protocol):
+    """Where a relayed answer goes while it streams to the client (`Journal.body_sink`)."""
+
+    size: int
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def blob(self, content_type: str) -> Blob:
+        """The body, as the relayed blob of its entry."""
+        ...
+
+    def abandon(self) -> None:
+        """Too big to keep, or the request went wrong: forget what was written."""
+        ...
 
 
 class Journal(Protocol):
@@ -35,9 +57,11 @@ class Journal(Protocol):
 
     settings: JournalSettings
 
-    def append(self, record: Record) -> None: ...
+    def body_sink(self) -> BodySink: ...
 
-    def list(
+    async def append(self, record: Record) -> None: ...
+
+    async def list(
         self,
         *,
         session: str | None = None,
@@ -46,13 +70,16 @@ class Journal(Protocol):
         limit: int | None = None,
     ) -> list[dict[str, Any]]: ...
 
-    def get(self, entry_id: str) -> dict[str, Any] | None: ...
+    async def get(self, entry_id: str) -> dict[str, Any] | None: ...
 
-    def blob(self, entry_id: str, kind: BlobKind, index: int) -> tuple[bytes, str] | None: ...
+    async def blob(self, entry_id: str, kind: BlobKind, index: int) -> tuple[bytes, str] | None: ...
 
-    def clear(self, session: str | None = None) -> int: ...
+    async def clear(self, session: str | None = None) -> int: ...
 
     def subscribe(self) -> contextlib.AbstractAsyncContextManager[Feed]: ...
+
+    async def aclose(self) -> None:
+        """Finish this event loop's pending work; a memory store also removes its files."""
 
 
 class Feed:
@@ -62,8 +89,9 @@ class Feed:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = FEED_DEPTH) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[str] = asyncio.Queue(depth)
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(depth)
         self.missed = 0
+        self.ended = False
 
     def offer(self, entry_id: str) -> None:
         """Queue `entry_id`; called on the feed's own loop."""
@@ -72,7 +100,16 @@ class Feed:
         except asyncio.QueueFull:
             self.missed += 1
 
-    async def get(self) -> str:
+    def end(self) -> None:
+        """No more entries will come (the store's feed broke): `get` answers None once drained."""
+        self.ended = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+    async def get(self) -> str | None:
+        """The next new entry's id; None when the feed has ended."""
+        if self.ended and self.queue.empty():
+            return None
         return await self.queue.get()
 
 
@@ -90,12 +127,33 @@ def matches(entry: dict[str, Any], *, session: str | None, status: str | int | N
     return True
 
 
+def select(
+    items: Sequence[T],
+    fields_of: Callable[[T], dict[str, Any]],
+    *,
+    session: str | None,
+    status: str | int | None,
+    operation: str | None,
+    limit: int | None,
+) -> list[T]:
+    """The items whose fields pass the list filters, oldest first; `limit` keeps the newest that many."""
+    chosen = [i for i in items if matches(fields_of(i), session=session, status=status, operation=operation)]
+    if limit is None or limit < 0:
+        return chosen
+    return chosen[len(chosen) - limit :] if limit else []
+
+
 class MemoryJournal:
-    """The journal in this process's memory; safe to use from several threads and event loops."""
+    """The journal of this process; safe to use from several threads and event loops.
+
+    The entries are in memory; the image bytes they keep are in files of a private directory
+    (`Spool`), so `max_image_mb` of images costs disk, not heap.
+    """
 
     def __init__(self, settings: JournalSettings | None = None) -> None:
         self.settings = settings or JournalSettings()
         self.max_bytes = int(self.settings.max_image_mb * 1024 * 1024)
+        self.spool = Spool()
         self._records: OrderedDict[str, Record] = OrderedDict()
         # The records that may still hold bytes, oldest first: shedding starts where it stopped,
         # instead of walking every entry whose bytes are long gone on every append.
@@ -112,8 +170,15 @@ class MemoryJournal:
         """Image bytes kept right now."""
         return self._bytes
 
-    def append(self, record: Record) -> None:
+    def body_sink(self) -> BodySink:
+        """A relayed answer goes straight to a file as it streams (no request holds it in memory)."""
+        return self.spool.sink()
+
+    async def append(self, record: Record) -> None:
         """Keep `record` as the newest entry, dropping the oldest past the bounds; tell live feeds."""
+        if record.held_bytes <= self.max_bytes:  # bytes past the whole budget would go at once
+            for blob in record.blobs():
+                await self.spool.spill(blob, relayed=record.relayed)
         with self._lock:
             self._records[record.id] = record
             self._records.move_to_end(record.id)
@@ -123,6 +188,7 @@ class MemoryJournal:
             while len(self._records) > self.settings.max_entries:
                 _, gone = self._records.popitem(last=False)
                 self._bytes -= gone.held_bytes
+                gone.discard()
             while self._holding and self._records.get(self._holding[0].id) is not self._holding[0]:
                 self._holding.popleft()  # evicted whole: nothing of it is held any more
             self._shed_bytes()
@@ -148,49 +214,33 @@ class MemoryJournal:
                     return
             self._holding.popleft()
 
-    def list(
+    async def list(
         self,
         *,
         session: str | None = None,
         status: str | int | None = None,
         operation: str | None = None,
         limit: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> Entries:
         """Entries oldest first; `limit` keeps the newest that many."""
-        with self._lock:
-            records = list(self._records.values())
-        entries = [self._read(r) for r in records]
-        chosen = [e for e in entries if matches(e, session=session, status=status, operation=operation)]
-        return chosen[-limit:] if limit is not None and limit >= 0 else chosen
+        return await asyncio.to_thread(self._list, session, status, operation, limit)
 
-    def get(self, entry_id: str) -> dict[str, Any] | None:
+    async def get(self, entry_id: str) -> dict[str, Any] | None:
         """The entry with this id, or whose answer carried this x-request-id (the newest such)."""
-        record = self._find(entry_id)
-        return self._read(record) if record is not None else None
+        return await asyncio.to_thread(self._get, entry_id)
 
-    def blob(self, entry_id: str, kind: BlobKind, index: int) -> tuple[bytes, str] | None:
+    async def blob(self, entry_id: str, kind: BlobKind, index: int) -> tuple[bytes, str] | None:
         """The bytes of upload or image `index` of an entry, with its MIME type; None when gone."""
-        record = self._find(entry_id)
-        if record is None:
-            return None
-        with self._lock:
-            before = record.held_bytes
-            record.settle()
-            blobs = record.inputs if kind == "inputs" else record.images
-            found = 0 <= index < len(blobs)
-            if found:
-                data, info = blobs[index].data(), blobs[index].describe()
-            self._bytes += record.held_bytes - before
-        if not found or data is None:
-            return None
-        return data, str(info.get("mime_type") or "application/octet-stream")
+        return await asyncio.to_thread(self._blob, entry_id, kind, index)
 
-    def clear(self, session: str | None = None) -> int:
+    async def clear(self, session: str | None = None) -> int:
         """Forget every entry, or one session's; how many went."""
         with self._lock:
             gone = [k for k, r in self._records.items() if session is None or r.fields.get("session") == session]
             for key in gone:
-                self._bytes -= self._records.pop(key).held_bytes
+                record = self._records.pop(key)
+                self._bytes -= record.held_bytes
+                record.discard()  # under the lock: its files may be reused at once (see Spool)
             self._holding = deque(r for r in self._holding if self._records.get(r.id) is r)
         return len(gone)
 
@@ -206,6 +256,36 @@ class MemoryJournal:
             with self._lock:
                 self._feeds.remove(feed)
 
+    async def aclose(self) -> None:
+        """Remove the files of the bytes kept; the entries stay, described, their bytes gone."""
+        self.spool.close()
+
+    # -- in a thread -----------------------------------------------------------------------
+
+    def _list(self, session: str | None, status: str | int | None, operation: str | None, limit: int | None) -> Entries:
+        with self._lock:
+            records = list(self._records.values())
+        entries = [self._read(r) for r in records]
+        return select(entries, dict, session=session, status=status, operation=operation, limit=limit)
+
+    def _get(self, entry_id: str) -> dict[str, Any] | None:
+        record = self._find(entry_id)
+        return self._read(record) if record is not None else None
+
+    def _blob(self, entry_id: str, kind: BlobKind, index: int) -> tuple[bytes, str] | None:
+        record = self._find(entry_id)
+        if record is None:
+            return None
+        with self._lock:
+            self._settle(record)
+            blobs = record.inputs if kind == "inputs" else record.images
+            found = 0 <= index < len(blobs)
+            if found:
+                data, info = blobs[index].data(), blobs[index].describe()
+        if not found or data is None:
+            return None
+        return data, str(info.get("mime_type") or "application/octet-stream")
+
     def _find(self, entry_id: str) -> Record | None:
         with self._lock:
             record = self._records.get(entry_id)
@@ -219,10 +299,20 @@ class MemoryJournal:
     def _read(self, record: Record) -> dict[str, Any]:
         # Describing images hashes them: done once per blob, under the lock so a drop cannot race it.
         with self._lock:
-            before = record.held_bytes
-            entry = record.to_dict()
-            self._bytes += record.held_bytes - before
-            return entry
+            self._settle(record)
+            return record.to_dict()
+
+    def _settle(self, record: Record) -> None:
+        """Parse a relayed body (under the lock); the images it held go to files like any other."""
+        before = record.held_bytes
+        relayed = record.relayed is not None
+        record.settle()
+        if self._records.get(record.id) is not record:
+            return  # evicted meanwhile: its bytes are no longer counted
+        if relayed:
+            for blob in record.images:
+                self.spool.spill_now(blob)
+        self._bytes += record.held_bytes - before
 
 
 def _deliver(feed: Feed, entry_id: str) -> None:

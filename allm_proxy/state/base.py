@@ -23,12 +23,11 @@ def generation_key(name: str, generation: int) -> str:
 
 
 class StateStore(ABC):
-    """Async key/value, counters and a capped list, namespaced by `prefix`.
+    """Async key/value and counters, namespaced by `prefix` (`journal_max`: the journal's cap there).
 
     store = MemoryState()
     await store.set("file:img_1", b"...", ttl=3600)
     n = await store.incr("fault:slow:times", ttl=60)      # 1, 2, 3 ...
-    await store.journal_append('{"id": "req_1"}')
     """
 
     #: True when other processes see the same state (Redis); False for process memory.
@@ -63,18 +62,6 @@ class StateStore(ABC):
     @abstractmethod
     async def delete(self, name: str) -> None:
         """Forget `name`."""
-
-    @abstractmethod
-    async def journal_append(self, entry_json: str) -> None:
-        """Add one journal entry; only the newest `journal_max` are kept."""
-
-    @abstractmethod
-    async def journal_list(self) -> list[str]:
-        """The journal entries kept, oldest first."""
-
-    @abstractmethod
-    async def journal_clear(self) -> None:
-        """Empty the journal."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 from .base import DEFAULT_JOURNAL_MAX, DEFAULT_PREFIX, StateStore
 
@@ -34,7 +34,6 @@ class MemoryState(StateStore):
         self._values: OrderedDict[str, tuple[bytes | int, float | None]] = OrderedDict()
         self._bytes = 0
         self._writes = 0
-        self._journal: deque[str] = deque(maxlen=journal_max)
         self._lock = threading.Lock()
 
     async def get(self, name: str) -> bytes | None:
@@ -61,18 +60,6 @@ class MemoryState(StateStore):
     async def delete(self, name: str) -> None:
         with self._lock:
             self._drop(self.key(name))
-
-    async def journal_append(self, entry_json: str) -> None:
-        with self._lock:
-            self._journal.append(entry_json)
-
-    async def journal_list(self) -> list[str]:
-        with self._lock:
-            return list(self._journal)
-
-    async def journal_clear(self) -> None:
-        with self._lock:
-            self._journal.clear()
 
     async def ping(self) -> None:
         return None

@@ -1,7 +1,8 @@
 """`RedisState`: the state store every worker and replica shares, in Redis (`redis.asyncio`).
 
 Hosted images are strings with a Redis TTL, counters are INCR (+ EXPIRE in
-the same transaction), the journal a list capped with LTRIM. A Redis that
+the same transaction); the journal (`journal.redis_journal`) uses `call` and
+`script` for its capped list, its image bytes and its feed. A Redis that
 stops answering turns into `StateUnavailableError` (503, retryable) within
 about `timeout` seconds, never a guess; redis-py reconnects by itself, so the
 proxy recovers as soon as Redis is back.
@@ -28,7 +29,6 @@ from .. import errors
 from .base import DEFAULT_JOURNAL_MAX, DEFAULT_PREFIX, StateStore
 
 T = TypeVar("T")
-JOURNAL = "journal"
 
 
 class RedisState(StateStore):
@@ -46,7 +46,7 @@ class RedisState(StateStore):
         self.url = url
         self.timeout = timeout
         self._clients: dict[asyncio.AbstractEventLoop, Redis] = {}
-        self._scripts: dict[int, Any] = {}  # the registered Lua script, per client
+        self._scripts: dict[tuple[int, str], Any] = {}  # the registered Lua scripts, per client
         self._lock = threading.Lock()
 
     def _client(self) -> Redis:
@@ -65,7 +65,8 @@ class RedisState(StateStore):
                 self._clients[loop] = client
             return client
 
-    async def _call(self, what: str, action: Callable[[Redis], Awaitable[T]]) -> T:
+    async def call(self, what: str, action: Callable[[Redis], Awaitable[T]]) -> T:
+        """`action` with this loop's client; `StateUnavailableError` (saying `what` failed) when Redis fails."""
         try:
             return await action(self._client())
         except (RedisError, OSError, TimeoutError) as exc:
@@ -79,14 +80,14 @@ class RedisState(StateStore):
         async def run(client: Redis) -> Any:
             return await client.get(self.key(name))
 
-        value = await self._call("reading", run)
+        value = await self.call("reading", run)
         return bytes(value) if value is not None else None
 
     async def set(self, name: str, value: bytes, *, ttl: float | None = None) -> None:
         async def run(client: Redis) -> Any:
             return await client.set(self.key(name), value, px=_ms(ttl) if ttl is not None else None)
 
-        await self._call("writing", run)
+        await self.call("writing", run)
 
     async def incr(self, name: str, *, ttl: float | None = None) -> int:
         key = self.key(name)
@@ -98,50 +99,35 @@ class RedisState(StateStore):
                     pipe.pexpire(key, _ms(ttl))
                 return (await pipe.execute())[0]
 
-        return int(await self._call("counting", run))
+        return int(await self.call("counting", run))
 
     async def incr_in_generation(self, generation: str, name: str, *, ttl: float | None = None) -> int:
         """One round trip (a Lua script) instead of a GET and a MULTI: a replay asks this once per request."""
+        keys = [self.key(generation)]
+        return int(await self.script("counting", _INCR_IN_GENERATION, keys, [self.key(name), _ms(ttl) if ttl else 0]))
+
+    async def script(self, what: str, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the Lua script `source` in one round trip (registered once per client: EVALSHA after)."""
 
         async def run(client: Redis) -> Any:
-            script = self._scripts.get(id(client))
+            script = self._scripts.get((id(client), source))
             if script is None:
-                script = self._scripts[id(client)] = client.register_script(_INCR_IN_GENERATION)
-            return await script(keys=[self.key(generation)], args=[self.key(name), _ms(ttl) if ttl else 0])
+                script = self._scripts[(id(client), source)] = client.register_script(source)
+            return await script(keys=keys, args=args)
 
-        return int(await self._call("counting", run))
+        return await self.call(what, run)
 
     async def delete(self, name: str) -> None:
         async def run(client: Redis) -> Any:
             return await client.delete(self.key(name))
 
-        await self._call("deleting", run)
-
-    async def journal_append(self, entry_json: str) -> None:
-        key = self.key(JOURNAL)
-
-        async def run(client: Redis) -> Any:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, entry_json)
-                pipe.ltrim(key, -self.journal_max, -1)
-                return await pipe.execute()
-
-        await self._call("writing the journal", run)
-
-    async def journal_list(self) -> list[str]:
-        async def run(client: Redis) -> Any:
-            return await client.lrange(self.key(JOURNAL), 0, -1)
-
-        return [bytes(v).decode() for v in await self._call("reading the journal", run)]
-
-    async def journal_clear(self) -> None:
-        await self.delete(JOURNAL)
+        await self.call("deleting", run)
 
     async def ping(self) -> None:
         async def run(client: Redis) -> Any:
             return await client.ping()
 
-        await self._call("answering a ping", run)
+        await self.call("answering a ping", run)
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
