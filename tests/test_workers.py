@@ -118,11 +118,11 @@ def test_a_worker_that_dies_is_replaced_on_its_own_socket(tmp_path: Path, redis:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             now = proxy.worker_pids()
-            if len(now) == WORKERS and victim not in now:
+            if len(now) == WORKERS and victim not in now and listening_sockets(proxy.port) == WORKERS:
                 break
             time.sleep(0.2)
         else:
-            raise AssertionError(f"no replacement worker within 60 s:\n{proxy.log()}")
+            raise AssertionError(f"no replacement worker listening within 60 s:\n{proxy.log()}")
         # Fresh connections hash over both sockets: within a bounded number, the replacement answers some.
         replacement = (now - before).pop()
         for _ in range(200):
