@@ -12,7 +12,7 @@ from ..config import ProxyConfig, ServerLimits
 from ..engine import Engine
 from ..state.settings import host_is_loopback
 from .app import create_app
-from .h11_guard import guarded_protocol
+from .http_guard import guarded_protocol
 
 
 def uvicorn_options(limits: ServerLimits | None = None) -> dict[str, Any]:
