@@ -296,12 +296,9 @@ class NetworkMark(httpx.AsyncBaseTransport):
 
 def redact_url(url: str, secrets: set[str]) -> str:
     """`url` without `key=`-style query parameters and without any known secret (the cassette filter's rules)."""
-    from vcr.request import Request
-
     from ..cassettes.filters import SecretFilter
 
-    clean, _ = SecretFilter().request(Request("GET", url, b"", {}), secrets)
-    return str(clean.uri)
+    return SecretFilter().url(url, secrets)
 
 
 def upstream_transport(inner: httpx.AsyncBaseTransport, library: Any) -> httpx.AsyncBaseTransport:
