@@ -122,7 +122,7 @@ class Blob:
         if isinstance(source, Image) and source.has_bytes:
             if source._data is not None:
                 return source._data[:count]
-            text = (source._b64 or "")[: (count // 3 + 1) * 4]
+            text = source.b64_prefix((count // 3 + 1) * 4)
             try:
                 return b64decode_lenient(text)
             except ValueError:

@@ -192,7 +192,7 @@ def inputs_of(request: ImageRequest) -> list[Blob]:
 def _estimated_size(image: Image) -> int:
     # Without decoding: base64 is 4 characters for every 3 bytes.
     raw = image._data
-    return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
+    return len(raw) if raw is not None else image.b64_length() * 3 // 4
 
 
 def _settle(
