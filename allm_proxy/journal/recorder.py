@@ -24,6 +24,7 @@ import httpx
 
 from .. import errors
 from ..call import UPSTREAM_NOTE, Call, current_scope
+from ..cassettes.filters import SecretFilter
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
 from ..wire.jsonbytes import loads
 from .record import Blob, Record
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
 # The client's verbatim JSON body is bookkeeping, not a parameter
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRequest) if f.name not in {*FILE_FIELDS, "verbatim"})
+_URL_FILTER = SecretFilter()  # the cassette filter's defaults: what the journal keeps of upstream URLs
 _HOSTED = re.compile(r"/images/files/(img_[A-Za-z0-9_-]+)$")
 
 
@@ -296,9 +298,7 @@ class NetworkMark(httpx.AsyncBaseTransport):
 
 def redact_url(url: str, secrets: set[str]) -> str:
     """`url` without `key=`-style query parameters and without any known secret (the cassette filter's rules)."""
-    from ..cassettes.filters import SecretFilter
-
-    return SecretFilter().url(url, secrets)
+    return _URL_FILTER.url(url, secrets)
 
 
 def upstream_transport(inner: httpx.AsyncBaseTransport, library: Any) -> httpx.AsyncBaseTransport:
