@@ -40,9 +40,7 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-# With the httptools protocol a worker answers a small request sooner, is back waiting on the shared
-# socket sooner and wins more accepts: on a loaded machine 5 bursts were sometimes all one worker's.
-MAX_BURSTS = 10
+MAX_BURSTS = 5
 
 
 def bursts_until_both_workers_answer(
