@@ -61,6 +61,8 @@ class Image:
 
     A provider's base64 text is kept as given and decoded only when somebody
     asks for bytes, so a pass-through never decodes and re-encodes big images.
+    `b64_json` may be that text's ASCII bytes (a view into the answer), so that
+    an answer relayed unchanged never even copies them into a `str`.
     """
 
     __slots__ = ("_b64", "_data", "extra", "mime_type", "revised_prompt", "url")
@@ -69,13 +71,15 @@ class Image:
         self,
         source: bytes | str | None = None,
         *,
-        b64_json: str | None = None,
+        b64_json: str | memoryview | None = None,
         mime_type: str | None = None,
         revised_prompt: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self._data: bytes | None = None
-        self._b64: str | None = b64_json
+        # The provider's base64: text, or (from `wire.jsonbytes.loads_sparing_base64`) its ASCII
+        # bytes as a view into the answer, made text only when somebody asks for text.
+        self._b64: str | memoryview | None = b64_json
         self.url: str | None = None
         if isinstance(source, bytes | bytearray | memoryview):
             self._data = bytes(source)
@@ -107,20 +111,35 @@ class Image:
                     self._data = _decode_data_url(self.url)
                     return self._data
                 raise ValueError("this image is a URL; call to_binary() to fetch it")
-            self._data = b64decode_lenient(self._b64)
+            self._data = b64decode_lenient(self.b64_json())
         return self._data
 
     def b64_json(self) -> str:
         """Standard base64 of the bytes (the provider's own text when it gave one)."""
         if self._b64 is None:
             self._b64 = base64.b64encode(self.data).decode("ascii")
+        elif isinstance(self._b64, memoryview):
+            self._b64 = str(self._b64, "ascii", "replace")
         return self._b64
 
     def b64_bytes(self) -> bytes:
         """`b64_json()` as ASCII bytes, without making the text when it does not exist yet."""
+        if isinstance(self._b64, memoryview):
+            return bytes(self._b64)
         if self._b64 is not None:
             return self._b64.encode("ascii")
         return base64.b64encode(self.data)
+
+    def b64_length(self) -> int:
+        """How many characters of base64 the provider sent (0 when it sent none); nothing is copied."""
+        return len(self._b64) if self._b64 is not None else 0
+
+    def b64_prefix(self, chars: int) -> str:
+        """The first `chars` characters of the provider's base64 ("" when it sent none)."""
+        if self._b64 is None:
+            return ""
+        head = self._b64[:chars]
+        return head if isinstance(head, str) else str(head, "ascii", "replace")
 
     def to_binary(self, *, timeout: float = 60.0) -> bytes:
         """The image bytes, fetching a URL source with httpx when needed."""

@@ -501,6 +501,15 @@ def test_malformed_http_gets_a_400_envelope_not_plain_text(proxy_url: str) -> No
         assert envelope_of(body)["code"] == "invalid_http"
 
 
+def test_headers_just_under_16_kb_are_served_and_just_over_get_the_400(proxy_url: str) -> None:
+    statuses = []
+    for size in (15 * 1024, 17 * 1024):
+        with socket.create_connection(("127.0.0.1", port_of(proxy_url)), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+            statuses.append(read_response(sock, timeout=5)[0])
+    assert statuses == [200, 400]
+
+
 def test_unknown_model_is_the_providers_404_model_not_found() -> None:
     from tests.upstreams.openai_upstream import FakeOpenAI
 

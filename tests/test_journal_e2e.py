@@ -209,3 +209,23 @@ def test_upstream_urls_lose_their_key_query_parameter() -> None:
     )
     assert "key=" not in cleaned and "AIza" not in cleaned and "alt=sse" in cleaned
     assert redact_url("http://h/x/sk-test-journal-secret/y", {"sk-test-journal-secret"}) == "http://h/x/<redacted>/y"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.test/v1/images/generations",
+        "http://h/x/sk-test-journal-secret/y",
+        "http://h/short/sk-t/y",
+        "https://g.test/v1beta/models/m:generateContent?alt=sse&key=AIzaNOTREAL123456",
+        "https://g.test/p?api_key=sk-test-journal-secret&x=1",
+    ],
+)
+def test_url_redaction_is_the_request_filters_own(url: str) -> None:
+    from vcr.request import Request
+
+    from allm_proxy.cassettes.filters import SecretFilter
+
+    secrets = {"sk-test-journal-secret", "sk-t", None}
+    clean, _ = SecretFilter().request(Request("GET", url, b"", {}), secrets)
+    assert SecretFilter().url(url, secrets) == str(clean.uri)

@@ -84,6 +84,14 @@ class SecretFilter:
             clean.body = _redact_bytes(clean.body, secrets)
         return clean, secrets
 
+    def url(self, url: str, known_secrets: Iterable[str | None] = ()) -> str:
+        """`url` as `request` would leave it: without secret query parameters, known secrets redacted."""
+        if "?" in url:
+            clean, _ = self.request(Request("GET", url, b"", {}), known_secrets)
+            return str(clean.uri)
+        # No query: only the redaction applies, and it needs no vcrpy request (this runs for every upstream call).
+        return _redact_text(url, _usable([s for s in known_secrets if s]))
+
     def response(self, response: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
         """The response dict to keep: decompressed, without secret headers, secrets redacted."""
         response = decode_response(response)

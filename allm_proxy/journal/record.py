@@ -120,8 +120,8 @@ class Blob:
         if isinstance(source, Image):
             if source._data is not None:
                 return (source._data,), False
-            if source._b64 is not None:
-                return (source._b64.encode("ascii"),), True
+            if source.b64_length():
+                return (source.b64_bytes(),), True
             url = source.url or ""
             if url.startswith("data:") and "," in url:
                 return (url.split(",", 1)[1].encode("ascii"),), True
@@ -202,7 +202,7 @@ class Blob:
         if isinstance(source, Image) and source.has_bytes:
             if source._data is not None:
                 return source._data[:count]
-            return _decoded((source._b64 or "")[: (count // 3 + 1) * 4].encode("ascii"))
+            return _decoded(source.b64_prefix((count // 3 + 1) * 4).encode("ascii"))
         return b""
 
 

@@ -24,6 +24,7 @@ import httpx
 
 from .. import errors
 from ..call import UPSTREAM_NOTE, Call, current_scope
+from ..cassettes.filters import SecretFilter
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
 from .record import Blob, Record
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
 # The client's verbatim JSON body is bookkeeping, not a parameter
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRequest) if f.name not in {*FILE_FIELDS, "verbatim"})
+_URL_FILTER = SecretFilter()  # the cassette filter's defaults: what the journal keeps of upstream URLs
 _HOSTED = re.compile(r"/images/files/(img_[A-Za-z0-9_-]+)$")
 
 
@@ -187,7 +189,7 @@ def inputs_of(request: ImageRequest) -> list[Blob]:
 def _estimated_size(image: Image) -> int:
     # Without decoding: base64 is 4 characters for every 3 bytes.
     raw = image._data
-    return len(raw) if raw is not None else len(image._b64 or "") * 3 // 4
+    return len(raw) if raw is not None else image.b64_length() * 3 // 4
 
 
 def _settle_fields(record: Record, request: ImageRequest | None, started: float) -> None:
@@ -270,12 +272,7 @@ class NetworkMark(httpx.AsyncBaseTransport):
 
 def redact_url(url: str, secrets: set[str]) -> str:
     """`url` without `key=`-style query parameters and without any known secret (the cassette filter's rules)."""
-    from vcr.request import Request
-
-    from ..cassettes.filters import SecretFilter
-
-    clean, _ = SecretFilter().request(Request("GET", url, b"", {}), secrets)
-    return str(clean.uri)
+    return _URL_FILTER.url(url, secrets)
 
 
 def upstream_transport(inner: httpx.AsyncBaseTransport, library: Any) -> httpx.AsyncBaseTransport:

@@ -11,18 +11,18 @@ The limits (body size, timeouts, concurrency) are listed in docs/limits.md.
 
 Its parts: `app` (assembly), `middleware` (the call, access token, in-flight
 limit, access log), `endpoints`, `streaming` (SSE and relayed answers),
-`control` (`/allm/cassette`), `failures` (the one error funnel), `h11_guard`
+`control` (`/allm/cassette`), `failures` (the one error funnel), `http_guard`
 (the connection layer) and `runner` (uvicorn, signals).
 """
 
 from __future__ import annotations
 
 from .app import create_app
-from .h11_guard import GuardedH11Protocol, guarded_protocol
+from .http_guard import GuardedHttpToolsProtocol, guarded_protocol
 from .runner import app_from_env, bind_warning, run_server, uvicorn_options
 
 __all__ = [
-    "GuardedH11Protocol",
+    "GuardedHttpToolsProtocol",
     "app_from_env",
     "bind_warning",
     "create_app",

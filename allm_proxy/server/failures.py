@@ -2,7 +2,7 @@
 
 HTTP answers (the exception handlers, the middleware's last resort), the
 SSE error event of a stream that fails half-way, the cassette control route
-and the h11 guard below the application all render a `ProxyError` through
+and the connection guard below the application (`http_guard`) all render a `ProxyError` through
 `render`, so status, headers and body can never disagree between them.
 """
 

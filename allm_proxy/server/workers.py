@@ -47,7 +47,7 @@ from ..config_codec import config_from_json, config_to_json
 from ..engine import Engine
 from ..metrics import MULTIPROC_VARIABLE
 from .app import create_app
-from .h11_guard import guarded_protocol
+from .http_guard import guarded_protocol
 from .runner import uvicorn_options
 
 WORKER_CONFIG_VARIABLE = "ALLM_PROXY_WORKER_CONFIG"
@@ -122,7 +122,7 @@ def uvicorn_config(config: ProxyConfig, *, log_level: str = "warning") -> Worker
         log_level=log_level,
         access_log=False,
         lifespan="on",
-        http="h11",
+        http="httptools",  # replaced in each worker by the guarded protocol (`load`)
         header_timeout=config.limits.header_timeout,
         **options,
     )

@@ -88,12 +88,12 @@ def response_from_json(raw: dict[str, Any], body: bytes | None, *, model: str | 
 
 
 def image_from_json(item: dict[str, Any], mime_type: str | None) -> Image:
-    """One `data[]` entry; the provider's base64 text is kept, never decoded here."""
+    """One `data[]` entry; the provider's base64 text (or its bytes, a view) is kept, never decoded here."""
     b64 = item.get("b64_json")
     url = item.get("url")
     extra = {key: value for key, value in item.items() if key not in _IMAGE_FIELDS}
     revised = _str_or_none(item.get("revised_prompt"))
-    if isinstance(b64, str):
+    if isinstance(b64, str | memoryview):
         return Image(b64_json=b64, mime_type=mime_type, revised_prompt=revised, extra=extra)
     return Image(url if isinstance(url, str) else None, revised_prompt=revised, extra=extra)
 

@@ -47,6 +47,8 @@ class OpenAIImages:
     def __init__(self, setup: AdapterSetup) -> None:
         self._http = setup.http
         self.options = OpenAIOptions.from_mapping(setup.options)
+        # Parsed once: httpx parses a URL string again for every request it builds.
+        self._urls = {operation: httpx.URL(self.options.base_url + path) for operation, path in _PATHS.items()}
 
     async def generate(self, request: ImageRequest, ctx: Call) -> ImageResult:
         return await self._call(request, ctx)
@@ -65,8 +67,7 @@ class OpenAIImages:
 
     async def _call(self, request: ImageRequest, ctx: Call) -> ImageResult:
         body = render_body(request, request.model)  # None: the client named none; OpenAI picks
-        url = self.options.base_url + _PATHS[request.operation]
-        response = await self._send(url, body, ctx)
+        response = await self._send(self._urls[request.operation], body, ctx)
         request_id = response.headers.get("x-request-id")
         headers = {"x-request-id": request_id} if request_id else {}
         if request.wants_stream and request.operation in _STREAM_PREFIX:
@@ -87,7 +88,7 @@ class OpenAIImages:
         answer.headers.update(headers)
         return answer
 
-    async def _send(self, url: str, body: Body, ctx: Call) -> httpx.Response:
+    async def _send(self, url: httpx.URL, body: Body, ctx: Call) -> httpx.Response:
         """POST the body; a 2xx response comes back open (its body unread), anything else raises.
 
         With `max_retries` > 0, failures the SDKs would retry are retried here

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ...types import ImageResponse
-from ...wire.jsonbytes import loads
+from ...wire.jsonbytes import loads_sparing_base64
 from ...wire.responses import response_from_json
 from .errors import unusable_body
 
@@ -22,7 +22,7 @@ def parse_images_response(
 ) -> ImageResponse:
     """The answer in `body` (a 2xx from OpenAI), or a 502 describing what arrived instead (key masked)."""
     try:
-        raw = loads(body)
+        raw = loads_sparing_base64(body)  # the base64 stays bytes: most answers are relayed unchanged
     except ValueError as exc:
         problem = "empty body" if not body.strip() else f"not JSON, or cut short: {exc}"
         raise unusable_body(response, body, problem, api_key) from None
