@@ -52,7 +52,10 @@ def sdk(base: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
 
 
-def form(parts: list[tuple[str, bytes, str | None, str | None]]) -> tuple[bytes, str]:
+FormPart = tuple[str, bytes, str | None, str | None]
+
+
+def form(parts: list[FormPart]) -> tuple[bytes, str]:
     """A multipart body of (name, content, filename, content type) parts, in this order, as a client writes it."""
     chunks = []
     for name, content, filename, content_type in parts:
@@ -66,7 +69,7 @@ def form(parts: list[tuple[str, bytes, str | None, str | None]]) -> tuple[bytes,
     return b"".join(chunks), f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def hashes(parts: list[tuple[str, bytes, str | None, str | None]]) -> list[tuple[str, str | None, str | None, str]]:
+def hashes(parts: list[FormPart]) -> list[tuple[str, str | None, str | None, str]]:
     return [(name, filename, ctype, hashlib.sha256(content).hexdigest()) for name, content, filename, ctype in parts]
 
 
@@ -149,7 +152,7 @@ def test_node_order_file_before_model_streams_byte_identical(upstream: FakeOpenA
 def test_a_request_the_proxy_changes_is_rendered_as_before(upstream: FakeOpenAI) -> None:
     """An alias changes the model: the client's bytes no longer say the request, so it is rendered."""
     upstream_url = upstream.base_url
-    parts = [("prompt", b"p", None, None), ("model", b"house-model", None, None)]
+    parts: list[FormPart] = [("prompt", b"p", None, None), ("model", b"house-model", None, None)]
     parts.append(("image", png_bytes((16, 16)), "in.png", "image/png"))
     body, content_type = form(parts)
     with proxy_for(upstream_url, aliases={"house-model": {"provider": "openai", "model": "gpt-image-1"}}) as (url, _):
@@ -369,6 +372,7 @@ def test_recorded_edits_and_variations_replay_without_the_upstream_and_load_in_p
         varied = client.images.create_variation(
             model="dall-e-2", image=("in.png", image, "image/png"), response_format="b64_json"
         )
+        assert edited.data and varied.data
         return [edited.data[0].b64_json or "", varied.data[0].b64_json or ""]
 
     record = CassetteSettings(path=str(cassette), record_mode="once")
@@ -391,7 +395,7 @@ def test_recorded_edits_and_variations_replay_without_the_upstream_and_load_in_p
 def test_received_keeps_part_hashes(upstream: FakeOpenAI) -> None:
     """The fake's own bookkeeping, which the tests above lean on."""
     upstream_url = upstream.base_url
-    parts = [("prompt", b"p", None, None), ("model", b"gpt-image-1", None, None)]
+    parts: list[FormPart] = [("prompt", b"p", None, None), ("model", b"gpt-image-1", None, None)]
     parts.append(("image", png_bytes((8, 8)), "a.png", "image/png"))
     body, content_type = form(parts)
     assert post(upstream_url, "edits", body, content_type).status_code == 200

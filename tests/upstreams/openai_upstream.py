@@ -571,8 +571,8 @@ async def _receive(request: Request, began: Callable[[], None]) -> Received | Ab
                 began()
             chunks.append(chunk)
     except ClientDisconnect:
-        received = sum(len(c) for c in chunks)
-        return Aborted(request.url.path, headers, received, int(declared) if declared else None)
+        arrived = sum(len(c) for c in chunks)
+        return Aborted(request.url.path, headers, arrived, int(declared) if declared else None)
     body = b"".join(chunks)
     request._body = body  # starlette's own form parser reads the body from here
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
