@@ -32,7 +32,7 @@ from allm_proxy.wire.requests import parse_request
 from tests.support.asgi_server import port_of, running_proxy, serve_asgi
 from tests.support.hardening import probed_proxy, settled
 from tests.support.images import half_transparent_mask, noise_jpeg, padded_png, png_bytes
-from tests.upstreams.openai_upstream import FakeOpenAI, Received
+from tests.upstreams.openai_upstream import FakeOpenAI, Received, ok, rate_limited
 
 KEY = "sk-test-stream"
 MB = 1024 * 1024
@@ -180,6 +180,19 @@ def test_a_late_field_that_changes_the_request_takes_the_full_path(upstream: Fak
     assert answer.status_code == 200, answer.text
     assert "response_format" not in upstream.last.fields
     assert len(upstream.requests) == 1 and len(aborted_soon(upstream)) == 1
+
+
+def test_a_retried_attempt_sends_the_streamed_body_again_from_the_spool(upstream: FakeOpenAI) -> None:
+    upstream_url = upstream.base_url
+    upstream.script(rate_limited(retry_after_ms=10), ok())
+    parts: list[FormPart] = [("prompt", b"p", None, None), ("model", b"gpt-image-1", None, None)]
+    parts.append(("image", padded_png((32, 32), 2 * MB), "in.png", "image/png"))
+    body, content_type = form(parts)
+    with proxy_for(upstream_url, providers={"openai": {"max_retries": 1}}) as (url, _):
+        answer = post(url, "edits", body, content_type)
+        inputs = journal_inputs(url)
+    assert answer.status_code == 200, answer.text
+    assert [r.body for r in upstream.requests] == [body, body] and inputs[0]["streamed"] is True
 
 
 async def test_the_upstream_gets_the_body_before_the_client_has_sent_it_all(upstream: FakeOpenAI) -> None:
