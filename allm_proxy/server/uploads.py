@@ -44,8 +44,10 @@ from ..wire.requests import parse_multipart_request, request_from_parts, says_ex
 
 # A body this big stays in memory; a bigger one goes on to a temp file.
 SPOOL_IN_MEMORY = 1024 * 1024
-# How much the provider is sent at a time, read back from the spool.
-_SEND_STEP = 256 * 1024
+# How much the provider is sent at a time, read back from the spool. Smaller steps cost CPU on
+# the way out (at 256 kB, a 10 MB edit took 44% more CPU than read whole; at 512 kB the same);
+# bigger ones would hold a 1 MB upload back until it is all in.
+_SEND_STEP = 512 * 1024
 
 
 class UploadCancelled(Exception):
@@ -55,8 +57,11 @@ class UploadCancelled(Exception):
 class Spool:
     """The body so far, in the order it came; readers wait for more with `grown`."""
 
-    def __init__(self) -> None:
-        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by close()
+    def __init__(self, expected: int | None = None) -> None:
+        spooled = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by close()
+        if expected is not None and expected > SPOOL_IN_MEMORY:
+            spooled.rollover()  # a body announced as big goes to the file at once, not via a copy in memory
+        self._file: IO[bytes] = spooled
         self.size = 0
         self._grew = asyncio.Event()
 
@@ -103,7 +108,9 @@ class StreamedUpload:
             if self.cancelled:
                 raise UploadCancelled("the upload was refused or abandoned before its end")
             limit = self._spool.size if self.released else self.releasable
-            if offset < limit:
+            # Whole steps while the body still arrives: a write per client chunk (64 kB) costs more
+            # CPU than the few milliseconds a step waits.
+            if offset < limit and (self.released or limit - offset >= _SEND_STEP):
                 piece = self._spool.read(offset, min(limit - offset, _SEND_STEP))
                 offset += len(piece)
                 yield piece
@@ -120,7 +127,7 @@ class UploadReader:
         self.request = request
         self.operation = operation
         self.content_type = content_type
-        self.spool = Spool()
+        self.spool = Spool(_declared_length(request))
         self.parts: list[Part] = []
         self.upload: StreamedUpload | None = None
         self.decided: ImageRequest | None = None  # the request the engine runs, as it stood when it started
