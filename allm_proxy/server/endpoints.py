@@ -79,6 +79,8 @@ async def _upload(request: Request, operation: Operation, content_type: str) -> 
     try:
         try:
             image_request = await reader.read(engine, call, start)
+            if request.state.journal is not None:
+                request.state.journal.request = image_request  # a refused upload's entry shows it too
             if image_request.upload is not None:
                 await engine.check_streamed(reader.checkable(image_request))
                 reader.release()  # every check passed: the provider may have the end of the body
