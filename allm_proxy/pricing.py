@@ -9,9 +9,11 @@
     standard = { "1024x1024" = 0.04, "1024x1792" = 0.08, "1792x1024" = 0.08 }
     hd = { "1024x1024" = 0.08, "1024x1792" = 0.12, "1792x1024" = 0.12 }
 
-A table key is a model id or a prefix; the longest matching key wins (as
-model families do), and a config key replaces the default of the same key
-whole. Token prices apply when the answer carries usage; else the per-image
+A table key is a model id, which also prices that id's dated snapshots and
+previews (`gpt-image-2` prices `gpt-image-2-2026-04-21`, never `gpt-image-2.5`
+or `gpt-image-2-mini`: a new model is not a snapshot), or a prefix that says so
+by ending in `-` or `*` (`house-`). The longest matching key wins, and a config
+key replaces the default of the same key whole. Token prices apply when the answer carries usage; else the per-image
 price of the request's quality and size. Anything else (an unknown model, a
 quality or size the table does not list) has no cost: never a guess.
 
@@ -21,6 +23,7 @@ quality or size the table does not list) has no cost: never a guess.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 
 MILLION = 1_000_000
 ANY = "*"
+# What may follow a model id in the id of one of its snapshots: a date (-2026-04-21, -2025, -0521),
+# or a preview/latest/experimental tag. Anything else is another model.
+_SNAPSHOT = re.compile(r"-(\d{4}(-\d{2}){0,2}|\d{2}-\d{2}|preview([-.]\w+)*|latest|exp([-.]\w+)*)")
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,14 @@ DEFAULT_PRICES: dict[str, Price] = {
         checked="2026-05; seen in secondary sources (llmreference.com, imagine.art, Mar-May 2026), "
         "not on OpenAI's page itself",
     ),
-    # gpt-image-2: no price we could confirm, so none is shipped: add [prices."gpt-image-2"].
+    "gpt-image-2": Price(
+        input_text=5.0,
+        input_image=8.0,
+        output=30.0,
+        source=_OPENAI,
+        checked="2026-12; token prices as quoted from OpenAI's pricing page by secondary sources "
+        "(xairouter.com, robotsatlas.com, read 2026-12-02), not on OpenAI's page itself; no per-image table",
+    ),
     "gemini-2.5-flash-image": Price(
         input_text=0.30,
         input_image=0.30,
@@ -152,6 +165,15 @@ DEFAULT_PRICES: dict[str, Price] = {
 _PRICE_KEYS = {f.name for f in fields(Price)}
 
 
+def _prices(key: str, model: str) -> bool:
+    """Whether table key `key` applies to `model` (see the module docstring)."""
+    if key.endswith("*"):
+        return model.startswith(key[:-1])
+    if key.endswith("-"):
+        return model.startswith(key)
+    return model == key or (model.startswith(key) and _SNAPSHOT.fullmatch(model[len(key) :]) is not None)
+
+
 class PriceTable:
     """Model id or prefix -> `Price`; the longest matching key wins."""
 
@@ -168,10 +190,11 @@ class PriceTable:
         return cls(prices)
 
     def lookup(self, model: str | None) -> Price | None:
-        """The price of `model`: its own key, else the longest key it starts with; None when unknown."""
+        """The price of `model`: its own key, a key it is a snapshot of, or the longest prefix key
+        (ending in `-` or `*`) it starts with; None when unknown."""
         if not model:
             return None
-        return next((self.prices[k] for k in self._by_length if model.startswith(k)), None)
+        return next((self.prices[k] for k in self._by_length if _prices(k, model)), None)
 
     def cost(
         self,

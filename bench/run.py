@@ -61,6 +61,9 @@ from .targets import (
 )
 
 # The order of a run: the baselines (direct, reference, the peers) before what is compared with them.
+# Alternating scraped/unscraped windows of the metrics target, and scrapes timed on the idle proxy after.
+METRICS_ROUNDS = 3
+METRICS_SCRAPES = 200
 ORDER = ("direct", "reference", *PEERS, "passthrough", "replay", "fake", "workers", "metrics")
 DEFAULT_CELLS: dict[str, tuple[int, ...]] = {"small": (1, 16), "large": (1, 16, 64), "edit": (16,)}
 
@@ -369,6 +372,17 @@ class Bench:
         self.replay_cassette = cassette
         return cassette
 
+    def counted_cassette(self) -> Path | None:
+        """Each small request recorded twice: a replay must then count its position in the state store
+        on every request (a key with one recording and repeats allowed needs no cursor at all)."""
+        cassette = self.work / f"replay-counted{self.plan.cassette_suffix}"
+        request = self.workload_request("small")
+        error = self.record_cassette(cassette, [request, request], concurrency=1, name="replay-counted")
+        if error:
+            self.skip("replay-counted", error)
+            return None
+        return cassette
+
     def replay_args(self, cassette: Path, name: str) -> list[str]:
         assert self.upstream is not None
         return replay_config(self.upstream, cassette, self.work / f"{name}.toml")
@@ -426,10 +440,35 @@ class Bench:
         self.proxied("passthrough", passthrough_args(self.upstream))
 
     def target_metrics(self) -> None:
-        """Pass-through with /metrics scraped every second, beside the same without (issue 14)."""
-        assert self.upstream is not None
-        self.proxied("passthrough-unscraped", passthrough_args(self.upstream))
-        self.proxied("passthrough-scraped", passthrough_args(self.upstream))
+        """What a Prometheus scraper costs (issue 14): small pass-through at C=16 with /metrics scraped every
+        second against not scraped, in alternating windows on ONE proxy (fresh proxies differ from each
+        other by more than the effect), then the CPU of one scrape on the idle proxy, whose series the
+        load has filled."""
+        assert self.upstream is not None and self.bodies is not None
+        server = self.proxy("passthrough-metrics", passthrough_args(self.upstream), self.bodies.request_spec("small"))
+        try:
+            if not server.ok:
+                self.skip("metrics", server.probe_error or "did not start")
+                return
+            for _ in range(METRICS_ROUNDS):
+                for target in ("passthrough-unscraped", "passthrough-scraped"):
+                    if not self.time_left(f"{target} small C=16"):
+                        return
+                    self.measure(server, target, "small", 16)
+            before, started = tree_cpu_seconds(server.pid), time.perf_counter()
+            sizes = [len(http_call(server.port, path="/metrics", timeout=10)[1]) for _ in range(METRICS_SCRAPES)]
+            self.emit(
+                {
+                    "kind": "scrape",
+                    "target": "passthrough",
+                    "scrapes": METRICS_SCRAPES,
+                    "cpu_ms_per_scrape": (tree_cpu_seconds(server.pid) - before) * 1000 / METRICS_SCRAPES,
+                    "wall_ms_per_scrape": (time.perf_counter() - started) * 1000 / METRICS_SCRAPES,
+                    "body_bytes": max(sizes),
+                }
+            )
+        finally:
+            stop_proxy(self.procs, server, timeout=30)
 
     def target_workers(self) -> None:
         """Pass-through at `--workers 1` and `--workers 2` on one real Redis (issue 14). Neither is pinned
@@ -445,7 +484,7 @@ class Bench:
                 self.proxied(
                     f"passthrough-w{workers}", [*passthrough_args(self.upstream), *state], workers=workers, pinned=False
                 )
-            cassette = self.ensure_replay_cassette()
+            cassette = self.counted_cassette()
             if cassette is not None:  # replay cursors in Redis against in process memory, one worker each
                 self.proxied("replay-memory", self.replay_args(cassette, "replay-memory"))
                 self.proxied("replay-redis", [*self.replay_args(cassette, "replay-redis"), *state])

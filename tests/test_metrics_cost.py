@@ -92,8 +92,9 @@ def test_the_cost_header_is_the_hand_computed_price_and_an_unknown_model_has_non
         assert float(known.headers["x-allm-cost-usd"]) == pytest.approx(GPT_IMAGE_1_ONE_IMAGE)
         two = generate(base, "gpt-image-1", size="1024x1024", n=2)
         assert float(two.headers["x-allm-cost-usd"]) == pytest.approx((10 * 5.0 + 100 * 40.0) / 1e6)
-        # gpt-image-2 reports usage, but the table has no price for it: no cost, never a guess.
-        unknown = generate(base, "gpt-image-2", size="1024x1024")
+        # gpt-image-2.5 reports usage, but the table has no price for it (gpt-image-2's is another
+        # model's): no cost, never a guess.
+        unknown = generate(base, "gpt-image-2.5", size="1024x1024")
         assert unknown.status_code == 200 and unknown.json()["usage"]["output_tokens"] == 50
         assert "x-allm-cost-usd" not in unknown.headers
 
@@ -143,6 +144,14 @@ def test_the_price_table_takes_the_longest_prefix_and_config_overrides_it() -> N
     assert table.cost("gpt-image-1", usage=usage) == pytest.approx((100 * 5 + 1000 * 40) / 1e6)
     assert table.cost("house-model", images=3) == pytest.approx(1.5)
     assert table.cost("unknown-model", images=1, usage=usage) is None
+    # A key prices its own snapshots and previews, never a newer model that shares its letters.
+    assert table.cost("gpt-image-2-2026-04-21", usage=usage) == pytest.approx((100 * 5 + 1000 * 30) / 1e6)
+    assert table.cost("gemini-2.5-flash-image-preview", usage=usage) == pytest.approx((100 * 0.3 + 1000 * 30) / 1e6)
+    for newer in ("gpt-image-2.5", "gpt-image-2-mini", "gpt-image-1.5x", "dall-e-2b"):
+        assert table.lookup(newer) is None, newer
+    assert PriceTable.from_config({"gpt-image-*": {"output": 2.0}}).cost("gpt-image-9", usage=usage) == pytest.approx(
+        1000 * 2.0 / 1e6
+    )
     with pytest.raises(ValueError, match="per_image"):
         config_from_mapping({"prices": {"x": {"input_text": 1}}})
 
@@ -157,7 +166,7 @@ def test_cassettes_list_shows_what_the_cassette_saved(tmp_path: Path) -> None:
         cassette,
         {"model": "gpt-image-1", "size": "1024x1024"},
         {"model": "gpt-image-1", "size": "1024x1024", "n": 2},
-        {"model": "gpt-image-2", "size": "1024x1024"},
+        {"model": "gpt-image-2.5", "size": "1024x1024"},
     )  # no price: adds nothing
     result = CliRunner().invoke(main, ["cassettes", "list", str(cassette)])
     assert result.exit_code == 0, result.output

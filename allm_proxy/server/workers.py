@@ -3,9 +3,15 @@
     check_workers(config)                   # N > 1 without a state URL: ValueError saying why
     run_workers(config)                     # the supervisor; returns when every worker has drained
 
-The main process binds the socket and supervises (uvicorn's `Multiprocess`:
+The main process binds the sockets and supervises (uvicorn's `Multiprocess`:
 it restarts a worker that dies, and on SIGTERM or SIGINT asks every worker to
-finish its requests and flush its recordings). Each worker is a fresh
+finish its requests and flush its recordings). On Linux each worker slot gets
+its own listening socket on the port (`SO_REUSEPORT`), so the kernel spreads
+new connections over the workers; with one shared socket, whichever worker
+wakes first accepts a whole burst of connections and keeps them all (a client
+opening 16 keep-alive connections at once was served by one worker in about
+half the runs). Elsewhere, where `SO_REUSEPORT` does not balance, all slots
+share one socket as uvicorn does. Each worker is a fresh
 interpreter (multiprocessing's spawn) that builds its app with `worker_app`,
 uvicorn's `--factory` style, from the config the main process resolved from
 flags, environment and file, handed over as JSON in the environment the
@@ -24,6 +30,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -33,6 +40,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors.multiprocess import Process
 
 from ..config import ProxyConfig
 from ..config_codec import config_from_json, config_to_json
@@ -121,14 +129,52 @@ def uvicorn_config(config: ProxyConfig, *, log_level: str = "warning") -> Worker
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, which also drops the live gauges of every worker that has gone."""
+    """uvicorn's supervisor with a listening socket per worker slot, which also drops the live gauges
+    of every worker that has gone."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: uvicorn.Config, slots: list[socket.socket]) -> None:
+        super().__init__(config, sockets=slots[:1])
+        self.slots = slots
         self.seen: set[int] = set()
 
+    def _spawn(self, slot: int) -> Process:
+        process = Process(self.config, [self.slots[slot % len(self.slots)]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self._spawn(slot) for slot in range(self.processes_num)]
+
+    def restart_all(self) -> None:
+        """SIGHUP: replace each worker in turn, keeping its slot (uvicorn's would hand every new one the first)."""
+        for slot, old in enumerate(list(self.processes)):
+            if self.should_exit.is_set():
+                return
+            new = self._spawn(slot)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                return
+            old.terminate()
+            old.join()
+            self.processes[slot] = new
+
     def keep_subprocess_alive(self) -> None:
-        super().keep_subprocess_alive()
+        """uvicorn's: restart a worker that died or hangs, in its own slot; stop when one could not start."""
+        for slot, process in enumerate(self.processes):
+            if self.should_exit.is_set():
+                break
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                logging.getLogger("uvicorn.error").error(
+                    "Child process [%s] failed to start, stopping the parent process.", process.pid
+                )
+                self.should_exit.set()
+                break
+            self.processes[slot] = self._spawn(slot)
         self.sweep()
 
     def join_all(self) -> None:
@@ -149,18 +195,53 @@ class _Supervisor(Multiprocess):
         return any(p.exitcode == STARTUP_FAILURE for p in self.processes)
 
 
+def balances_reuseport() -> bool:
+    """True where `SO_REUSEPORT` spreads connections over the sockets sharing a port (Linux 3.9+); on
+    the BSDs and macOS the option exists but the newest socket takes every connection."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_slots(uv: uvicorn.Config, count: int) -> list[socket.socket]:
+    """The listening sockets of `count` worker slots: one per slot on one port where the kernel balances
+    them, else uvicorn's one shared socket."""
+    if count < 2 or not balances_reuseport() or uv.uds is not None or uv.fd is not None:
+        return [uv.bind_socket()]
+    family = socket.AF_INET6 if uv.host and ":" in uv.host else socket.AF_INET
+    slots: list[socket.socket] = []
+    port = uv.port
+    try:
+        for _ in range(count):
+            sock = socket.socket(family=family)
+            slots.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((uv.host, port))
+            port = sock.getsockname()[1]  # port 0: the others join the port the first one got
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in slots:
+            sock.close()
+        logging.getLogger("uvicorn.error").error(exc)
+        sys.exit(STARTUP_FAILURE)
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d with %d listening sockets (Press CTRL+C to quit)", uv.host, port, count
+    )
+    return slots
+
+
 def run_workers(config: ProxyConfig, *, log_level: str = "warning") -> None:
     """Serve with `config.workers` processes until SIGTERM or SIGINT; returns once every worker has finished
     its requests and flushed its recordings. Raises `WorkersStartupError` when a worker cannot start."""
     check_workers(config)
     uv = uvicorn_config(config, log_level=log_level)
     with _worker_environment(config):
-        sock = uv.bind_socket()
+        slots = bind_slots(uv, config.workers)
         try:
-            supervisor = _Supervisor(uv, sockets=[sock])
+            supervisor = _Supervisor(uv, slots)
             supervisor.run()
         finally:
-            sock.close()
+            for sock in slots:
+                sock.close()
     if supervisor.startup_failed:
         raise WorkersStartupError("a worker process failed to start; its error is above")
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from allm_proxy.server.workers import balances_reuseport
+
 from .asgi_server import free_port
 
 ALLM_PROXY = Path(sys.executable).parent / "allm-proxy"
@@ -62,13 +64,16 @@ class ServeProcess:
         return self.process.pid
 
     def wait_ready(self, workers: int) -> None:
-        """Until /healthz answers and `workers` workers are up (bounded)."""
+        """Until /healthz answers and `workers` workers are up (bounded). On Linux a worker is up when it
+        listens on its own socket: a worker still importing on a loaded machine would otherwise let its
+        sibling answer every request of a test that needs both."""
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             with contextlib.suppress(httpx.TransportError):
                 if (
                     httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
                     and len(self.worker_pids()) >= workers
+                    and (workers < 2 or not balances_reuseport() or listening_sockets(self.port) >= workers)
                 ):
                     return
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -150,3 +155,10 @@ def recording_args(upstream_url: str, cassette: Path, record_mode: str) -> list[
         "--record-mode",
         record_mode,
     ]
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:`port` (each SO_REUSEPORT socket is its own line in /proc/net/tcp)."""
+    wanted = f"0100007F:{port:04X}"
+    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+    return sum(1 for row in rows if row[1] == wanted and row[3] == "0A")
