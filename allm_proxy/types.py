@@ -41,6 +41,20 @@ def b64decode_lenient(text: str) -> bytes:
         raise ValueError(f"not valid base64: {exc}") from None
 
 
+@dataclass(frozen=True)
+class StreamedFile:
+    """What is known of an upload whose bytes went on to the provider as they arrived.
+
+    `InputFile.data` then holds only its first bytes (enough for the magic bytes and the image
+    header); `size` and `sha256` cover every byte; `intact` says the file's own structure was
+    checked whole while it went by (a PNG's chunk CRCs up to IEND).
+    """
+
+    size: int
+    sha256: str
+    intact: bool
+
+
 @dataclass
 class InputFile:
     """A file the client uploaded: the bytes, and how it was labelled on the wire."""
@@ -49,11 +63,32 @@ class InputFile:
     filename: str | None = None
     content_type: str | None = None
     field: str = "image"
+    # Set when the upload streamed through: `data` is then only its head.
+    streamed: StreamedFile | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def mime_type(self) -> str:
         """The real type from the bytes, falling back to the label."""
         return sniff_mime(self.data) or self.content_type or "application/octet-stream"
+
+    @property
+    def size(self) -> int:
+        """The byte count of the whole file, streamed or not."""
+        return self.streamed.size if self.streamed is not None else len(self.data)
+
+
+class UploadBody(Protocol):
+    """A client's multipart body on its way to the provider while it still arrives.
+
+    `chunks()` yields it from the start each time it is called (an upstream retry sends it
+    again) and ends only once every check of the request passed; it raises when the request
+    is refused or the client left, so the provider never sees a complete body then.
+    """
+
+    content_type: str
+    length: int | None  # the client's Content-Length, when it sent one
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
 
 
 class Image:
@@ -283,6 +318,9 @@ class ImageRequest:
     # The client's JSON body as it came, kept only when sending it on is the same as rendering the
     # request again (`wire.requests.render_body` forwards it; whoever changes a field drops it).
     verbatim: bytes | None = field(default=None, repr=False, compare=False)
+    # The client's multipart body, streaming through, kept only when it says exactly this request
+    # (the server decides; `wire.requests.render_body` forwards it; whoever changes a field drops it).
+    upload: UploadBody | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:

@@ -14,8 +14,10 @@ a reset or cut-short answer (ReadError / RemoteProtocolError) and a timeout
 from __future__ import annotations
 
 import contextlib
+import io
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import httpx
@@ -58,13 +60,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             sock_connect=timeouts.get("connect"),
             sock_read=timeouts.get("read"),
         )
-        content = request.content if _is_read(request) else await request.aread()
+        # A body still streaming (an upload on its way through) goes out as it comes, never read whole.
+        headers = request.headers.multi_items()
+        if _is_read(request):
+            data: Any = _body(request.content)
+        else:
+            data = _sent_as_it_comes(request.stream)
+            # aiohttp frames a body of unknown length itself, and refuses a Transfer-Encoding set for it.
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
         with _mapped_exceptions(request):
             response = await self._session_for_loop().request(
                 request.method,
                 str(request.url),
-                headers=list(request.headers.multi_items()),
-                data=content or None,
+                headers=headers,
+                data=data,
                 allow_redirects=False,
                 compress=None,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
@@ -104,6 +113,20 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.release()  # the connection goes back to the pool
         else:
             self._response.close()  # unread body: this connection cannot be reused
+
+
+def _body(content: bytes) -> bytes | io.BytesIO | None:
+    # aiohttp writes a big `bytes` body in one go and warns that it may block the loop; a file-like one
+    # it writes in pieces (BytesIO shares the bytes, no copy).
+    if len(content) > _CHUNK:
+        return io.BytesIO(content)
+    return content or None
+
+
+async def _sent_as_it_comes(stream: httpx.SyncByteStream | httpx.AsyncByteStream) -> AsyncIterator[bytes]:
+    assert isinstance(stream, httpx.AsyncByteStream), "the async transport takes async request bodies"
+    async for chunk in stream:
+        yield chunk
 
 
 def _proxy_configured() -> bool:

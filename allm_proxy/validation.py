@@ -40,8 +40,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def validate_request(request: ImageRequest, family: ModelFamily, *, requested_model: str) -> None:
-    """Raise `InvalidRequestError` (or a subclass) when the family cannot take `request`."""
+def validate_request(request: ImageRequest, family: ModelFamily, *, requested_model: str, inputs: bool = True) -> None:
+    """Raise `InvalidRequestError` (or a subclass) when the family cannot take `request`.
+
+    `inputs=False` leaves the uploaded files out: an upload streaming through has them
+    checked when its last byte arrived (`server/uploads.py`)."""
     if request.operation not in family.operations:
         allowed = ", ".join(sorted(family.operations))
         raise UnsupportedOperationError(
@@ -55,7 +58,7 @@ def validate_request(request: ImageRequest, family: ModelFamily, *, requested_mo
     _check_n(request, family, requested_model)
     _check_size(request, family, requested_model)
     _check_choices(request, family, requested_model)
-    if request.operation in ("edit", "variation"):
+    if inputs and request.operation in ("edit", "variation"):
         _check_inputs(request, family, requested_model)
 
 
@@ -289,7 +292,7 @@ def _check_inputs(request: ImageRequest, family: ModelFamily, model: str) -> Non
                 param="image",
                 code="invalid_image_format",
             )
-        if len(first.data) > 4 * 1024 * 1024:
+        if first.size > 4 * 1024 * 1024:
             raise InvalidRequestError(
                 f"Invalid input image: `{model}` needs a PNG under 4 MB.", param="image", code="image_too_large"
             )
@@ -306,6 +309,8 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
             param=param,
             code="invalid_image_format",
         )
+    if upload.streamed is not None:
+        return _streamed_dimensions(upload, param)
     try:
         with PILImage.open(io.BytesIO(upload.data)) as img:
             width, height = img.size
@@ -331,6 +336,31 @@ def image_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
             code="invalid_image",
         ) from None
     return width, height
+
+
+def _streamed_dimensions(upload: InputFile, param: str) -> tuple[int, int]:
+    """The size of a file that streamed through, from its head: the server hands one over only
+    when its structure was checked whole on the way (`StreamedFile.intact`) and its head tells
+    the size (`header_dimensions`); any other file it checks from its bytes, as above."""
+    assert upload.streamed is not None and upload.streamed.intact, "only an intact streamed file is checked here"
+    width, height = header_dimensions(upload.data)
+    assert width is not None and height is not None, "the head of a streamed file tells its size"
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InvalidRequestError(
+            f"Invalid '{param}': the image is larger than {MAX_IMAGE_PIXELS} pixels; downscale it before sending.",
+            param=param,
+            code="image_too_large",
+        )
+    return width, height
+
+
+def header_dimensions(data: bytes) -> tuple[int | None, int | None]:
+    """Width and height from an image's header (its first bytes are enough); Pillow decodes no pixels."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            return image.width, image.height
+    except Exception:  # not an image Pillow knows: the sizes stay unknown
+        return None, None
 
 
 def check_mask(mask: InputFile, image_size: tuple[int, int]) -> None:

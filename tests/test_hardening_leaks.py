@@ -6,19 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from allm_proxy import Engine
-from allm_proxy.server import create_app, uvicorn_options
-from tests.support.asgi_server import free_port, serve_asgi
-from tests.support.hardening import captured_logs
+from tests.support.asgi_server import free_port
+from tests.support.hardening import LoopProbe, captured_logs, probed_proxy, settled
 from tests.upstreams import openai_upstream as up
 
 pytestmark = pytest.mark.slow  # hardening: a thousand requests each, counting what leaks
@@ -33,34 +30,6 @@ def open_sockets() -> int:
         with contextlib.suppress(OSError):  # closed while we looked
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
     return count
-
-
-class LoopProbe:
-    """Wraps the app to learn which event loop serves it, so the test can count that loop's tasks."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.loop = asyncio.get_running_loop()
-        await self.app(scope, receive, send)
-
-    def tasks(self) -> int:
-        assert self.loop is not None
-
-        async def count() -> int:
-            return len(asyncio.all_tasks()) - 1  # not this one
-
-        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(timeout=5)
-
-
-@contextmanager
-def probed_proxy(engine: Engine) -> Iterator[tuple[str, LoopProbe]]:
-    probe = LoopProbe(create_app(engine))
-    with serve_asgi(probe, **uvicorn_options()) as url:
-        yield url, probe
 
 
 def hammer(url: str, total: int, body: Callable[[int], dict[str, Any]]) -> Counter[int]:
@@ -81,16 +50,6 @@ def hammer(url: str, total: int, body: Callable[[int], dict[str, Any]]) -> Count
 
     asyncio.run(run())
     return statuses
-
-
-def settled(measure: Callable[[], int], limit: int, within: float = 5.0) -> int:
-    """The measure once it is at most `limit` (or whatever it is after `within` seconds)."""
-    deadline = time.monotonic() + within
-    value = measure()
-    while value > limit and time.monotonic() < deadline:
-        time.sleep(0.05)
-        value = measure()
-    return value
 
 
 def assert_nothing_leaks(url: str, probe: LoopProbe, total: int, body: Callable[[int], dict[str, Any]]) -> Counter:

@@ -204,3 +204,30 @@ def test_base64_parts_keep_the_body_multipart_and_utf8_and_read_back_the_same_fi
         ("image", PNG),
     ]
     assert with_base64_parts("application/json", b"{}") is None
+
+
+def test_the_stream_parser_fed_byte_by_byte_reads_what_the_whole_body_parser_reads() -> None:
+    from allm_proxy.wire.multipart import MultipartStream, boundary_of, encode_multipart, part_head
+
+    body, content_type = encode_multipart(
+        [Part("prompt", b"a cat"), Part("image", bytes(range(256)) * 8, filename="a.png", content_type="image/png")]
+    )
+    seen: list[tuple[str, bytes]] = []
+    data = bytearray()
+
+    def begin(headers: list[tuple[bytes, bytes]]) -> None:
+        seen.append((part_head(headers).name, b""))
+        data.clear()
+
+    def end() -> None:
+        seen[-1] = (seen[-1][0], bytes(data))
+
+    stream = MultipartStream(boundary_of(content_type), on_begin=begin, on_data=data.extend, on_end=end)
+    ended_at = None
+    for at in range(len(body)):
+        stream.feed(body[at : at + 1])
+        if stream.ended and ended_at is None:
+            ended_at = at
+    stream.finish()
+    assert ended_at == len(body) - 3  # the closing delimiter's last "-": only its CRLF follows
+    assert seen == [(p.name, p.data) for p in parse_multipart(content_type, body)]

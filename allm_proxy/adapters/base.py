@@ -75,6 +75,9 @@ class AdapterInfo:
     # Whose model rules the provider follows ("openai" or "gemini"): a model id no family in the
     # catalog matches gets that provider's permissive generic family (capabilities.GENERIC_FAMILIES).
     rules: str = "openai"
+    # The adapter sends a request's `upload` (a multipart body still arriving) on as it comes,
+    # when it renders nothing of its own: the server then streams eligible uploads through.
+    streams_uploads: bool = False
 
     def __post_init__(self) -> None:
         if self.rules not in GENERIC_FAMILIES:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .. import errors
 from ..adapters import get_adapter_info
 from ..adapters.base import ImageAdapter
 from ..call import Call, Route, scope, scoped
@@ -192,7 +193,10 @@ class Engine:
         """
         call = call or Call()
         route = call.route = self.router.route(request)
-        if request.images or request.mask is not None:
+        if request.upload is not None:
+            # Still arriving: the server checks the files when their last byte is in (server/uploads.py).
+            validate_request(request, route.family, requested_model=route.label, inputs=False)
+        elif request.images or request.mask is not None:
             # Checking uploads decodes images: keep that CPU work off the event loop.
             await asyncio.to_thread(validate_request, request, route.family, requested_model=route.label)
         else:
@@ -218,6 +222,33 @@ class Engine:
             return result
         events = scoped(call.scope(), self.deliverer.events(result, http))
         return _EngineStream(events, headers=dict(result.headers), source=result)
+
+    def streams_upload(self, request: ImageRequest, call: Call) -> bool:
+        """Whether `request` (its text fields; its files still arriving) may go to its provider as the
+        client's own bytes, while they arrive, and get the answer the whole-body path would give.
+
+        Only when nothing between needs the whole body or changes it: a provider that passes uploads
+        through, no cassette to record or match, no fault, the routed model and every field as the
+        client sent them, and the fields valid (an invalid request takes the whole-body path, which
+        names its first problem).
+        """
+        if self.cassette_library is not None or self.faults.faults or call.fault_header:
+            return False
+        try:
+            route = self.router.route(request)
+            if not get_adapter_info(route.provider).streams_uploads:
+                return False
+            sent = delivery.upstream_form(request, route)
+            validate_request(request, route.family, requested_model=route.label, inputs=False)
+        except errors.ProxyError:
+            return False
+        return sent.model == request.model and sent.response_format == request.response_format
+
+    async def check_streamed(self, request: ImageRequest) -> None:
+        """Every check of `run` for a request whose upload streamed through, now that it is all in:
+        the same `validate_request`, the files read from their heads (see `streams_upload`)."""
+        route = self.router.route(request)
+        await asyncio.to_thread(validate_request, request, route.family, requested_model=route.label)
 
     async def prepare(self) -> None:
         """Build, on this event loop, the adapters of the default provider and of every alias.

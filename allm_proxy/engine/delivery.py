@@ -56,7 +56,9 @@ def upstream_form(request: ImageRequest, route: Route) -> ImageRequest:
     if route.family.b64_only and request.response_format is not None:
         sent.response_format = None
     if sent.model != request.model or sent.response_format != request.response_format:
-        sent.verbatim = None  # The client's bytes no longer say what goes upstream
+        # The client's bytes no longer say what goes upstream (the server streams an upload only
+        # when this keeps both: see `Engine.streams_upload`).
+        sent.verbatim = sent.upload = None
     return sent
 
 

@@ -17,19 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image as PILImage
-
+from ..probe import HEAD_BYTES
 from ..types import Image, b64decode_lenient, sniff_mime
-
-# Enough of an image to read its type and dimensions (PNG's IHDR is at byte 16, JPEG's SOF within a
-# few kB unless big EXIF blocks come first; then the dimensions stay unknown).
-HEAD_BYTES = 64 * 1024
+from ..validation import header_dimensions
 
 
 @dataclass(frozen=True)
@@ -146,7 +141,7 @@ class Blob:
                     bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(),
                 )
-                info["width"], info["height"] = _dimensions(data)
+                info["width"], info["height"] = header_dimensions(data)
                 self.size = len(data)
             if self.part is not None:
                 info = {"part": self.part, **info}
@@ -188,7 +183,7 @@ class Blob:
             "sha256": self.sha256,
         }
         if head:
-            info["width"], info["height"] = _dimensions(head)
+            info["width"], info["height"] = header_dimensions(head)
         if self.part is not None:
             info = {"part": self.part, **info}
         return info
@@ -320,12 +315,3 @@ def _decoded(text: bytes) -> bytes:
         return b64decode_lenient(text.decode("ascii", "replace"))
     except ValueError:
         return b""
-
-
-def _dimensions(data: bytes) -> tuple[int | None, int | None]:
-    """Width and height from the image header; Pillow does not decode the pixels for this."""
-    try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            return image.width, image.height
-    except Exception:  # not an image Pillow knows: the sizes stay unknown
-        return None, None

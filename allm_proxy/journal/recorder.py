@@ -26,6 +26,7 @@ from .. import errors
 from ..call import UPSTREAM_NOTE, Call, current_scope
 from ..cassettes.filters import SecretFilter
 from ..types import Image, ImageEvent, ImageRequest, ImageResponse, InputFile, Usage
+from ..validation import header_dimensions
 from .record import Blob, Record
 
 if TYPE_CHECKING:
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
 
 # Request fields that carry file bytes: described as `inputs`, never copied into `params`.
 FILE_FIELDS = frozenset({"images", "mask", "extra_files"})
-# The client's verbatim JSON body is bookkeeping, not a parameter
-PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRequest) if f.name not in {*FILE_FIELDS, "verbatim"})
+# The client's verbatim JSON body and its streaming upload are bookkeeping, not parameters
+PARAM_FIELDS = tuple(
+    f.name for f in dataclasses.fields(ImageRequest) if f.name not in {*FILE_FIELDS, "verbatim", "upload"}
+)
 _URL_FILTER = SecretFilter()  # the cassette filter's defaults: what the journal keeps of upstream URLs
 _HOSTED = re.compile(r"/images/files/(img_[A-Za-z0-9_-]+)$")
 
@@ -183,7 +186,26 @@ def params_of(request: ImageRequest) -> dict[str, Any]:
 
 def inputs_of(request: ImageRequest) -> list[Blob]:
     files: list[InputFile] = [*request.images, *([request.mask] if request.mask else []), *request.extra_files]
-    return [Blob(f.data, len(f.data), part=f.field, declared_mime=f.content_type) for f in files]
+    return [_input_blob(f) for f in files]
+
+
+def _input_blob(upload: InputFile) -> Blob:
+    streamed = upload.streamed
+    if streamed is None:
+        return Blob(upload.data, len(upload.data), part=upload.field, declared_mime=upload.content_type)
+    # An upload that streamed through: only its head is here (at most 64 kB), described now,
+    # with the byte count and sha256 taken as it went by; the inspector shows no bytes for it.
+    width, height = header_dimensions(upload.data)
+    info = {
+        "part": upload.field,
+        "mime_type": upload.mime_type,
+        "width": width,
+        "height": height,
+        "bytes": streamed.size,
+        "sha256": streamed.sha256 or None,
+        "streamed": True,
+    }
+    return Blob(None, streamed.size, part=upload.field, declared_mime=upload.content_type, info=info, dropped=True)
 
 
 def _estimated_size(image: Image) -> int:

@@ -104,7 +104,8 @@ class _Endpoints:
                 raise _no_entry(entry_id)
             raise errors.NotFoundError(
                 f"Entry {entry_id} has no {kind[:-1]} {index} with bytes: there is no such one, the journal let "
-                "its bytes go (its max_image_mb bound), or the proxy never had them (a provider URL).",
+                "its bytes go (its max_image_mb bound), or the proxy never kept them (a provider URL, or an "
+                "upload that streamed through to the provider).",
                 code="journal_bytes_gone",
             )
         data, mime = found

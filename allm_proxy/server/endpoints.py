@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .. import errors
@@ -17,10 +18,12 @@ from ..call import Call
 from ..engine import Engine
 from ..pricing import account, format_usd
 from ..state.health import readiness
-from ..types import ImageResponse, Operation, RawBody
+from ..types import ImageRequest, ImageResponse, ImageResult, Operation, RawBody
+from ..wire.multipart import is_multipart
 from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
 from .faulted import shape_response
+from .uploads import UploadReader, body_chunks
 
 T = TypeVar("T")
 _FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
@@ -50,15 +53,67 @@ async def variations(request: Request) -> Response:
 
 async def _images(request: Request, operation: Operation) -> Response:
     call = _call(request)
-    journal = request.state.journal
-    body = await read_body(request)
-    image_request = parse_request(operation, request.headers.get("content-type"), body)
-    del body  # the parsed request holds what is needed; let a big upload go early
-    if journal is not None:
-        journal.request = image_request
     call.public_base_url = _public_base(request)
     call.can_relay = True
-    result = await _unless_client_leaves(request, _engine(request).run(image_request, call))
+    engine = _engine(request)
+    content_type = request.headers.get("content-type")
+    if operation != "generate" and is_multipart(content_type):
+        return await _upload(request, operation, content_type or "")
+    body = await read_body(request)
+    image_request = parse_request(operation, content_type, body)
+    del body  # the parsed request holds what is needed; let a big upload go early
+    return await _answer(request, image_request, engine.run(image_request, call))
+
+
+async def _upload(request: Request, operation: Operation, content_type: str) -> Response:
+    """A multipart edit or variation: streamed through while it arrives when it may, else read into
+    a spool and answered as any other request (server/uploads.py)."""
+    call, engine = _call(request), _engine(request)
+    reader = UploadReader(request, operation, content_type, digest=request.state.journal is not None)
+    started: asyncio.Future[ImageResult] | None = None
+
+    def start(partial: ImageRequest) -> None:
+        nonlocal started
+        started = asyncio.ensure_future(engine.run(partial, call))
+
+    try:
+        try:
+            image_request = await reader.read(engine, call, start)
+            if request.state.journal is not None:
+                request.state.journal.request = image_request  # a refused upload's entry shows it too
+            if image_request.upload is not None:
+                await engine.check_streamed(reader.checkable(image_request))
+                reader.release()  # every check passed: the provider may have the end of the body
+        except BaseException:
+            reader.cancel()
+            await _stopped(started)
+            raise
+        if image_request.upload is None and started is not None:
+            await _stopped(started)  # the request took the full path after all
+            started = None
+        work = started if started is not None else engine.run(image_request, call)
+        return await _answer(request, image_request, work)
+    except ClientDisconnect:
+        return Response(status_code=499)  # the client left mid-upload; logged as 499
+    finally:
+        reader.close()
+
+
+async def _stopped(task: asyncio.Future[ImageResult] | None) -> None:
+    """Cancel the engine's run of a streamed upload and wait until it has let go of the body."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+
+
+async def _answer(request: Request, image_request: ImageRequest, work: Awaitable[ImageResult]) -> Response:
+    call = _call(request)
+    journal = request.state.journal
+    if journal is not None:
+        journal.request = image_request
+    result = await _unless_client_leaves(request, work)
     if result is None:
         return Response(status_code=499)  # nobody is left to answer; logged as 499
     if isinstance(result, RawBody):
@@ -87,27 +142,7 @@ async def _images(request: Request, operation: Operation) -> Response:
 
 async def read_body(request: Request) -> bytes:
     """The whole body, within the size limit and the body timeout."""
-    limit, timeout = request.app.state.config.max_body_bytes, request.app.state.limits.body_timeout
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit)
-    chunks: list[bytes] = []
-    size = 0
-
-    async def collect() -> None:
-        nonlocal size
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
-            chunks.append(chunk)
-
-    try:
-        await asyncio.wait_for(collect(), timeout)
-    except TimeoutError:
-        raise errors.RequestTimeoutError(
-            f"The request body did not arrive within {timeout:g} s. Send it faster, or send smaller images."
-        ) from None
+    chunks = [chunk async for chunk in body_chunks(request)]
     request.state.body_read = True
     return b"".join(chunks)
 
@@ -181,10 +216,3 @@ def _public_base(request: Request) -> str:
     """Where this request reached us, so hosted image URLs work for the same client."""
     prefix = "/v1" if request.url.path.startswith("/v1/") else ""
     return f"{request.url.scheme}://{request.url.netloc}{prefix}"
-
-
-def _too_large(size: int, limit: int) -> errors.PayloadTooLargeError:
-    return errors.PayloadTooLargeError(
-        f"The request body ({size / 2**20:.1f} MB or more) exceeds this proxy's limit of {limit / 2**20:.1f} MB. "
-        "Send smaller images, or raise the limit with --max-body-mb."
-    )

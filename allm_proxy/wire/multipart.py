@@ -92,8 +92,8 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
-def parse_multipart(content_type: str | None, body: bytes, *, recorded: bool = False) -> list[Part]:
-    """All parts of the body, text and files, in the order they were sent."""
+def parse_multipart(content_type: str | None, body: bytes | Iterable[bytes], *, recorded: bool = False) -> list[Part]:
+    """All parts of the body (whole, or its pieces in order), text and files, in the order they were sent."""
     return _split(
         boundary_of(content_type or ""),
         body,
@@ -103,82 +103,140 @@ def parse_multipart(content_type: str | None, body: bytes, *, recorded: bool = F
 
 
 def _part(raw: _RawPart, *, recorded: bool) -> Part:
-    disposition, options = parse_options_header(raw.header(b"content-disposition") or b"")
-    if disposition != b"form-data" or b"name" not in options:
-        raise MultipartError("a part has no Content-Disposition: form-data; name=...")
-    name = options[b"name"].decode("utf-8", "replace")
+    part = part_head(raw.headers)
     data = raw.data
     if recorded and (raw.header(_CTE) or b"").strip().lower() == b"base64":
         try:
             data = base64.b64decode(data)
         except (binascii.Error, ValueError) as exc:
-            raise MultipartError(f"part {name!r} is not valid base64: {exc}") from None
+            raise MultipartError(f"part {part.name!r} is not valid base64: {exc}") from None
+    part.data = data
+    return part
+
+
+def part_head(headers: list[tuple[bytes, bytes]]) -> Part:
+    """A part's name, filename and content type from its header lines (its `data` still empty)."""
+    raw = _RawPart(headers)
+    disposition, options = parse_options_header(raw.header(b"content-disposition") or b"")
+    if disposition != b"form-data" or b"name" not in options:
+        raise MultipartError("a part has no Content-Disposition: form-data; name=...")
     filename = options.get(b"filename")
     content_type = raw.header(b"content-type")
     return Part(
-        name=name,
-        data=data,
+        name=options[b"name"].decode("utf-8", "replace"),
+        data=b"",
         filename=filename.decode("utf-8", "replace") if filename is not None else None,
         content_type=content_type.decode("latin-1").strip() if content_type else None,
     )
 
 
-def _split(boundary: bytes, body: bytes, finish: Callable[[_RawPart], T], *, limit: int | None) -> list[T]:
+class MultipartStream:
+    """The parser driven as the body arrives: `feed` each chunk, then `finish`.
+
+    It calls `on_begin(headers)` when a part's header lines are complete,
+    `on_data(view)` for each piece of its content (a view into the fed chunk,
+    valid during the call only: copy what you keep) and `on_end()` when the part
+    ends. `feed` and `finish` raise `MultipartError`; so does whatever a callback
+    raises as one. The whole-body functions of this module run on it too.
+    """
+
+    def __init__(
+        self,
+        boundary: bytes,
+        *,
+        on_begin: Callable[[list[tuple[bytes, bytes]]], None],
+        on_data: Callable[[memoryview], None],
+        on_end: Callable[[], None],
+        limit: int | None = MAX_PARTS,
+    ) -> None:
+        self.ended = False
+        self.parts = 0
+        headers: list[tuple[bytes, bytes]] = []
+        field_name: list[bytes] = []
+        field_value: list[bytes] = []
+
+        def on_part_begin() -> None:
+            headers.clear()
+
+        def on_header_field(data: bytes, start: int, end: int) -> None:
+            field_name.append(data[start:end])
+
+        def on_header_value(data: bytes, start: int, end: int) -> None:
+            field_value.append(data[start:end])
+
+        def on_header_end() -> None:
+            headers.append((b"".join(field_name), b"".join(field_value)))
+            field_name.clear()
+            field_value.clear()
+
+        def on_headers_finished() -> None:
+            if limit is not None and self.parts >= limit:
+                raise MultipartError(f"too many form parts (more than {limit})")
+            self.parts += 1
+            on_begin(list(headers))
+
+        def on_part_data(data: bytes, start: int, end: int) -> None:
+            on_data(memoryview(data)[start:end])
+
+        def on_part_end() -> None:
+            on_end()
+
+        def on_stream_end() -> None:
+            self.ended = True
+
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_end": on_stream_end,
+            },
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._parser.write(chunk)
+        except MultipartParseError as exc:
+            raise MultipartError(f"malformed multipart body: {exc}") from None
+
+    def finish(self) -> None:
+        """The body is over: raise unless it ended with its closing boundary."""
+        try:
+            self._parser.finalize()
+        except MultipartParseError as exc:
+            raise MultipartError(f"malformed multipart body: {exc}") from None
+        if not self.ended:
+            raise MultipartError("the multipart body ends before its closing boundary (truncated upload?)")
+
+
+def _split(
+    boundary: bytes, body: bytes | Iterable[bytes], finish: Callable[[_RawPart], T], *, limit: int | None
+) -> list[T]:
     """`finish(part)` of each part, called as soon as the part ends (a bad part fails at once)."""
     parts: list[T] = []
     current = _RawPart()
     chunks: list[bytes] = []
-    field_name: list[bytes] = []
-    field_value: list[bytes] = []
-    state = {"ended": False}
 
-    def on_part_begin() -> None:
+    def on_begin(headers: list[tuple[bytes, bytes]]) -> None:
         nonlocal current
-        current = _RawPart()
+        current = _RawPart(headers)
         chunks.clear()
 
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        chunks.append(data[start:end])
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        field_name.append(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        field_value.append(data[start:end])
-
-    def on_header_end() -> None:
-        current.headers.append((b"".join(field_name), b"".join(field_value)))
-        field_name.clear()
-        field_value.clear()
-
-    def on_part_end() -> None:
-        if limit is not None and len(parts) >= limit:
-            raise MultipartError(f"too many form parts (more than {limit})")
+    def on_end() -> None:
         current.data = b"".join(chunks)
         parts.append(finish(current))
 
-    def on_end() -> None:
-        state["ended"] = True
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_end": on_end,
-        },
+    stream = MultipartStream(
+        boundary, on_begin=on_begin, on_data=lambda view: chunks.append(bytes(view)), on_end=on_end, limit=limit
     )
-    try:
-        parser.write(body)
-        parser.finalize()
-    except MultipartParseError as exc:
-        raise MultipartError(f"malformed multipart body: {exc}") from None
-    if not state["ended"]:
-        raise MultipartError("the multipart body ends before its closing boundary (truncated upload?)")
+    for piece in [body] if isinstance(body, bytes) else body:
+        stream.feed(piece)
+    stream.finish()
     return parts
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from ..types import (
     ImageRequest,
     InputFile,
     Operation,
+    UploadBody,
     b64decode_lenient,
 )
 from .multipart import MultipartError, Part, encode_multipart, parse_multipart
@@ -51,7 +52,7 @@ def parse_request(operation: Operation, content_type: str | None, body: bytes) -
     """An `ImageRequest` from an HTTP body, or a 4xx error saying what is wrong."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media == "multipart/form-data":
-        return _parse_multipart(operation, content_type or "", body)
+        return parse_multipart_request(operation, content_type or "", body)
     if media in ("application/json", "") or media.endswith("+json"):
         if operation == "variation":
             raise UnsupportedMediaTypeError(
@@ -161,11 +162,24 @@ def _set_json_edit_files(request: ImageRequest, name: str, value: Any) -> None:
         request.images = files
 
 
-def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> ImageRequest:
+def parse_multipart_request(operation: Operation, content_type: str, body: bytes | Iterable[bytes]) -> ImageRequest:
+    """The request of a multipart body, given whole or in pieces (a spooled upload)."""
     try:
         parts = parse_multipart(content_type, body)
     except MultipartError as exc:
-        raise InvalidRequestError(f"Could not read the multipart/form-data body: {exc}.") from None
+        raise multipart_error(exc) from None
+    return request_from_parts(operation, parts)
+
+
+def multipart_error(exc: MultipartError) -> InvalidRequestError:
+    return InvalidRequestError(f"Could not read the multipart/form-data body: {exc}.")
+
+
+def request_from_parts(
+    operation: Operation, parts: Iterable[Part], *, upload: Callable[[Part], InputFile] | None = None
+) -> ImageRequest:
+    """The request the parts say, in order; `upload(part)` makes each file's `InputFile` (a streamed
+    upload's head and digest), else the part's bytes are the file."""
     request = ImageRequest(operation=operation, encoding="multipart")
     for part in parts:
         if part.name in _IMAGE_FIELDS or part.name == "mask":
@@ -175,31 +189,64 @@ def _parse_multipart(operation: Operation, content_type: str, body: bytes) -> Im
                     param="image" if part.name != "mask" else "mask",
                     code="invalid_type",
                 )
-            upload = InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
+            file = upload(part) if upload is not None else _input_file(part)
             if part.name == "mask":
                 if request.mask is not None:
                     raise InvalidRequestError("Only one 'mask' file may be sent.", param="mask")
-                request.mask = upload
+                request.mask = file
             else:
-                request.images.append(upload)
+                request.images.append(file)
         elif part.is_file:
-            request.extra_files.append(
-                InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
-            )
+            request.extra_files.append(upload(part) if upload is not None else _input_file(part))
         else:
-            try:
-                text = part.text()
-            except MultipartError as exc:
-                raise InvalidRequestError(
-                    f"Invalid '{part.name}': {exc}; send form fields as UTF-8 text.",
-                    param=part.name,
-                    code="invalid_value",
-                ) from None
+            text = form_text(part)
             if part.name in KNOWN_FIELDS:
                 setattr(request, part.name, _coerce_text(part.name, text))
             else:
                 request.extra.append((part.name, text))
     return request
+
+
+def _input_file(part: Part) -> InputFile:
+    return InputFile(part.data, filename=part.filename, content_type=part.content_type, field=part.name)
+
+
+def form_text(part: Part) -> str:
+    """A text part's value, or the 400 for one that is not UTF-8."""
+    try:
+        return part.text()
+    except MultipartError as exc:
+        raise InvalidRequestError(
+            f"Invalid '{part.name}': {exc}; send form fields as UTF-8 text.",
+            param=part.name,
+            code="invalid_value",
+        ) from None
+
+
+def says_exactly(parts: Iterable[Part]) -> bool:
+    """True when rendering the request these parts make would send the same parts again
+    (the multipart twin of `ImageRequest.verbatim`): each typed field once, in the form
+    `form_values` writes it (`2`, `true`), every file labelled with a Content-Type.
+    Part order and the boundary may differ; part contents and headers do not.
+    """
+    seen: set[str] = set()
+    for part in parts:
+        if part.is_file:
+            if part.content_type is None:
+                return False  # rendering labels it with the type its bytes show
+            continue
+        if part.name not in KNOWN_FIELDS:
+            continue  # extras go on as the strings they came as
+        if part.name in seen:
+            return False  # the last one wins; rendering sends it once
+        seen.add(part.name)
+        try:
+            value = _coerce_text(part.name, form_text(part))
+        except InvalidRequestError:
+            return False
+        if list(form_values(part.name, value)) != [(part.name, part.text())]:
+            return False
+    return True
 
 
 def _coerce_text(name: str, text: str) -> Any:
@@ -230,6 +277,8 @@ class Body:
 
     content: bytes
     content_type: str
+    # A multipart body streaming through as the client sends it (then `content` is empty).
+    upload: UploadBody | None = None
 
 
 def render_body(request: ImageRequest, model: str | None) -> Body:
@@ -239,6 +288,11 @@ def render_body(request: ImageRequest, model: str | None) -> Body:
     goes on as it came, with no second encoding."""
     if request.verbatim is not None and request.encoding == "json" and model == request.model:
         return Body(request.verbatim, "application/json")
+    if request.upload is not None and model == request.model:
+        return Body(b"", request.upload.content_type, upload=request.upload)
+    if any(f.streamed is not None for f in [*request.images, *request.extra_files, request.mask] if f):
+        # Only the head of a streamed file is here: rendering would send a truncated file.
+        raise RuntimeError("a request whose uploads streamed through cannot be rendered again")
     if request.encoding == "multipart":
         return render_multipart(request, model)
     return render_json(request, model)

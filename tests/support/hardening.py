@@ -1,16 +1,23 @@
-"""Helpers shared by the tests/test_hardening_*.py files: log capture, raw sockets and the
-error envelope check. (Servers live in tests/support/asgi_server.py, hostile images in tests/support/images.py.)"""
+"""Helpers shared by the tests/test_hardening_*.py files: log capture, raw sockets, the error
+envelope check, and counting a proxy's tasks. (Servers live in tests/support/asgi_server.py,
+hostile images in tests/support/images.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
+
+from allm_proxy import Engine
+from allm_proxy.server import create_app, uvicorn_options
+from tests.support.asgi_server import serve_asgi
 
 # Loggers that do not pass records up to the root once uvicorn has configured logging.
 _LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "allm_proxy", "httpx", "httpcore")
@@ -106,3 +113,41 @@ def envelope_of(body: bytes) -> dict:
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     return error
+
+
+class LoopProbe:
+    """Wraps the app to learn which event loop serves it, so the test can count that loop's tasks."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.loop = asyncio.get_running_loop()
+        await self.app(scope, receive, send)
+
+    def tasks(self) -> int:
+        assert self.loop is not None
+
+        async def count() -> int:
+            return len(asyncio.all_tasks()) - 1  # not this one
+
+        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(timeout=5)
+
+
+@contextmanager
+def probed_proxy(engine: Engine) -> Iterator[tuple[str, LoopProbe]]:
+    probe = LoopProbe(create_app(engine))
+    with serve_asgi(probe, **uvicorn_options()) as url:
+        yield url, probe
+
+
+def settled(measure: Callable[[], int], limit: int, within: float = 5.0) -> int:
+    """The measure once it is at most `limit` (or whatever it is after `within` seconds)."""
+    deadline = time.monotonic() + within
+    value = measure()
+    while value > limit and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = measure()
+    return value

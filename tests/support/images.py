@@ -114,3 +114,16 @@ def png_bomb(width: int, height: int) -> bytes:
     idat = zlib.compress(row * height, 9)
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def padded_png(size: tuple[int, int], total_bytes: int, mode: str = "RGBA") -> bytes:
+    """A valid PNG of `size` that weighs `total_bytes`: a private ancillary chunk (`prVt`, CRC right)
+    sits between its image data and IEND, so big uploads cost no encoding time."""
+    small = png_bytes(size, mode=mode)
+    iend = small.rindex(b"IEND") - 4  # the chunk starts with its 4-byte length
+    room = total_bytes - len(small) - 12  # length, type and CRC of the padding chunk
+    if room < 0:
+        raise ValueError(f"a {size} PNG is already {len(small)} bytes")
+    padding = bytes(room)
+    chunk = struct.pack(">I", room) + b"prVt" + padding + struct.pack(">I", zlib.crc32(b"prVt" + padding))
+    return small[:iend] + chunk + small[iend:]

@@ -30,13 +30,13 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -96,6 +96,14 @@ class Received:
     media_type: str
     json: Any = None
     parts: list[Part] = field(default_factory=list)
+    # When (time.monotonic) the first and the last byte of the body arrived.
+    first_byte_at: float = 0.0
+    completed_at: float = 0.0
+
+    @property
+    def part_hashes(self) -> list[tuple[str, str | None, str | None, str]]:
+        """(name, filename, content type, sha256 of the content) of every part, in wire order."""
+        return [(p.name, p.filename, p.content_type, p.sha256) for p in self.parts]
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -139,6 +147,16 @@ class Received:
             "json": self.json,
             "parts": [p.summary() for p in self.parts],
         }
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """A request whose body never arrived whole: the sender stopped (or was stopped) part-way."""
+
+    path: str
+    headers: dict[str, str]
+    received: int  # body bytes that did arrive
+    declared: int | None  # the Content-Length it announced
 
 
 # -- what to answer -----------------------------------------------------------------------------
@@ -308,6 +326,8 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
         self.served_images: list[bytes] = []
         self.streams_cancelled = 0
         self.streams_finished = 0
+        self.aborted: list[Aborted] = []
+        self.bodies_begun = 0  # request bodies whose first byte arrived (complete or not)
         self._fixed_image = image
         self._fixed_b64 = base64.b64encode(image).decode("ascii") if image is not None else None
         self._files: dict[str, bytes] = {}
@@ -323,13 +343,19 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
         with self._lock:
             super().reset()
             self.served_images.clear()
+            self.aborted.clear()
+            self.bodies_begun = 0
             self.default_reply = ok()
             self.streams_cancelled = self.streams_finished = 0
 
     # -- handling ---------------------------------------------------------------------------
 
     async def _images(self, request: Request) -> Response:
-        received = await _receive(request)
+        received = await _receive(request, self._body_began)
+        if isinstance(received, Aborted):
+            with self._lock:
+                self.aborted.append(received)
+            return Response(b"", status_code=400)  # nobody reads it: the sender is gone
         with self._lock:
             number = self._arrive(received)
             reply = self._take(self.default_reply)
@@ -362,6 +388,10 @@ class FakeOpenAI(FakeUpstream[Reply, Received]):
         if reply.kind == "truncated_body":
             return _TruncatedResponse(body, headers=headers)
         return Response(body, headers=headers, media_type="application/json")
+
+    def _body_began(self) -> None:
+        with self._lock:
+            self.bodies_begun += 1
 
     def _refusal(self, received: Received) -> tuple[int, dict[str, Any]] | None:
         """The error OpenAI would answer this request with, if any."""
@@ -528,8 +558,23 @@ async def _break_connection(request: Request, *, reset: bool) -> None:
     await request.receive()
 
 
-async def _receive(request: Request) -> Received:
-    body = await request.body()
+async def _receive(request: Request, began: Callable[[], None]) -> Received | Aborted:
+    """The request, its body read whole; `Aborted` when the sender left before the body's end."""
+    chunks: list[bytes] = []
+    first_byte_at = 0.0
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    declared = headers.get("content-length")
+    try:
+        async for chunk in request.stream():
+            if chunk and not first_byte_at:
+                first_byte_at = time.monotonic()
+                began()
+            chunks.append(chunk)
+    except ClientDisconnect:
+        arrived = sum(len(c) for c in chunks)
+        return Aborted(request.url.path, headers, arrived, int(declared) if declared else None)
+    body = b"".join(chunks)
+    request._body = body  # starlette's own form parser reads the body from here
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     received = Received(
         method=request.method,
@@ -538,6 +583,8 @@ async def _receive(request: Request) -> Received:
         headers={k.lower(): v for k, v in request.headers.items()},
         body=body,
         media_type=media_type,
+        first_byte_at=first_byte_at,
+        completed_at=time.monotonic(),
     )
     if media_type == "application/json":
         received.json = json.loads(body)

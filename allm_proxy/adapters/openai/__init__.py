@@ -17,6 +17,7 @@ INFO = AdapterInfo(
     needs_key=True,
     default_model=PROVIDER_DECIDES,
     rules="openai",
+    streams_uploads=True,
 )
 
 __all__ = ["INFO", "OpenAIImages", "OpenAIOptions"]

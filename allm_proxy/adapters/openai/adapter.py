@@ -97,10 +97,14 @@ class OpenAIImages:
         headers = {**ctx.forward_headers, "accept": "application/json", "content-type": body.content_type}
         if ctx.api_key:
             headers["authorization"] = f"Bearer {ctx.api_key}"
+        if body.upload is not None and body.upload.length is not None:
+            headers["content-length"] = str(body.upload.length)  # the same bytes the client announced
         attempts = 1 + self.options.max_retries
         for attempt in range(attempts):
             last = attempt + 1 == attempts
-            request = self._http.build_request("POST", url, content=body.content, headers=headers)
+            # A streamed upload is sent again from its start (the server spools it while it streams).
+            content = body.upload.chunks() if body.upload is not None else body.content
+            request = self._http.build_request("POST", url, content=content, headers=headers)
             started = time.perf_counter()
             try:
                 response = await self._http.send(request, stream=True)
