@@ -486,8 +486,11 @@ class Bench:
                 )
             cassette = self.counted_cassette()
             if cassette is not None:  # replay cursors in Redis against in process memory, one worker each
-                self.proxied("replay-memory", self.replay_args(cassette, "replay-memory"))
-                self.proxied("replay-redis", [*self.replay_args(cassette, "replay-redis"), *state])
+                # The counted cassette holds the small request only.
+                self.proxied("replay-memory", self.replay_args(cassette, "replay-memory"), workloads=("small",))
+                self.proxied(
+                    "replay-redis", [*self.replay_args(cassette, "replay-redis"), *state], workloads=("small",)
+                )
         finally:
             self.procs.stop(redis.proc)
 
@@ -500,13 +503,22 @@ class Bench:
         self.proxied("fake", fake_args(), first_generation=True)
 
     def proxied(
-        self, target: str, args: list[str], *, first_generation: bool = False, workers: int = 1, pinned: bool = True
+        self,
+        target: str,
+        args: list[str],
+        *,
+        first_generation: bool = False,
+        workers: int = 1,
+        pinned: bool = True,
+        workloads: tuple[str, ...] | None = None,
     ) -> None:
-        """Every cell of an allm-proxy target (`served`); `workers` > 1 runs `serve --workers N`."""
+        """Every cell of an allm-proxy target (`served`), or those of `workloads`; `workers` > 1 runs
+        `serve --workers N`."""
         self.served(
             target,
             lambda probe: self.proxy(target, args, probe=probe, workers=workers, pinned=pinned),
             first_generation=first_generation,
+            workloads=workloads,
         )
 
     def served(
@@ -516,6 +528,7 @@ class Bench:
         *,
         first_generation: bool = False,
         reuse: bool = False,
+        workloads: tuple[str, ...] | None = None,
     ) -> None:
         """Measure every cell of `target`, on a fresh server per cell (unless --reuse-proxy or `reuse`).
 
@@ -529,7 +542,8 @@ class Bench:
         server: Server | None = None
         idle_rss = None
         try:
-            for index, (workload, concurrency) in enumerate(self.plan.cells):
+            cells = [cell for cell in self.plan.cells if workloads is None or cell[0] in workloads]
+            for index, (workload, concurrency) in enumerate(cells):
                 if not self.time_left(f"{target} {workload} C={concurrency}"):
                     break
                 if server is None or not (self.plan.reuse_proxy or reuse):
