@@ -47,8 +47,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # trust_env: honour HTTPS_PROXY / NO_PROXY as httpx does. Only when a proxy is set, though:
             # with trust_env aiohttp also reads ~/.netrc on a worker thread for every request (a thread
             # hop and a file read per call), which httpx never does.
+            # No cookie jar: this one session serves every client of the proxy, so a cookie one answer
+            # set (a CDN's) would ride along on everybody's next requests.
             self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=_proxy_configured(), auto_decompress=False
+                connector=connector,
+                trust_env=_proxy_configured(),
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

@@ -624,3 +624,26 @@ async def async_wait_for(condition: Any, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+def test_a_cookie_one_answer_sets_is_never_sent_for_the_next_client() -> None:
+    """One upstream client serves every client of the proxy: a cookie it kept (a CDN's, say) would ride
+    along on other people's requests, so neither httpx's jar nor aiohttp's keeps any."""
+    from tests.support.asgi_server import running_proxy
+    from tests.support.cassette_helpers import OPENAI_KEY
+    from tests.upstreams.openai_upstream import error
+
+    upstream = FakeOpenAI()
+    upstream.script(error(429, "slow down", headers={"set-cookie": "__cf_bm=abc123; Path=/; HttpOnly"}))
+    with upstream.serving() as upstream_url:
+        engine = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": OPENAI_KEY, "max_retries": 0},
+        )
+        with running_proxy(engine) as base:
+            body = {"model": "dall-e-2", "prompt": "a heron", "size": "256x256"}
+            first = httpx.post(f"{base}/v1/images/generations", json=body, timeout=30)
+            second = httpx.post(f"{base}/v1/images/generations", json=body, timeout=30)
+    assert first.status_code == 429 and second.status_code == 200
+    assert len(upstream.requests) == 2
+    assert "cookie" not in upstream.requests[1].headers

@@ -10,6 +10,7 @@ another), wrapped by the cassette layer when cassettes are on.
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -78,7 +79,9 @@ class Runtime:
                 transport: httpx.AsyncBaseTransport = self._transport or AiohttpTransport()
                 if self._wrap is not None:
                     transport = self._wrap(transport)
-                client = httpx.AsyncClient(transport=transport, timeout=self._timeout, follow_redirects=False)
+                client = httpx.AsyncClient(
+                    transport=transport, timeout=self._timeout, follow_redirects=False, cookies=no_cookies()
+                )
                 state = self._loops[loop] = _LoopState(http=client)
         return state
 
@@ -117,3 +120,11 @@ def refuse_inside_a_loop(coro: Coroutine[Any, Any, Any]) -> None:
         return
     coro.close()
     raise RuntimeError("the sync API cannot run inside an event loop; use the async twins (agenerate_image ...)")
+
+
+def no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that keeps nothing: one client serves every client of the proxy, so a cookie one answer set
+    must never be sent with anybody's next request (httpx has no switch for this; a policy that allows
+    no domain is the standard library's). A jar, not an `httpx.Cookies`: the client copies the latter into
+    a jar of the default policy."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
