@@ -178,10 +178,9 @@ class Tape:
         if len(hits) == 1 and self.allow_repeats:
             # Every position gives this one recording: no cursor to count, so no state-store round trip
             # (which was 15-20% of a replayed small answer's cost with Redis).
-            with self._lock:
-                self.stats.replayed += 1
-                return self._interactions[hits[0]]
-        position = await self.cursors.take(ident, session, hits[0])
+            position = 0
+        else:
+            position = await self.cursors.take(ident, session, hits[0])
         if position >= len(hits):
             if not self.allow_repeats:
                 return None
