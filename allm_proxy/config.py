@@ -107,9 +107,14 @@ class CassetteSettings:
     filter_headers: tuple[str, ...] = ()
     filter_query: tuple[str, ...] = ()
     filter_body_fields: tuple[str, ...] = ()
+    # MB of answers the server keeps to answer repeats of a request whose replay is always the same
+    # (one recording, repeats allowed) without running it again; 0 turns that off.
+    answer_cache_mb: float = 64.0
 
     def __post_init__(self) -> None:
         self.record_mode = RecordMode(self.record_mode)
+        if self.answer_cache_mb < 0:
+            raise ValueError(f"[cassettes] answer_cache_mb must not be negative, not {self.answer_cache_mb}")
         if self.replay_timing not in ("instant", "recorded"):
             raise ValueError(f"replay timing {self.replay_timing!r} is not 'instant' or 'recorded'")
 

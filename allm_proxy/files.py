@@ -37,12 +37,14 @@ class HostedFiles:
     ) -> None:
         self.ttl = ttl
         self.state = state if state is not None else MemoryState(max_bytes=max_bytes)
+        self.stored = 0  # images hosted by this process: an answer that hosted one is an answer of its own
 
     async def put(self, data: bytes, mime_type: str) -> str:
         """Store the bytes; return the id to put in `/v1/images/files/{id}`."""
         file_id = "img_" + secrets.token_urlsafe(32)
         head = json.dumps({"mime": mime_type, "expires_at": time.time() + self.ttl}).encode()
         await self.state.set(f"file:{file_id}", head + b"\n" + data, ttl=self.ttl)
+        self.stored += 1
         return file_id
 
     async def get(self, file_id: str) -> HostedFile | None:

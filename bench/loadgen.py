@@ -347,7 +347,10 @@ class LoadGenerator:
     async def calibrate(self) -> dict[str, Any]:
         """One request on its own connection: its latency, and whether the answer is byte-identical."""
         conn = await self._connect()
-        request = self.requests[0]
+        # The first request of the cycle, counted like any: `max_requests` N sends N requests in all
+        # (a recording of N requests must hold each once, or its replay takes a cursor).
+        request = self._pick()
+        self.issued += 1
         probe = _Probe()
         conn.verifier = probe
         error, elapsed = await self._one(conn, request)

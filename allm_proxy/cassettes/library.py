@@ -54,6 +54,9 @@ class CassetteLibrary:
         self._active: Path | None = None
         self._tapes: dict[Path, Tape] = {}
         self._lock = threading.Lock()
+        # Bumped whenever what a replay answers may change (a cassette chosen or rewound, a recording
+        # kept): answers remembered under an older generation are stale (server/answer_cache.py).
+        self.generation = 0
 
     # -- choosing a cassette ---------------------------------------------------------------
 
@@ -81,7 +84,13 @@ class CassetteLibrary:
             self.tape(target).begin(mode)
         with self._lock:
             self._active = target
+        self.changed()
         return target or self._default
+
+    def changed(self) -> None:
+        """What replays answer may have changed (see `generation`)."""
+        with self._lock:
+            self.generation += 1
 
     async def aactivate(self, name: str | None = None, *, record_mode: str | None = None) -> Path | None:
         """`activate` from a request: also rewinds the cassette's cursors on every worker sharing the state."""

@@ -175,7 +175,7 @@ class Tape:
             ident = self.ident
         if not hits:
             return None
-        if len(hits) == 1 and self.allow_repeats:
+        if self._alike(hits):
             # Every position gives this one recording: no cursor to count, so no state-store round trip
             # (which was 15-20% of a replayed small answer's cost with Redis).
             position = 0
@@ -188,6 +188,15 @@ class Tape:
         with self._lock:
             self.stats.replayed += 1
             return self._interactions[hits[position]]
+
+    def answers_alike(self, key: Key) -> bool:
+        """Whether every request for `key` gets the same recording, whatever the session or position:
+        one recording, repeats allowed (the server's answer cache keeps such answers)."""
+        with self._lock:
+            return self._alike(self._index.get(key, ()))
+
+    def _alike(self, hits: Sequence[int]) -> bool:
+        return len(hits) == 1 and self.allow_repeats
 
     @property
     def may_record(self) -> bool:

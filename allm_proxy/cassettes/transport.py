@@ -49,6 +49,8 @@ class CassetteTransport(httpx.AsyncBaseTransport):
         note = request.extensions.get(UPSTREAM_NOTE, {})  # what the journal and metrics learn of this call
         if recorded is not None:
             note["cassette"] = "hit"
+            if tape.answers_alike(key):
+                note["alike"] = True  # the same answer for every repeat of this request
             paced = self._library.settings.replay_timing == "recorded"
             return replayed_response(recorded.response, paced=paced)
         if not tape.may_record:
@@ -67,6 +69,7 @@ class CassetteTransport(httpx.AsyncBaseTransport):
             if timing is not None and len(kept["body"]["string"] or b"") == len(content):
                 kept = {**kept, TIMING_KEY: {"chunks": timing}}
             await tape.record(Interaction(clean, kept, key), session)
+            self._library.changed()
 
         if is_event_stream(response.headers):
             return _rewrap(response, RecordingStream(response.stream, keep))  # type: ignore[arg-type]

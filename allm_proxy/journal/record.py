@@ -233,6 +233,9 @@ class Record:
     relayed: Blob | None = None
     # The cheap part left for the first reader (the entry's time and params), called with the record.
     pending: Callable[[Record], None] | None = None
+    # Its bytes are held elsewhere already (the server's answer cache): kept by reference, never
+    # copied to a store's files.
+    resident: bool = False
 
     @property
     def id(self) -> str:

@@ -60,6 +60,7 @@ class JournalCall:
         self.relayed: BodySink | None = None  # a relayed answer, as it goes by
         self.relayed_type = "application/json"
         self._relayed_bytes = 0
+        self.resident = False  # its answer's bytes are the answer cache's (see `Record.resident`)
         self.done = False
 
     def saw_event(self, event: ImageEvent) -> None:
@@ -122,7 +123,7 @@ class JournalCall:
                 fields["usage"] = result.usage.to_dict()
         if self.stream_usage is not None:
             fields["usage"] = self.stream_usage.to_dict()
-        record = Record(fields, inputs=inputs_of(request) if request is not None else [])
+        record = Record(fields, inputs=inputs_of(request) if request is not None else [], resident=self.resident)
         if self.relayed is not None and self.relayed.size:
             # Parsed by the first reader, not here: parsing every 3 MB answer relayed is most of what
             # the journal would cost on the hot path.

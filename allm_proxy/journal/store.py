@@ -52,6 +52,23 @@ class BodySink(Protocol):
         ...
 
 
+class ResidentBody:
+    """A relayed answer already whole in memory (the answer cache's): its entry shares the bytes."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.size = len(body)
+
+    def write(self, chunk: bytes) -> None:
+        raise TypeError("a resident body is whole already")
+
+    def blob(self, content_type: str) -> Blob:
+        return Blob(self.body, self.size, declared_mime=content_type)
+
+    def abandon(self) -> None:
+        self.size = 0
+
+
 class Journal(Protocol):
     """What every journal store offers."""
 
@@ -176,7 +193,7 @@ class MemoryJournal:
 
     async def append(self, record: Record) -> None:
         """Keep `record` as the newest entry, dropping the oldest past the bounds; tell live feeds."""
-        if record.held_bytes <= self.max_bytes:  # bytes past the whole budget would go at once
+        if not record.resident and record.held_bytes <= self.max_bytes:  # past the budget they'd go at once
             for blob in record.blobs():
                 await self.spool.spill(blob, relayed=record.relayed)
         with self._lock:

@@ -24,6 +24,7 @@ from ..metrics import Metrics
 from ..openapi import openapi_document
 from ..pricing import PriceTable
 from . import control, endpoints
+from .answer_cache import AnswerCache
 from .failures import EXCEPTION_HANDLERS
 from .middleware import AccessTokenMiddleware, CallMiddleware, InflightLimitMiddleware
 
@@ -83,6 +84,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     app.state.openapi_body = json.dumps(openapi_document()).encode()
     app.state.metrics = Metrics()  # one registry per app
     app.state.prices = PriceTable.from_config(config.prices)
+    app.state.answers = AnswerCache.for_engine(engine)  # None unless it replays, in this process
     return app
 
 

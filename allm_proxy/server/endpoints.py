@@ -22,6 +22,7 @@ from ..types import ImageRequest, ImageResponse, ImageResult, Operation, RawBody
 from ..wire.multipart import is_multipart
 from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
+from .answer_cache import AnswerCache, Watch
 from .faulted import shape_response
 from .uploads import UploadReader, body_chunks
 
@@ -60,9 +61,15 @@ async def _images(request: Request, operation: Operation) -> Response:
     if operation != "generate" and is_multipart(content_type):
         return await _upload(request, operation, content_type or "")
     body = await read_body(request)
+    answers: AnswerCache | None = request.app.state.answers
+    watch = answers.watch(request, call, body) if answers is not None else None
+    if watch is not None and answers is not None:
+        kept = answers.answer(watch, call, request.state.journal)
+        if kept is not None:
+            return kept  # a repeat of a replay that always answers alike (server/answer_cache.py)
     image_request = parse_request(operation, content_type, body)
     del body  # the parsed request holds what is needed; let a big upload go early
-    return await _answer(request, image_request, engine.run(image_request, call))
+    return await _answer(request, image_request, engine.run(image_request, call), watch)
 
 
 async def _upload(request: Request, operation: Operation, content_type: str) -> Response:
@@ -108,7 +115,10 @@ async def _stopped(task: asyncio.Future[ImageResult] | None) -> None:
         await task
 
 
-async def _answer(request: Request, image_request: ImageRequest, work: Awaitable[ImageResult]) -> Response:
+async def _answer(
+    request: Request, image_request: ImageRequest, work: Awaitable[ImageResult], watch: Watch | None = None
+) -> Response:
+    """The client's answer to `work`; with a `watch`, also offered to the answer cache."""
     call = _call(request)
     journal = request.state.journal
     if journal is not None:
@@ -116,8 +126,17 @@ async def _answer(request: Request, image_request: ImageRequest, work: Awaitable
     result = await _unless_client_leaves(request, work)
     if result is None:
         return Response(status_code=499)  # nobody is left to answer; logged as 499
+    answers: AnswerCache | None = request.app.state.answers if watch is not None else None
     if isinstance(result, RawBody):
-        return streaming.relay(result, call, journal)
+        if answers is None or watch is None or not answers.may_keep(result.length):
+            return streaming.relay(result, call, journal)
+
+        def keep(body: bytes) -> None:
+            assert answers is not None and watch is not None
+            answers.keep(watch, call, relayed, body, image_request, None)
+
+        relayed = streaming.relay(result, call, journal, whole=keep)
+        return relayed
     if isinstance(result, ImageResponse):
         if journal is not None:
             journal.result = result
@@ -135,6 +154,8 @@ async def _answer(request: Request, image_request: ImageRequest, work: Awaitable
         if cost is not None:
             headers["x-allm-cost-usd"] = format_usd(cost)
         answer = Response(payload, media_type="application/json", headers=headers)
+        if answers is not None and watch is not None:
+            answers.keep(watch, call, answer, bytes(answer.body), image_request, result)
         return shape_response(answer, call.fault)  # `slow` and `truncate` act on the connection
     stream = streaming.event_stream(result, call, journal, prices=request.app.state.prices, request=image_request)
     return shape_response(stream, call.fault)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import StreamingResponse
 
@@ -71,17 +71,27 @@ def event_stream(
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
-def relay(raw: RawBody, call: Call, journal: JournalCall | None = None) -> StreamingResponse:
-    """The provider's answer, chunk by chunk as it arrives, never held whole."""
+def relay(
+    raw: RawBody, call: Call, journal: JournalCall | None = None, *, whole: Callable[[bytes], None] | None = None
+) -> StreamingResponse:
+    """The provider's answer, chunk by chunk as it arrives, never held whole; except for `whole`
+    (the answer cache), which gets the complete body once its last chunk went by."""
     if journal is not None:
         journal.relayed_type = raw.content_type
 
     async def body() -> AsyncIterator[bytes]:
+        seen: list[bytes] | None = [] if whole is not None else None
         try:
             async for chunk in raw.chunks:
                 if journal is not None:
                     journal.saw_chunk(chunk)
+                if seen is not None:
+                    seen.append(chunk)
                 yield chunk
+            if whole is not None and seen is not None:
+                complete = b"".join(seen)
+                if raw.length is None or len(complete) == raw.length:
+                    whole(complete)
         except Exception:
             call.finish(502)  # the provider broke off; the client's connection ends short too
             raise

@@ -1,0 +1,205 @@
+"""Answers kept to answer a repeat of a replayed request at once, without running it again.
+
+A request whose every upstream call was replayed from a recording that every repeat gets (one
+recording, repeats allowed: `Tape.answers_alike`) has an answer decided by what the client sent:
+the same bytes and headers get the same answer, byte for byte, for as long as the cassettes do not
+change. Test suites and load tests send such repeats all the time; answering them from the first
+answer's bytes skips parsing, validation, the adapter, httpx and the cassette lookup, which were
+nine tenths of a replay's CPU (docs/benchmarks.md).
+
+    cache = AnswerCache.for_engine(engine)          # None when answers cannot be kept (see there)
+    answer = cache.answer(request, call, body)      # the kept answer, or None: run the request
+    ...run it...; cache.keep(...)                    # kept only if the run proved it repeatable
+
+What still happens for every request, kept answer or not: the access token, the in-flight limit,
+the request id, the access-log line, the metrics and the journal entry (which shares the kept bytes
+instead of copying them). What is kept is only ever an answer the full path gave; a kept answer
+goes stale, and is dropped, when a cassette is chosen, rewound or recorded into (`generation`).
+Nothing is kept for a fault, a stream, a hosted image URL (its id is new each time), an error, or a
+request any part of which reached the network or took a replay cursor.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..call import Call, Delivery, Route
+from ..journal.store import ResidentBody
+from ..types import ImageRequest, ImageResponse, Usage
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+# Request headers that never change an answer but change from one request to the next.
+VOLATILE_HEADERS = frozenset(
+    {
+        b"content-length",  # the body is in the key
+        b"x-stainless-retry-count",  # the OpenAI SDKs count their retries
+        b"idempotency-key",
+        b"traceparent",
+        b"tracestate",
+        b"baggage",
+        b"x-request-id",
+        b"x-amzn-trace-id",
+    }
+)
+# No single answer bigger than this share of the budget is kept.
+LARGEST_SHARE = 4
+
+
+@dataclass(frozen=True)
+class Kept:
+    """One answer as the client got it, and what its call and journal entry learned."""
+
+    size: int  # its bytes and its request's, against the budget
+    status: int
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    generation: int
+    route: Route | None
+    delivery: Delivery | None
+    upstream: tuple[dict[str, Any], ...]
+    images: int
+    usage: Usage | None
+    cost_usd: float | None
+    request: ImageRequest
+    result: ImageResponse | None
+    relayed_type: str | None  # a relayed answer: its entry parses the kept bytes when read
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What the cache saw when a request began: a run that changed either proves nothing."""
+
+    key: Hashable
+    generation: int
+    hosted: int
+    request_bytes: int  # the body in the key: it counts against the budget too
+
+
+class AnswerCache:
+    """Kept answers by request, least recently used dropped first past `max_bytes`."""
+
+    def __init__(self, engine: Engine, max_bytes: int) -> None:
+        assert engine.cassette_library is not None
+        self.engine = engine
+        self.library = engine.cassette_library
+        self.max_bytes = max_bytes
+        self._answers: OrderedDict[Hashable, Kept] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> AnswerCache | None:
+        """A cache for a replaying engine whose cassettes and cursors live in this process; None
+        otherwise (with shared state, another worker may choose a cassette this one would not see)."""
+        settings = engine.cassettes
+        if settings is None or engine.cassette_library is None or engine.state.shared:
+            return None
+        max_bytes = int(settings.answer_cache_mb * 1024 * 1024)
+        return cls(engine, max_bytes) if max_bytes > 0 else None
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def watch(self, request: Request, call: Call, body: bytes) -> Watch | None:
+        """The key of this request, and what the cache sees now; None when no answer may be kept
+        for it (faults are decided per request, so no answer is kept while any is set)."""
+        if call.fault_header or self.engine.faults.faults:
+            return None
+        scope = request.scope
+        headers = tuple(sorted(pair for pair in scope["headers"] if pair[0] not in VOLATILE_HEADERS))
+        key = (scope["path"], scope.get("query_string", b""), headers, body)
+        return Watch(key, self.library.generation, self.engine.files.stored, len(body))
+
+    def answer(self, watch: Watch, call: Call, journal: Any) -> Response | None:
+        """The kept answer to `watch`'s request, with its call and journal entry told what the first
+        run told them; None when there is none (or it went stale)."""
+        with self._lock:
+            kept = self._answers.get(watch.key)
+            if kept is None:
+                return None
+            if kept.generation != watch.generation:
+                self._drop(watch.key)
+                return None
+            self._answers.move_to_end(watch.key)
+            self.hits += 1
+        call.route, call.delivery = kept.route, kept.delivery
+        call.upstream = [{**note, "ms": 0.0} for note in kept.upstream]
+        call.images, call.usage, call.cost_usd = kept.images, kept.usage, kept.cost_usd
+        if journal is not None:
+            journal.request, journal.result, journal.resident = kept.request, kept.result, True
+            if kept.relayed_type is not None:
+                journal.relayed_type = kept.relayed_type
+                journal.relayed = ResidentBody(kept.body)
+        response = Response(kept.body, status_code=kept.status)
+        response.raw_headers = list(kept.raw_headers)
+        return response
+
+    def may_keep(self, length: int | None) -> bool:
+        """Whether an answer of `length` bytes (None: not known yet) could be kept at all."""
+        return length is None or length * LARGEST_SHARE <= self.max_bytes
+
+    def keep(
+        self,
+        watch: Watch,
+        call: Call,
+        response: Response,
+        body: bytes,
+        request: ImageRequest,
+        result: ImageResponse | None,
+    ) -> bool:
+        """Keep `response` (whose bytes are `body`) for repeats of `watch`'s request, if its run
+        proved that every repeat gets these bytes; whether it was kept."""
+        size = len(body) + watch.request_bytes
+        if not self._repeatable(watch, call, request, response.status_code) or not self.may_keep(size):
+            return False
+        kept = Kept(
+            size=size,
+            status=response.status_code,
+            raw_headers=tuple(response.raw_headers),
+            body=body,
+            generation=watch.generation,
+            route=call.route,
+            delivery=call.delivery,
+            upstream=tuple(dict(note) for note in call.upstream),
+            images=call.images,
+            usage=call.usage,
+            cost_usd=call.cost_usd,
+            request=request,
+            result=result,
+            relayed_type=(response.media_type or "application/json") if result is None else None,
+        )
+        with self._lock:
+            if watch.key in self._answers:
+                self._drop(watch.key)
+            self._answers[watch.key] = kept
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._answers:
+                self._drop(next(iter(self._answers)))
+        return True
+
+    def _repeatable(self, watch: Watch, call: Call, request: ImageRequest, status: int) -> bool:
+        notes = call.upstream
+        return (
+            status == 200
+            and not request.stream
+            and call.fault is None
+            and not self.engine.faults.faults
+            and bool(notes)
+            and all(note.get("alike") for note in notes)
+            and self.library.generation == watch.generation
+            and self.engine.files.stored == watch.hosted
+        )
+
+    def _drop(self, key: Hashable) -> None:
+        kept = self._answers.pop(key)
+        self._bytes -= kept.size
