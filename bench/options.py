@@ -88,6 +88,12 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         action="store_true",
         help="run the proxies with --no-journal (compare with a run without it)",
     )
+    parser.add_argument(
+        "--then",
+        metavar="REV",
+        help="also measure small pass-through and replay with the allm-proxy of git revision REV "
+        "(exported to bench-results/then-SHA, run on this venv): the issue's 'today's'",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="[default: bench-results/]")
     parser.add_argument("--keep-work", action="store_true", help="keep the bodies, cassettes and specs of the run")

@@ -375,7 +375,29 @@ CHECKS_15 = (
         lambda v: v >= 0.35,
         issue=15,
     ),
+    # With `--then REV`: the issue's "today's" itself, measured in the same run.
+    Check(
+        "pass-through CPU/req small C=1 / then's",
+        "<= 0.6x",
+        lambda records: _over_then("passthrough", 1, "server_cpu_ms_per_req", records),
+        lambda v: v <= 0.6,
+        issue=15,
+    ),
+    Check(
+        "replay small C=16 req/s / then's",
+        ">= 1.75x (0.35x / 0.2x direct)",
+        lambda records: _over_then("replay", 16, "rps", records),
+        lambda v: v >= 1.75,
+        issue=15,
+    ),
 )
+
+
+def _over_then(target: str, concurrency: int, key: str, records: list[Record]) -> float | None:
+    """`target`'s small-cell `key` over the same of `--then`'s build (`TARGET-then`), in one run."""
+    ours = _cell_value(target, "small", concurrency, key)(records)
+    then = _cell_value(f"{target}-then", "small", concurrency, key)(records)
+    return None if ours is None or not then else ours / then
 
 
 def _workers_ratio(records: list[Record]) -> float | None:

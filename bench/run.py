@@ -47,6 +47,7 @@ from .targets import (
     TARGETS,
     Scraper,
     Server,
+    exported_proxy,
     fake_args,
     http_call,
     passthrough_args,
@@ -89,6 +90,7 @@ class Plan:
     reuse_proxy: bool = False
     no_journal: bool = False  # The proxies run with --no-journal, to measure its cost
     peers: tuple[str, ...] = ()
+    then: str | None = None  # a git revision: its allm-proxy is measured too (`--then`)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -133,6 +135,7 @@ class Plan:
             cassette_suffix="." + args.cassette_format,
             reuse_proxy=args.reuse_proxy,
             peers=chosen_peers,
+            then=args.then,
         )
 
 
@@ -157,6 +160,7 @@ class Bench:
         self.bodies: B.BodySet | None = None
         self.replay_cassette: Path | None = None
         self._specs = 0
+        self._then: list[str] | None = None
 
     # -- output -------------------------------------------------------------------
 
@@ -319,15 +323,42 @@ class Bench:
     # -- proxies ----------------------------------------------------------------------
 
     def proxy(
-        self, name: str, args: list[str], probe: B.RequestSpec | None, *, workers: int = 1, pinned: bool = True
+        self,
+        name: str,
+        args: list[str],
+        probe: B.RequestSpec | None,
+        *,
+        workers: int = 1,
+        pinned: bool = True,
+        command: list[str] | None = None,
     ) -> Server:
         if self.plan.no_journal:
             args = [*args, "--no-journal"]
         cpus = self.server_cpus if pinned else None
         server = start_proxy(
-            self.procs, name, args, cpus=cpus, log_level=self.plan.log_level, probe=probe, workers=workers
+            self.procs,
+            name,
+            args,
+            cpus=cpus,
+            log_level=self.plan.log_level,
+            probe=probe,
+            workers=workers,
+            command=command,
         )
         return server
+
+    def then_command(self) -> list[str] | None:
+        """The command of `--then REV`'s allm-proxy; None (and the targets skipped, saying why) without it."""
+        if self.plan.then is None:
+            return None
+        if self._then is None:
+            try:
+                self._then = exported_proxy(self.plan.then, self.out_dir)
+            except (ValueError, subprocess.CalledProcessError) as exc:
+                self.skip("passthrough-then", str(exc))
+                self.plan.then = None
+                return None
+        return self._then
 
     def record_cassette(
         self, cassette: Path, requests: list[dict[str, Any]], *, concurrency: int, name: str
@@ -438,6 +469,9 @@ class Bench:
     def target_passthrough(self) -> None:
         assert self.upstream is not None
         self.proxied("passthrough", passthrough_args(self.upstream))
+        then = self.then_command()
+        if then is not None:  # the issue's "today's", small cells only
+            self.proxied("passthrough-then", passthrough_args(self.upstream), workloads=("small",), command=then)
 
     def target_metrics(self) -> None:
         """What a Prometheus scraper costs (issue 14): small pass-through at C=16 with /metrics scraped every
@@ -498,6 +532,10 @@ class Bench:
         cassette = self.ensure_replay_cassette()
         if cassette is not None:
             self.proxied("replay", self.replay_args(cassette, "replay"))
+            then = self.then_command()
+            if then is not None:
+                args = self.replay_args(cassette, "replay-then")
+                self.proxied("replay-then", args, workloads=("small",), command=then)
 
     def target_fake(self) -> None:
         self.proxied("fake", fake_args(), first_generation=True)
@@ -511,12 +549,13 @@ class Bench:
         workers: int = 1,
         pinned: bool = True,
         workloads: tuple[str, ...] | None = None,
+        command: list[str] | None = None,
     ) -> None:
         """Every cell of an allm-proxy target (`served`), or those of `workloads`; `workers` > 1 runs
-        `serve --workers N`."""
+        `serve --workers N`; `command` another build's allm-proxy (`--then`)."""
         self.served(
             target,
-            lambda probe: self.proxy(target, args, probe=probe, workers=workers, pinned=pinned),
+            lambda probe: self.proxy(target, args, probe=probe, workers=workers, pinned=pinned, command=command),
             first_generation=first_generation,
             workloads=workloads,
         )

@@ -110,6 +110,35 @@ def proxy_command() -> list[str]:
     return [found] if found else [python(), "-c", "from allm_proxy.cli import main; main()"]
 
 
+def exported_proxy(revision: str, root: Path) -> list[str]:
+    """The command running the allm-proxy of git `revision` on this venv (its dependencies, which the
+    revisions of this repository share), exported once into `root`/then-SHA (`git archive`: no
+    worktree, nothing of it in the repository). ValueError when git does not know `revision`."""
+    found = subprocess.run(
+        ["git", "-C", str(_repo_root()), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise ValueError(f"git does not know the revision {revision!r}: {found.stderr.strip()}")
+    sha = found.stdout.strip()
+    tree = (root / f"then-{sha[:12]}").resolve()
+    if not (tree / "allm_proxy" / "cli.py").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(_repo_root()), "archive", sha, "allm_proxy"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    # First on sys.path: ahead of the current directory (`-c` puts it first) and of the editable install;
+    # the assert makes sure the build measured is that revision's.
+    code = (
+        f"import sys; sys.path.insert(0, {str(tree)!r}); import allm_proxy; "
+        f"assert allm_proxy.__file__.startswith({str(tree)!r}), allm_proxy.__file__; "
+        "from allm_proxy.cli import main; main()"
+    )
+    return [python(), "-c", code]
+
+
 def proxy_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLM_PROXY_")}
     env["OPENAI_API_KEY"] = BENCH_KEY
@@ -127,6 +156,7 @@ def start_proxy(
     probe: RequestSpec | None,
     timeout: float = 30.0,
     workers: int = 1,
+    command: list[str] | None = None,
 ) -> Server:
     """Start `allm-proxy serve ARGS` and time it to its first answered request (see `start_http`).
 
@@ -135,7 +165,7 @@ def start_proxy(
     process tree (`procs.tree_cpu_seconds`, `procs.tree_memory_kb`).
     """
     port = free_port()
-    argv = [*proxy_command(), "serve", "--port", str(port), "--log-level", log_level, *args]
+    argv = [*(command or proxy_command()), "serve", "--port", str(port), "--log-level", log_level, *args]
     if workers > 1:
         argv += ["--workers", str(workers)]
     return start_http(
