@@ -94,6 +94,14 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         help="also measure small pass-through and replay with the allm-proxy of git revision REV "
         "(exported to bench-results/then-SHA, run on this venv): the issue's 'today's'",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the whole plan N times and judge each check by its median over the rounds "
+        "(ratios of small cells move by +-30%% between runs on a shared 2-core machine) [default: 1]",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="[default: bench-results/]")
     parser.add_argument("--keep-work", action="store_true", help="keep the bodies, cassettes and specs of the run")

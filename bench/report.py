@@ -13,6 +13,7 @@ as a ratio to the reference's (``cpu_ratio_to_reference``).
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -473,14 +474,41 @@ def evaluate(records: list[Record]) -> list[Record]:
     return out
 
 
+def median_checks(rounds: list[list[Record]]) -> list[Record]:
+    """The checks of several runs of the same plan (`--rounds`): each one's median over the runs that
+    measured it, judged by its goal, with every run's value beside it."""
+    checks = {c.name: c for c in (*CHECKS, *CHECKS_14, *CHECKS_15)}
+    out = []
+    for first in rounds[0]:
+        check = checks[first["name"]]
+        values = [c["value"] for run in rounds for c in run if c["name"] == check.name]
+        measured = sorted(v for v in values if v is not None)
+        median = statistics.median(measured) if measured else None
+        out.append(
+            {
+                **first,
+                "value": median,
+                "values": values,
+                "ok": None if median is None else bool(check.passes(median)),
+                "shown": "-" if median is None else check.fmt.format(median),
+                "each": " ".join("-" if v is None else check.fmt.format(v) for v in values),
+            }
+        )
+    return out
+
+
 def checks_table(checks: list[Record]) -> str:
     """The checks, one block per issue (issue 7's absolute figures, issue 15's ratios)."""
     blocks = []
     for issue in sorted({c.get("issue", 7) for c in checks}):
         rows = [
             [c["name"], c["goal"], c["shown"], {True: "ok", False: "MISS", None: "n/a"}[c["ok"]]]
+            + ([c["each"]] if "each" in c else [])
             for c in checks
             if c.get("issue", 7) == issue
         ]
-        blocks.append(table(rows, [f"figure (issue {issue})", "goal", "measured", "result"]))
+        heads = [f"figure (issue {issue})", "goal", "measured", "result"]
+        if any("each" in c for c in checks):
+            heads = [heads[0], heads[1], "median", heads[3], "each round"]
+        blocks.append(table(rows, heads))
     return "\n\n".join(blocks)

@@ -754,20 +754,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__)
     if args.profile and profile.py_spy() is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    bench = Bench(Plan.from_args(args), args.out, keep_work=args.keep_work)
+    if args.rounds < 1 or (args.rounds > 1 and args.memory):
+        raise SystemExit("--rounds takes N >= 1, and not with --memory")
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
-    try:
-        return memory.run(bench, memory.sizes(args.memory_sizes)) if args.memory else bench.run()
-    except KeyboardInterrupt:
-        print("\ninterrupted: ending every process the benchmark started", file=sys.stderr)
-        return 130
-    finally:
-        bench.close()
+    codes, rounds = [], []
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"\n===== round {number} of {args.rounds}", flush=True)
+            time.sleep(1.0)  # a stamp (and files) of its own
+        bench = Bench(Plan.from_args(args), args.out, keep_work=args.keep_work)
+        try:
+            codes.append(memory.run(bench, memory.sizes(args.memory_sizes)) if args.memory else bench.run())
+        except KeyboardInterrupt:
+            print("\ninterrupted: ending every process the benchmark started", file=sys.stderr)
+            return 130
+        finally:
+            bench.close()
+        rounds.append([r for r in bench.records if r.get("kind") == "check"])
+    if args.rounds > 1:
+        print(f"\n===== the checks over {args.rounds} rounds (median; every round's value beside it)\n")
+        print(report.checks_table(report.median_checks(rounds)))
+    return max(codes)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,18 @@ def test_a_bounded_load_sends_exactly_max_requests_calibration_included(tmp_path
         procs.close()
         if upstream.proc.stdout is not None:
             upstream.proc.stdout.close()
+
+
+def test_rounds_judge_each_check_by_its_median() -> None:
+    from bench import report
+
+    name = "replay small C=16 / direct"
+
+    def run(value: float | None) -> list[dict]:
+        return [{"kind": "check", "name": name, "goal": ">= 0.35x", "value": value, "issue": 15}]
+
+    (judged,) = report.median_checks([run(0.2), run(0.5), run(0.4), run(None)])
+    assert judged["value"] == 0.4 and judged["ok"] is True  # the median of the rounds that measured it
+    assert judged["each"] == "0.20 0.50 0.40 -"
+    table = report.checks_table([judged])
+    assert "median" in table and "each round" in table and "0.20 0.50 0.40 -" in table

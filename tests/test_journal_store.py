@@ -6,13 +6,19 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
+
+import pytest
 
 from allm_proxy.config import JournalSettings
 from allm_proxy.journal import Blob, MemoryJournal, OnDisk, Record
 from allm_proxy.journal.recorder import PARAM_FIELDS, params_of
+from allm_proxy.journal.spool import MEMORY_ROOT, remove_orphans, spool_root
 from allm_proxy.types import Image, ImageRequest, InputFile
 from tests.support.images import png_bytes
 
@@ -193,3 +199,35 @@ async def test_a_relayed_answer_goes_to_a_file_as_it_streams_and_an_abandoned_on
     other.write(b"too big, say")
     other.abandon()
     assert journal.spool.new_path() == str(directory / "1.bin")  # the abandoned file, for the next bytes
+
+
+def _mounted_tmpfs(path: str) -> bool:
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return any(line.split()[1:3] == [path, "tmpfs"] for line in mounts)
+
+
+def test_the_spool_goes_to_memory_when_dev_shm_has_room_for_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TMPDIR", raising=False)
+    if not _mounted_tmpfs(MEMORY_ROOT):
+        pytest.skip(f"{MEMORY_ROOT} is not a tmpfs on this machine")
+    assert spool_root(1024) == MEMORY_ROOT
+    assert spool_root(2**60) is None  # no room for the whole budget: the system temp directory
+    monkeypatch.setenv("TMPDIR", "/var/tmp")
+    assert spool_root(1024) is None  # TMPDIR chose the place
+
+
+def test_the_spool_never_goes_to_a_disk_directory_named_as_its_memory_root(tmp_path: Path) -> None:
+    assert spool_root(1, root=str(tmp_path)) is None
+
+
+async def test_a_killed_proxys_spool_directory_is_removed_by_the_next(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"allm-journal-{gone.pid}-abc"
+    live = tmp_path / "allm-journal-1-def"  # pid 1 is alive (another user's, or ours: kept either way)
+    mine = tmp_path / f"allm-journal-{os.getpid()}-ghi"
+    for directory in (orphan, live, mine):
+        directory.mkdir()
+        (directory / "0.bin").write_bytes(b"x")
+    remove_orphans(tmp_path)
+    assert not orphan.exists() and live.exists() and mine.exists()

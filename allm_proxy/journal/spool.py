@@ -14,6 +14,13 @@ Files of dropped bytes are reused rather than deleted (up to `RECYCLED_FILES`):
 overwriting pages the kernel already caches costs a fifth to an eighth of the
 CPU of writing a new file and deleting an old one, and under load the journal
 drops one answer for each it keeps.
+
+The directory is made in `/dev/shm` when that is a memory file system with room
+for the journal's whole budget (and `TMPDIR` does not choose another place):
+there the files are memory the process does not map, never disk. On a disk file
+system every answer kept is written back to the disk a few seconds later, and
+that write-back (70 MB/s at 300 small answers a second) cost more CPU than the
+rest of a small pass-through (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,14 +46,61 @@ INLINE_WRITE_MAX = 256 * 1024
 RECYCLED_FILES = 64
 
 
+# Where the directory goes when TMPDIR does not say, if it is a memory file system with room.
+MEMORY_ROOT = "/dev/shm"
+
+
+def spool_root(budget: int, *, root: str = MEMORY_ROOT) -> str | None:
+    """The directory to make the spool in: `root` when it is a tmpfs with `budget` bytes free (and
+    TMPDIR chooses no other place), else None (the system temp directory)."""
+    if os.environ.get("TMPDIR"):
+        return None
+    try:
+        stats = os.statvfs(root)
+        on_tmpfs = _is_tmpfs(root)
+    except OSError:
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    return root if on_tmpfs and free >= budget and os.access(root, os.W_OK | os.X_OK) else None
+
+
+def _is_tmpfs(path: str) -> bool:
+    """Whether `path` is the mount point of a tmpfs (from /proc/self/mounts; False when unknown)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            return any(f.split()[1:3] == [path, "tmpfs"] for f in mounts if len(f.split()) > 2)
+    except OSError:
+        return False
+
+
+def remove_orphans(root: Path) -> None:
+    """Remove the spool directories in `root` of processes that are gone (a proxy killed with SIGKILL
+    runs no exit handler; in /dev/shm its files would hold memory until the machine restarts)."""
+    for directory in root.glob("allm-journal-*-*"):
+        pid = directory.name.split("-")[2]
+        try:
+            if not pid.isdigit() or int(pid) == os.getpid() or directory.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue  # gone already
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(directory, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, another user's
+
+
 class Spool:
     """A private directory of blob files, removed on `close` and when the process exits.
 
+    `budget`: the bytes the journal may keep, for choosing where the directory goes (`spool_root`).
     Thread-safe; the journal drops a blob (`recycle`) under its own lock, so no reader still holds
     the path a new blob is written to.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: int = 0) -> None:
+        self.budget = budget
         self._directory: Path | None = None
         self._finalizer: weakref.finalize[..., Spool] | None = None
         self._names = itertools.count()
@@ -105,7 +159,10 @@ class Spool:
             if self._free:
                 return self._free.pop()
             if self._directory is None:
-                self._directory = Path(tempfile.mkdtemp(prefix="allm-journal-"))  # mode 0700
+                where = spool_root(self.budget)
+                remove_orphans(Path(where or tempfile.gettempdir()))
+                prefix = f"allm-journal-{os.getpid()}-"
+                self._directory = Path(tempfile.mkdtemp(prefix=prefix, dir=where))  # mode 0700
                 self._finalizer = weakref.finalize(self, shutil.rmtree, self._directory, ignore_errors=True)
             return str(self._directory / f"{next(self._names)}.bin")
 

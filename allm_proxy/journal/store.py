@@ -170,7 +170,7 @@ class MemoryJournal:
     def __init__(self, settings: JournalSettings | None = None) -> None:
         self.settings = settings or JournalSettings()
         self.max_bytes = int(self.settings.max_image_mb * 1024 * 1024)
-        self.spool = Spool()
+        self.spool = Spool(self.max_bytes)
         self._records: OrderedDict[str, Record] = OrderedDict()
         # The records that may still hold bytes, oldest first: shedding starts where it stopped,
         # instead of walking every entry whose bytes are long gone on every append.
