@@ -18,7 +18,8 @@ import pytest
 from allm_proxy.config import JournalSettings
 from allm_proxy.journal import Blob, MemoryJournal, OnDisk, Record
 from allm_proxy.journal.recorder import PARAM_FIELDS, params_of
-from allm_proxy.journal.spool import MEMORY_ROOT, remove_orphans, spool_root
+from allm_proxy.journal.spool import remove_orphans
+from allm_proxy.scratch import MEMORY_ROOT, scratch_dir
 from allm_proxy.types import Image, ImageRequest, InputFile
 from tests.support.images import png_bytes
 
@@ -210,14 +211,14 @@ def test_the_spool_goes_to_memory_when_dev_shm_has_room_for_the_budget(monkeypat
     monkeypatch.delenv("TMPDIR", raising=False)
     if not _mounted_tmpfs(MEMORY_ROOT):
         pytest.skip(f"{MEMORY_ROOT} is not a tmpfs on this machine")
-    assert spool_root(1024) == MEMORY_ROOT
-    assert spool_root(2**60) is None  # no room for the whole budget: the system temp directory
+    assert scratch_dir(1024) == MEMORY_ROOT
+    assert scratch_dir(2**60) is None  # no room for the whole budget: the system temp directory
     monkeypatch.setenv("TMPDIR", "/var/tmp")
-    assert spool_root(1024) is None  # TMPDIR chose the place
+    assert scratch_dir(1024) is None  # TMPDIR chose the place
 
 
 def test_the_spool_never_goes_to_a_disk_directory_named_as_its_memory_root(tmp_path: Path) -> None:
-    assert spool_root(1, root=str(tmp_path)) is None
+    assert scratch_dir(1, root=str(tmp_path)) is None
 
 
 async def test_a_killed_proxys_spool_directory_is_removed_by_the_next(tmp_path: Path) -> None:

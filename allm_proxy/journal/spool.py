@@ -15,12 +15,9 @@ overwriting pages the kernel already caches costs a fifth to an eighth of the
 CPU of writing a new file and deleting an old one, and under load the journal
 drops one answer for each it keeps.
 
-The directory is made in `/dev/shm` when that is a memory file system with room
-for the journal's whole budget (and `TMPDIR` does not choose another place):
-there the files are memory the process does not map, never disk. On a disk file
-system every answer kept is written back to the disk a few seconds later, and
-that write-back (70 MB/s at 300 small answers a second) cost more CPU than the
-rest of a small pass-through (docs/benchmarks.md).
+The directory is made where `scratch.scratch_dir` says: in `/dev/shm` when it
+has room for the journal's whole budget, so that no kept answer is written back
+to a disk.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ import threading
 import weakref
 from pathlib import Path
 
+from ..scratch import scratch_dir
 from .record import Blob, Chunks, OnDisk
 
 log = logging.getLogger("allm_proxy.journal")
@@ -44,33 +42,6 @@ log = logging.getLogger("allm_proxy.journal")
 INLINE_WRITE_MAX = 256 * 1024
 # Files of dropped bytes kept for reuse (beyond it they are deleted).
 RECYCLED_FILES = 64
-
-
-# Where the directory goes when TMPDIR does not say, if it is a memory file system with room.
-MEMORY_ROOT = "/dev/shm"
-
-
-def spool_root(budget: int, *, root: str = MEMORY_ROOT) -> str | None:
-    """The directory to make the spool in: `root` when it is a tmpfs with `budget` bytes free (and
-    TMPDIR chooses no other place), else None (the system temp directory)."""
-    if os.environ.get("TMPDIR"):
-        return None
-    try:
-        stats = os.statvfs(root)
-        on_tmpfs = _is_tmpfs(root)
-    except OSError:
-        return None
-    free = stats.f_bavail * stats.f_frsize
-    return root if on_tmpfs and free >= budget and os.access(root, os.W_OK | os.X_OK) else None
-
-
-def _is_tmpfs(path: str) -> bool:
-    """Whether `path` is the mount point of a tmpfs (from /proc/self/mounts; False when unknown)."""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            return any(f.split()[1:3] == [path, "tmpfs"] for f in mounts if len(f.split()) > 2)
-    except OSError:
-        return False
 
 
 def remove_orphans(root: Path) -> None:
@@ -94,7 +65,7 @@ def remove_orphans(root: Path) -> None:
 class Spool:
     """A private directory of blob files, removed on `close` and when the process exits.
 
-    `budget`: the bytes the journal may keep, for choosing where the directory goes (`spool_root`).
+    `budget`: the bytes the journal may keep, for choosing where the directory goes (`scratch_dir`).
     Thread-safe; the journal drops a blob (`recycle`) under its own lock, so no reader still holds
     the path a new blob is written to.
     """
@@ -159,7 +130,7 @@ class Spool:
             if self._free:
                 return self._free.pop()
             if self._directory is None:
-                where = spool_root(self.budget)
+                where = scratch_dir(self.budget)
                 remove_orphans(Path(where or tempfile.gettempdir()))
                 prefix = f"allm-journal-{os.getpid()}-"
                 self._directory = Path(tempfile.mkdtemp(prefix=prefix, dir=where))  # mode 0700
