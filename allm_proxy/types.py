@@ -165,6 +165,11 @@ class Image:
             return self._b64.encode("ascii")
         return base64.b64encode(self.data)
 
+    def b64_held(self) -> bytes | memoryview:
+        """`b64_bytes()` without the copy when the base64 is a view of the provider's answer (a store
+        writes it out as it is)."""
+        return self._b64 if isinstance(self._b64, memoryview) else self.b64_bytes()
+
     def b64_length(self) -> int:
         """How many characters of base64 the provider sent (0 when it sent none); nothing is copied."""
         return len(self._b64) if self._b64 is not None else 0

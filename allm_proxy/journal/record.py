@@ -62,7 +62,7 @@ class OnDisk:
 
 
 # The pieces of a relayed answer, joined only when somebody reads it.
-Chunks = tuple[bytes, ...]
+Chunks = tuple[bytes | memoryview, ...]
 
 # Where a blob's bytes come from: bytes, an Image (base64 decoded on first use), a callable, the
 # chunks of a relayed body, or a file a store wrote.
@@ -116,7 +116,7 @@ class Blob:
             if source._data is not None:
                 return (source._data,), False
             if source.b64_length():
-                return (source.b64_bytes(),), True
+                return (source.b64_held(),), True
             url = source.url or ""
             if url.startswith("data:") and "," in url:
                 return (url.split(",", 1)[1].encode("ascii"),), True

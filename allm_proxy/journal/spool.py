@@ -209,7 +209,7 @@ def _open(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:  # a write may take less than it was given
         view = view[os.write(fd, view) :]
