@@ -82,6 +82,7 @@ async def test_repeats_are_answered_byte_for_byte_as_the_full_path_answers_them(
     assert len(entries) == 5
     assert all(e["status"] == 200 and e["source"] == "cassette" and e["images"] for e in entries)
     assert [e["upstream"][0]["cassette"] for e in entries] == ["hit"] * 5
+    assert [bool(e["upstream"][0].get("kept")) for e in entries] == [False, False, True, True, True]
     counted = 'model="gpt-image-1",operation="generate",provider="openai",source="cassette",status="200"} 3.0'
     assert "allm_requests_total{" + counted in metrics
 

@@ -133,7 +133,8 @@ class AnswerCache:
             self._answers.move_to_end(watch.key)
             self.hits += 1
         call.route, call.delivery = kept.route, kept.delivery
-        call.upstream = [{**note, "ms": 0.0} for note in kept.upstream]
+        # The first run's upstream calls, marked as answered from its kept bytes (the journal shows it).
+        call.upstream = [{**note, "ms": 0.0, "kept": True} for note in kept.upstream]
         call.images, call.usage, call.cost_usd = kept.images, kept.usage, kept.cost_usd
         if journal is not None:
             journal.request, journal.result, journal.resident = kept.request, kept.result, True
