@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import pytest
@@ -13,10 +16,11 @@ from starlette.testclient import TestClient
 
 from allm_proxy import errors
 from allm_proxy.cassettes import CassetteLibrary
+from allm_proxy.cassettes.tape import Tape
 from allm_proxy.config import CassetteSettings
 from allm_proxy.server import control
 from allm_proxy.server.failures import EXCEPTION_HANDLERS
-from tests.support.cassette_helpers import DeadUpstream, Upstream, send
+from tests.support.cassette_helpers import DeadUpstream, Upstream, library_for, send
 
 
 def directory_library(root: Path, record_mode: str = "once") -> CassetteLibrary:
@@ -197,3 +201,34 @@ def test_control_endpoint_requires_the_access_token(tmp_path: Path) -> None:
             f"{url}/allm/cassette", json={"name": "a"}, headers={"authorization": "Bearer proxy-token-1"}
         )
         assert allowed.status_code == 200, allowed.text
+
+
+async def test_a_recording_another_process_writes_while_this_one_reads_the_file_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers share a cassette file: one loading it while the other writes must not take the
+    newer file for the one it read, or its next save writes over the other's recording."""
+    cassette = tmp_path / "shared.json"
+    upstream = Upstream()
+    writer = library_for(cassette, "new_episodes")
+    await generate(writer, upstream.asgi_transport(), prompt="first")
+    with_first = cassette.read_bytes()
+    await generate(writer, upstream.asgi_transport(), prompt="second")
+    with_both = cassette.read_bytes()
+    cassette.write_bytes(with_first)
+
+    read_file = Tape._read_file
+
+    def read_then_other_worker_writes(tape: Tape) -> Any:
+        found = read_file(tape)
+        (tmp_path / "next.json").write_bytes(with_both)
+        os.replace(tmp_path / "next.json", cassette)  # the other worker's atomic write, just after our read
+        return found
+
+    monkeypatch.setattr(Tape, "_read_file", read_then_other_worker_writes)
+    reader = library_for(cassette, "new_episodes")
+    await reader.tape_for(None)
+    monkeypatch.setattr(Tape, "_read_file", read_file)
+    await generate(reader, upstream.asgi_transport(), prompt="third")
+    prompts = [json.loads(i["request"]["body"])["prompt"] for i in json.loads(cassette.read_text())["interactions"]]
+    assert prompts == ["first", "second", "third"]

@@ -98,6 +98,9 @@ class Tape:
 
     def load(self) -> None:
         """Read the file (if any); a fresh start for every session. Blocking: call it off the event loop."""
+        # The file's state before it is read: another process writing it meanwhile then shows as a change
+        # at our next save, which merges its recordings (taken after the read, it would hide them).
+        disk_state = _stat(self.path)
         existed = not is_empty(self.path)
         remove_stale_temps(self.path)
         interactions, metadata = self._read_file() if existed else ([], {})
@@ -110,7 +113,7 @@ class Tape:
             self.ident = cassette_id(self.path.name, content, shared=shared)
             self.existed = existed
             self._version = self._saved_version = 0
-            self._disk_state = _stat(self.path)
+            self._disk_state = disk_state
 
     def _read_file(self) -> tuple[list[Interaction], dict[str, Any]]:
         try:
