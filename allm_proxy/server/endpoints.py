@@ -130,12 +130,10 @@ async def _answer(
     if isinstance(result, RawBody):
         if answers is None or watch is None or not answers.may_keep(result.length):
             return streaming.relay(result, call, journal)
-
-        def keep(body: bytes) -> None:
-            assert answers is not None and watch is not None
-            answers.keep(watch, call, relayed, body, image_request, None)
-
-        relayed = streaming.relay(result, call, journal, whole=keep)
+        cache, seen = answers, watch  # (narrowed, for the closure)
+        relayed = streaming.relay(
+            result, call, journal, whole=lambda body: cache.keep(seen, call, relayed, body, image_request, None)
+        )
         return relayed
     if isinstance(result, ImageResponse):
         if journal is not None:

@@ -72,7 +72,7 @@ def event_stream(
 
 
 def relay(
-    raw: RawBody, call: Call, journal: JournalCall | None = None, *, whole: Callable[[bytes], None] | None = None
+    raw: RawBody, call: Call, journal: JournalCall | None = None, *, whole: Callable[[bytes], object] | None = None
 ) -> StreamingResponse:
     """The provider's answer, chunk by chunk as it arrives, never held whole; except for `whole`
     (the answer cache), which gets the complete body once its last chunk went by."""
