@@ -38,6 +38,6 @@ def _is_tmpfs(path: str) -> bool:
     """Whether `path` is the mount point of a tmpfs (from /proc/self/mounts; False when unknown)."""
     try:
         with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            return any(f.split()[1:3] == [path, "tmpfs"] for f in mounts if len(f.split()) > 2)
+            return any(line.split()[1:3] == [path, "tmpfs"] for line in mounts)
     except OSError:
         return False

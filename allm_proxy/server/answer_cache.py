@@ -8,8 +8,9 @@ answer's bytes skips parsing, validation, the adapter, httpx and the cassette lo
 nine tenths of a replay's CPU (docs/benchmarks.md).
 
     cache = AnswerCache.for_engine(engine)          # None when answers cannot be kept (see there)
-    answer = cache.answer(request, call, body)      # the kept answer, or None: run the request
-    ...run it...; cache.keep(...)                    # kept only if the run proved it repeatable
+    watch = cache.watch(request, call, body)        # its key and what the cache sees now (None: never)
+    answer = cache.answer(watch, call, journal)     # the kept answer, or None: run the request, then
+    cache.keep(watch, call, response, body, ...)    # kept only if the run proved it repeatable
 
 What still happens for every request, kept answer or not: the access token, the in-flight limit,
 the request id, the access-log line, the metrics and the journal entry (which shares the kept bytes
@@ -31,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..call import Call, Delivery, Route
+from ..journal import JournalCall
 from ..journal.store import ResidentBody
 from ..types import ImageRequest, ImageResponse, Usage
 
@@ -120,7 +122,7 @@ class AnswerCache:
         key = (scope["path"], scope.get("query_string", b""), headers, body)
         return Watch(key, self.library.generation, self.engine.files.stored, len(body))
 
-    def answer(self, watch: Watch, call: Call, journal: Any) -> Response | None:
+    def answer(self, watch: Watch, call: Call, journal: JournalCall | None) -> Response | None:
         """The kept answer to `watch`'s request, with its call and journal entry told what the first
         run told them; None when there is none (or it went stale)."""
         with self._lock:

@@ -130,7 +130,7 @@ async def _answer(
     if isinstance(result, RawBody):
         if answers is None or watch is None or not answers.may_keep(result.length):
             return streaming.relay(result, call, journal)
-        cache, seen = answers, watch  # (narrowed, for the closure)
+        cache, seen = answers, watch  # not Optional: the callback below runs after the last chunk
         relayed = streaming.relay(
             result, call, journal, whole=lambda body: cache.keep(seen, call, relayed, body, image_request, None)
         )

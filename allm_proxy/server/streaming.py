@@ -80,18 +80,16 @@ def relay(
         journal.relayed_type = raw.content_type
 
     async def body() -> AsyncIterator[bytes]:
-        seen: list[bytes] | None = [] if whole is not None else None
+        seen: list[bytes] = []  # only for `whole`
         try:
             async for chunk in raw.chunks:
                 if journal is not None:
                     journal.saw_chunk(chunk)
-                if seen is not None:
+                if whole is not None:
                     seen.append(chunk)
                 yield chunk
-            if whole is not None and seen is not None:
-                complete = b"".join(seen)
-                if raw.length is None or len(complete) == raw.length:
-                    whole(complete)
+            if whole is not None and (raw.length is None or sum(map(len, seen)) == raw.length):
+                whole(b"".join(seen))
         except Exception:
             call.finish(502)  # the provider broke off; the client's connection ends short too
             raise
