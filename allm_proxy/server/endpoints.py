@@ -54,7 +54,6 @@ async def variations(request: Request) -> Response:
 
 async def _images(request: Request, operation: Operation) -> Response:
     call = _call(request)
-    call.public_base_url = _public_base(request)
     call.can_relay = True
     engine = _engine(request)
     content_type = request.headers.get("content-type")
@@ -67,6 +66,7 @@ async def _images(request: Request, operation: Operation) -> Response:
         kept = answers.answer(watch, call, request.state.journal)
         if kept is not None:
             return kept  # a repeat of a replay that always answers alike (server/answer_cache.py)
+    call.public_base_url = _public_base(request)  # after the kept answer, which hosts nothing: a URL costs
     image_request = parse_request(operation, content_type, body)
     del body  # the parsed request holds what is needed; let a big upload go early
     return await _answer(request, image_request, engine.run(image_request, call), watch)
@@ -76,6 +76,7 @@ async def _upload(request: Request, operation: Operation, content_type: str) -> 
     """A multipart edit or variation: streamed through while it arrives when it may, else read into
     a spool and answered as any other request (server/uploads.py)."""
     call, engine = _call(request), _engine(request)
+    call.public_base_url = _public_base(request)
     reader = UploadReader(request, operation, content_type, digest=request.state.journal is not None)
     started: asyncio.Future[ImageResult] | None = None
 
