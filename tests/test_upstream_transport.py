@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from allm_proxy.upstream import AiohttpTransport
+from allm_proxy.upstream import AiohttpTransport, ChunkBudget
 from tests.support.asgi_server import free_port, serve_asgi
 
 
@@ -38,6 +38,10 @@ async def slow(request: Request) -> Response:
     return Response(b"late")
 
 
+async def big(request: Request) -> Response:
+    return Response(bytes(range(256)) * 8192, media_type="application/octet-stream")  # 2 MB
+
+
 async def events(request: Request) -> StreamingResponse:
     async def gen() -> AsyncIterator[bytes]:
         for i in range(3):
@@ -53,6 +57,7 @@ APP = Starlette(
         Route("/gzip", gzipped),
         Route("/slow", slow),
         Route("/events", events),
+        Route("/big", big),
     ]
 )
 
@@ -110,3 +115,28 @@ async def test_connections_are_reused(upstream: str) -> None:
         session = transport._session
         assert session is not None and session.connector is not None
         assert len(session.connector._conns) == 1  # one idle keep-alive connection, not five
+
+
+def test_answers_in_flight_share_the_chunk_budget() -> None:
+    budget = ChunkBudget(1024 * 1024, least=64 * 1024, most=256 * 1024)
+    shares = []
+    for reading in (0, 1, 4, 8, 16, 64):
+        budget.reading = reading
+        shares.append(budget.size() // 1024)
+    assert shares == [256, 256, 256, 128, 64, 64]
+
+
+async def test_a_body_is_counted_while_it_is_read_and_given_in_chunks_of_its_share(upstream: str) -> None:
+    transport = AiohttpTransport()
+    budget = transport._chunks
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", f"{upstream}/big") as whole:
+            sizes = [len(chunk) async for chunk in whole.aiter_raw()]
+        assert sum(sizes) == 2 * 1024 * 1024 and max(sizes) <= budget.most
+        assert budget.reading == 0
+        async with client.stream("GET", f"{upstream}/big") as half:
+            chunks = half.aiter_raw()
+            await anext(chunks)
+            assert budget.reading == 1
+        # Left half read: closing the answer ends its share, without the rest being read.
+        assert budget.reading == 0
