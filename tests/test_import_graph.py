@@ -7,6 +7,8 @@ Every import counts, the lazy ones inside functions included (they run too); onl
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "allm_proxy"
@@ -109,3 +111,31 @@ def test_core_types_know_nothing_above_them() -> None:
         deps = {m for m in imports_of(PACKAGE / name) if m.startswith("allm_proxy.")}
         above = {m for m in deps if m.split(".")[1] in ("engine", "server", "adapters", "cassettes", "wire")}
         assert above == set(), f"{name} imports {sorted(above)}"
+
+
+def test_a_proxy_that_keeps_no_cassette_imports_no_vcrpy() -> None:
+    """vcrpy imports every HTTP library it can patch (230 modules, 10 MB of a pass-through's RSS):
+    the server, the CLI and the pytest plugin load it only once a cassette is used."""
+    code = (
+        "import sys\n"
+        "from allm_proxy.config import ProxyConfig\n"
+        "from allm_proxy.engine import Engine\n"
+        "from allm_proxy.server.app import create_app\n"
+        "import allm_proxy.cli, allm_proxy.pytest_plugin\n"
+        "config = ProxyConfig(provider='openai')\n"
+        "create_app(Engine.from_config(config), config)\n"
+        "from allm_proxy.cassettes import SecretFilter\n"
+        "print(SecretFilter().url('https://example.test/v1/x'))\n"
+        "print(sorted(m for m in ('vcr', 'requests', 'urllib3') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines() == ["https://example.test/v1/x", "[]"], done.stderr
+
+
+def test_the_cassette_package_still_gives_its_parts() -> None:
+    import allm_proxy.cassettes as cassettes
+
+    assert {name: getattr(cassettes, name).__name__ for name in cassettes.__all__} == {
+        name: name for name in cassettes.__all__
+    }
+    assert "vcr" in sys.modules  # asking for them brought vcrpy in

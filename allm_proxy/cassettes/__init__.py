@@ -10,10 +10,31 @@ interaction per line) or `.yaml` (vcrpy's default serializer).
 
 from __future__ import annotations
 
-from .filters import SecretFilter
-from .library import CassetteLibrary
-from .persister import AtomicPersister, write_atomic
-from .tape import Tape
-from .transport import CassetteTransport
+import importlib
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from .filters import SecretFilter
+    from .library import CassetteLibrary
+    from .persister import AtomicPersister, write_atomic
+    from .tape import Tape
+    from .transport import CassetteTransport
+
+# Imported when first asked for, not with the package: vcrpy imports every HTTP library it can
+# patch (requests, urllib3, httpx2, ...: 230 modules, 10 MB), and a proxy that keeps no cassette
+# needs none of it (the journal's secret filter and the inspector's summaries are its only users).
+_EXPORTS = {
+    "AtomicPersister": ".persister",
+    "CassetteLibrary": ".library",
+    "CassetteTransport": ".transport",
+    "SecretFilter": ".filters",
+    "Tape": ".tape",
+    "write_atomic": ".persister",
+}
 __all__ = ["AtomicPersister", "CassetteLibrary", "CassetteTransport", "SecretFilter", "Tape", "write_atomic"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
-
-from vcr.filters import decode_response, replace_query_parameters
-from vcr.request import Request
 
 from ..config import CassetteSettings
 from .bodies import as_bytes
+
+if TYPE_CHECKING:
+    from vcr.request import Request
 
 SECRET_HEADERS = frozenset(
     {
@@ -62,6 +62,10 @@ class SecretFilter:
 
     def request(self, request: Request, known_secrets: Iterable[str | None] = ()) -> tuple[Request, list[str]]:
         """A filtered copy of `request`, and the secret values it carried (for `response`)."""
+        # vcrpy where a request or a response is filtered, not at import (see cassettes/__init__).
+        from vcr.filters import replace_query_parameters
+        from vcr.request import Request
+
         secrets = [s for s in known_secrets if s]
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
@@ -87,6 +91,8 @@ class SecretFilter:
     def url(self, url: str, known_secrets: Iterable[str | None] = ()) -> str:
         """`url` as `request` would leave it: without secret query parameters, known secrets redacted."""
         if "?" in url:
+            from vcr.request import Request
+
             clean, _ = self.request(Request("GET", url, b"", {}), known_secrets)
             return str(clean.uri)
         # No query: only the redaction applies, and it needs no vcrpy request (this runs for every upstream call).
@@ -94,6 +100,8 @@ class SecretFilter:
 
     def response(self, response: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
         """The response dict to keep: decompressed, without secret headers, secrets redacted."""
+        from vcr.filters import decode_response
+
         response = decode_response(response)
         headers = {
             name: [_redact_text(v, secrets) for v in values]

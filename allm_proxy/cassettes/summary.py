@@ -11,15 +11,16 @@ import binascii
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from vcr.request import Request
+from typing import TYPE_CHECKING, Any
 
 from ..types import b64decode_lenient, sniff_mime
 from ..wire import sse
 from ..wire.jsonbytes import loads
 from ..wire.multipart import Part, is_multipart, parse_multipart
 from .bodies import as_bytes, json_data
+
+if TYPE_CHECKING:
+    from vcr.request import Request
 
 PROMPT_EXCERPT = 60
 _GEMINI_MODEL = re.compile(r"/models/([^/:]+):")

@@ -5,7 +5,9 @@
     shelf.blob("demo.json", 0, "images", 0)   # (bytes, MIME type) or None
 
 Reading is `cassettes.report` and `cassettes.summary` (what `allm-proxy cassettes
-show` uses); parsed files are cached until their size or mtime changes.
+show` uses); parsed files are cached until their size or mtime changes. `report`
+(and vcrpy with it) is imported when a cassette is first listed, not with the
+server: a proxy nobody opens the Cassettes tab of never needs it.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..cassettes.bodies import as_bytes
-from ..cassettes.report import Entry, cassette_files, read
 from ..cassettes.summary import content_type_of, response_images, summarize_request
 from ..journal.record import Blob
+
+if TYPE_CHECKING:
+    from ..cassettes.report import Entry
 
 MAX_CACHED = 64
 
@@ -37,7 +42,7 @@ class CassetteShelf:
         if not self.root.exists():
             return []
         base = self.root if self.root.is_dir() else self.root.parent
-        return [(p.relative_to(base).as_posix(), p) for p in cassette_files(self.root)]
+        return [(p.relative_to(base).as_posix(), p) for p in _report().cassette_files(self.root)]
 
     def listing(self) -> list[dict[str, Any]]:
         """Every cassette with its interactions as entries (no bytes)."""
@@ -74,7 +79,7 @@ class CassetteShelf:
             cached = self._cache.get(path)
             if cached is not None and cached[0] == state:
                 return cached[1]
-        entries = read(path)
+        entries: list[Entry] = _report().read(path)
         with self._lock:
             if len(self._cache) >= MAX_CACHED:
                 self._cache.pop(next(iter(self._cache)))
@@ -137,3 +142,9 @@ def _json_or_none(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return None
+
+
+def _report() -> ModuleType:
+    from ..cassettes import report  # with vcrpy: see the module's docstring
+
+    return report
