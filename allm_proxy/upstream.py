@@ -103,10 +103,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 class ChunkBudget:
     """How big a chunk each answer being read hands up: the answers in flight share `total` bytes,
-    each between `least` and `most`. Big chunks cost less CPU per MB (every chunk passes the relay,
-    the journal and the server once: 256 KB ones made a 3 MB pass-through a fifth cheaper than 128 KB
-    ones), but a relayed answer sits in up to two of them, so what many answers in flight hold stays
-    about `2 * total` however many there are (docs/benchmarks.md, issue 15 part 5)."""
+    each between `least` and `most`. Big chunks cost less CPU per MB: every chunk passes the relay,
+    the journal and the server once, and `read(n)` copies whatever it cuts from aiohttp's pieces
+    (a 3 MB pass-through cost 6.6-7.6 ms of CPU in 128 KB chunks, 5.7-6.5 in whole pieces). But a
+    relayed answer sits in up to two of them, so with many answers in flight each gets a share,
+    and what they hold stays about `2 * total` however many there are (docs/benchmarks.md, issue
+    15 part 5)."""
 
     def __init__(self, total: int = 4 * 1024 * 1024, *, least: int = 64 * 1024, most: int = 256 * 1024) -> None:
         self.total, self.least, self.most = total, least, most
@@ -131,7 +133,20 @@ class _ResponseStream(httpx.AsyncByteStream):
         try:
             content = self._response.content
             with _mapped_exceptions(self._request):
-                while chunk := await content.read(self._budget.size()):
+                while True:
+                    share = self._budget.size()
+                    if share < self._budget.most:
+                        chunk = await content.read(share)  # many in flight: a share each (a copy)
+                        if not chunk:
+                            return
+                    else:
+                        # Few in flight: each piece as the parser gave it (one socket read's worth,
+                        # at most 256 KB in asyncio), handed on without the copy `read` makes.
+                        chunk, http_chunk_ended = await content.readchunk()
+                        if not chunk:
+                            if http_chunk_ended:
+                                continue  # one chunk of a chunked body ended; more may follow
+                            return
                     yield chunk
         finally:
             self._count(False)

@@ -140,3 +140,10 @@ async def test_a_body_is_counted_while_it_is_read_and_given_in_chunks_of_its_sha
             assert budget.reading == 1
         # Left half read: closing the answer ends its share, without the rest being read.
         assert budget.reading == 0
+
+
+async def test_a_chunked_body_arrives_whole_through_its_chunk_ends(upstream: str) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        response = await client.get(f"{upstream}/events")
+    assert response.headers.get("transfer-encoding") == "chunked"
+    assert response.content == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
