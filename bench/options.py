@@ -41,6 +41,13 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         "report, not a test: exits 0 whatever it measured, non-zero only if something crashed",
     )
     parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="run only the instruction counts: pass-through, the reference and --then's allm-proxy "
+        "under valgrind's callgrind, small and large requests at C=1, instructions per request and "
+        "their ratios (the same for the same code, however loaded the machine; needs valgrind)",
+    )
+    parser.add_argument(
         "--memory-sizes",
         default="1,40",
         metavar="SMALL,BIG",

@@ -7,7 +7,8 @@ through to it (``passthrough``), replaying a cassette recorded from it in the
 same run (``replay``), and its fake provider (``fake``); then the cassette
 figures (``cassette``) and, with ``--load``, the bounded load test of issue 6.
 Every cell is also given as a ratio to direct, reference and litellm in the
-same run. ``--memory`` runs the upload-memory scenario of issue 15 instead.
+same run. ``--memory`` runs the upload-memory scenario of issue 15 instead, and
+``--instructions`` counts instructions per request under callgrind.
 Prints a table and writes JSON lines to ``bench-results/bench-<time>.jsonl``. Every step is bounded in time and
 count, and every process it starts is ended on exit, Ctrl-C included.
 """
@@ -31,7 +32,7 @@ from types import FrameType
 from typing import Any
 
 from . import bodies as B
-from . import memory, peers, profile, report
+from . import instructions, memory, peers, profile, report
 from .options import DEFAULT_TARGETS, GROUPS, ROOT, parse_args
 from .procs import (
     Processes,
@@ -331,6 +332,7 @@ class Bench:
         workers: int = 1,
         pinned: bool = True,
         command: list[str] | None = None,
+        timeout: float = 30.0,
     ) -> Server:
         if self.plan.no_journal:
             args = [*args, "--no-journal"]
@@ -344,6 +346,7 @@ class Bench:
             probe=probe,
             workers=workers,
             command=command,
+            timeout=timeout,
         )
         return server
 
@@ -754,8 +757,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__)
     if args.profile and profile.py_spy() is None:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    if args.rounds < 1 or (args.rounds > 1 and args.memory):
-        raise SystemExit("--rounds takes N >= 1, and not with --memory")
+    if args.rounds < 1 or (args.rounds > 1 and (args.memory or args.instructions)):
+        raise SystemExit("--rounds takes N >= 1, and not with --memory or --instructions (a count repeats)")
+    if args.memory and args.instructions:
+        raise SystemExit("--memory and --instructions are two runs: give one")
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -769,7 +774,12 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)  # a stamp (and files) of its own
         bench = Bench(Plan.from_args(args), args.out, keep_work=args.keep_work)
         try:
-            codes.append(memory.run(bench, memory.sizes(args.memory_sizes)) if args.memory else bench.run())
+            if args.memory:
+                codes.append(memory.run(bench, memory.sizes(args.memory_sizes)))
+            elif args.instructions:
+                codes.append(instructions.run(bench))
+            else:
+                codes.append(bench.run())
         except KeyboardInterrupt:
             print("\ninterrupted: ending every process the benchmark started", file=sys.stderr)
             return 130

@@ -181,10 +181,13 @@ def start_reference(
     log_level: str,
     probe: RequestSpec | None,
     timeout: float = 30.0,
+    prefix: list[str] | None = None,
 ) -> Server:
-    """Start the thin reference proxy (`bench.reference_proxy`) in front of `upstream`."""
+    """Start the thin reference proxy (`bench.reference_proxy`) in front of `upstream` (run by `prefix`,
+    such as valgrind, when given)."""
     port = free_port()
     argv = [
+        *(prefix or []),
         python(),
         "-m",
         "bench.reference_proxy",
