@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -115,14 +116,30 @@ def test_interrupted_run_ends_every_process_it_started(tmp_path: Path) -> None:
         "--warmup",
         "0",
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(_processes_mentioning(str(tmp_path))) < 2:
-        time.sleep(0.1)  # wait for the upstream and the load generator
-    assert len(_processes_mentioning(str(tmp_path))) >= 2
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=20)
-    assert proc.returncode == 130
-    deadline = time.monotonic() + 5
-    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_mentioning(str(tmp_path)) == []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(_processes_mentioning(str(tmp_path))) < 2:
+            time.sleep(0.1)  # wait for the upstream and the load generator
+        assert len(_processes_mentioning(str(tmp_path))) >= 2
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired as exc:
+            running = _processes_mentioning(str(tmp_path))
+            left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:200] for pid in running}
+            pytest.fail(f"no exit 20 s after SIGINT; it printed {exc.output!r}; still running: {left}")
+        assert proc.returncode == 130
+        deadline = time.monotonic() + 5
+        while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_mentioning(str(tmp_path)) == []
+    finally:
+        # A failure above must not leave the run behind for the next test: each by its PID.
+        for pid in _processes_mentioning(str(tmp_path)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

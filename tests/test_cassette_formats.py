@@ -94,8 +94,8 @@ def test_binary_bodies_survive_a_json_cassette_as_base64(tmp_path: Path) -> None
     assert requests[0].body == b"\xff\xfe raw"
 
 
-@pytest.mark.slow  # timing
-def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) -> None:
+@pytest.mark.slow  # writes and loads 160 MB
+def test_a_cassette_of_fifty_large_images_loads_lean(tmp_path: Path) -> None:
     path = tmp_path / "big.json"
     image = os.urandom(2_400_000)  # ~3.2 MB as base64, like a 1024x1024 PNG
     pairs = []
@@ -106,10 +106,6 @@ def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) ->
     write(path, pairs)
     body_bytes = sum(len(r["body"]["string"]) for _, r in pairs)
     del pairs
-    started = time.perf_counter()
-    _, responses, _ = jsonformat.load(path)
-    seconds = time.perf_counter() - started
-    del responses
     tracemalloc.start()
     try:
         _, responses, _ = jsonformat.load(path)
@@ -117,10 +113,10 @@ def test_a_cassette_of_fifty_large_images_loads_fast_and_lean(tmp_path: Path) ->
     finally:
         tracemalloc.stop()
     assert sum(len(r["body"]["string"]) for r in responses) == body_bytes
-    # Targets: <= 0.3 s and <= 1.5x the images' size (measured ~0.17 s, ~1.05x of the
-    # bodies on the build machine); the time bound leaves room for slow CI machines.
+    # Target: <= 1.5x the images' size (measured ~1.05x). How long the load takes is a
+    # speed figure, so scripts/bench measures it (its cassette figures), not a unit test:
+    # a time bound here failed once on a loaded CI machine.
     assert peak <= 1.5 * body_bytes, f"peak {peak / 1e6:.0f} MB for {body_bytes / 1e6:.0f} MB of bodies"
-    assert seconds <= 0.6, f"loading took {seconds:.2f} s"
 
 
 @pytest.mark.slow  # timing
