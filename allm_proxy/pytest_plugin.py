@@ -100,15 +100,24 @@ class AllmCassette:
         return [e for e in self.engine.run_sync(journal.list()) if e["id"] not in self.journal_before]
 
 
+def _uses_a_cassette(item: pytest.Item) -> bool:
+    """The `allm_cassette` fixture, asked for by name or by the marker (whose autouse fixture asks
+    for it only when the test runs, so it is not among the collected fixture names)."""
+    return "allm_cassette" in getattr(item, "fixturenames", ()) or item.get_closest_marker("allm_cassette") is not None
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """When a collected test uses `allm_cassette`, import the server now, once collection is done, so
-    the first proxy starts in tens of milliseconds when its test asks. (Not in a background thread:
-    importing the same modules from two threads at once can see one half-initialized.) A run with
-    no such test imports nothing more."""
-    if any("allm_cassette" in getattr(item, "fixturenames", ()) for item in session.items):
+    """When a collected test uses a cassette, import the server and the cassette layer now, once
+    collection is done, so the first proxy starts in tens of milliseconds when its test asks. (Not in
+    a background thread: importing the same modules from two threads at once can see one
+    half-initialized.) A run with no such test imports nothing more. The cassette layer is named
+    because a proxy imports it, and vcrpy, only once it uses a cassette; every proxy of the plugin
+    does."""
+    if any(_uses_a_cassette(item) for item in session.items):
         import uvicorn  # noqa: F401
 
         from . import server  # noqa: F401
+        from .cassettes import library  # noqa: F401
 
 
 @pytest.fixture

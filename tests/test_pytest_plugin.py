@@ -104,3 +104,46 @@ def test_cassette_dir_option_and_the_options_group(pytester: pytest.Pytester, up
     assert (pytester.path / "recorded" / "shared" / "named.json").is_file()
     help_text = pytester.runpytest("--help").stdout.str()
     assert "allm-proxy record-then-replay cassettes:" in help_text and "--allm-record-mode" in help_text
+
+
+LOADED_AT_SETUP = """
+import sys
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    loaded = [name for name in ("allm_proxy.server", "allm_proxy.cassettes.library", "vcr") if name in sys.modules]
+    print(f"loaded before {item.name}: {loaded}")
+"""
+
+MARKED_AND_PLAIN = """
+import pytest
+
+
+@pytest.mark.allm_cassette(provider="fake")
+def test_marker_only():
+    pass
+
+
+def test_plain():
+    pass
+"""
+
+
+def test_the_server_and_the_cassette_layer_are_imported_after_collection_only_for_a_cassette_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """So that the first proxy starts in tens of milliseconds when its test asks (issue 15's "ready
+    <= 0.3 s"). The README's usage is the marker alone, whose fixture is asked for only at setup."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\naddopts = -p no:cacheprovider\n")
+    pytester.makeconftest(LOADED_AT_SETUP)
+    pytester.makepyfile(test_suite=MARKED_AND_PLAIN)
+    plain = pytester.runpytest_subprocess("-s", "-k", "plain")  # its own process: a fresh sys.modules
+    plain.assert_outcomes(passed=1, deselected=1)
+    assert "loaded before test_plain: []" in plain.stdout.str()
+    marked = pytester.runpytest_subprocess("-s", "-k", "marker_only")
+    marked.assert_outcomes(passed=1, deselected=1)
+    warmed = "loaded before test_marker_only: ['allm_proxy.server', 'allm_proxy.cassettes.library', 'vcr']"
+    assert warmed in marked.stdout.str()
