@@ -105,10 +105,10 @@ class ChunkBudget:
     """How big a chunk each answer being read hands up: the answers in flight share `total` bytes,
     each between `least` and `most`. Big chunks cost less CPU per MB: every chunk passes the relay,
     the journal and the server once, and `read(n)` copies whatever it cuts from aiohttp's pieces
-    (a 3 MB pass-through cost 6.6-7.6 ms of CPU in 128 KB chunks, 5.7-6.5 in whole pieces). But a
-    relayed answer sits in up to two of them, so with many answers in flight each gets a share,
-    and what they hold stays about `2 * total` however many there are (docs/benchmarks.md, issue
-    15 part 5)."""
+    (a 3 MB pass-through cost 6.6-7.6 ms of CPU in 128 KB chunks, 5.8-6.5 as kept). But a relayed
+    answer sits in up to two of them, so with many answers in flight each gets a share, and what
+    they hold stays about `2 * total` up to `total / least` answers (64), two `least` chunks each
+    past that (docs/benchmarks.md, issue 15 part 5)."""
 
     def __init__(self, total: int = 4 * 1024 * 1024, *, least: int = 64 * 1024, most: int = 256 * 1024) -> None:
         self.total, self.least, self.most = total, least, most

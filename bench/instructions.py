@@ -5,17 +5,20 @@ runs on a shared 2-core machine (steal, caches, frequency), which is more than t
 differences issue 15 asks about. Instructions do not: valgrind's callgrind counts
 every user-space instruction the server executes, the same for the same code and
 inputs whatever else the machine is doing. So this runs each server under
-callgrind, warms it up, zeroes the counters (``callgrind_control -z``), sends
+callgrind, warms it up, zeroes the counters (``vgdb --pid=PID zero``), sends
 `count` requests one after another on one keep-alive connection (C=1), dumps
-(``callgrind_control -d``) and divides.
+(``vgdb --pid=PID dump``) and divides.
 
 What it cannot see: the kernel's side of each syscall, and cycles (a cache miss or a
 memcpy of 3 MB costs more time per instruction than interpreted Python does). It
-complements the timed cells, it does not replace them. Targets: allm-proxy
-pass-through, the thin reference proxy, and with ``--then REV`` that revision's
-allm-proxy; workloads small and large. Servers run one at a time, each 20-100x
-slower than natively, so it takes a few minutes; every step is bounded in count and
-time, and every server is stopped by its PID.
+complements the timed cells, it does not replace them. Targets: the thin
+reference proxy, allm-proxy pass-through, and with ``--then REV`` that revision's
+allm-proxy (the reference first: it is the checks' denominator); workloads small
+and large (``--workloads`` picks; edit has no count). ``--quick`` counts a fifth
+of the requests. ``--time-limit`` is checked before every request, and what is
+left is skipped, saying so. Servers run one at a time, each 20-100x slower than
+natively, so it takes about three minutes; every step is bounded in count and
+time, and every process is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -49,13 +52,14 @@ WORKLOADS = ("small", "large")
 COUNTS = {"small": (30, 150), "large": (5, 30)}
 STARTUP_TIMEOUT = 300.0  # seconds to the first answer under callgrind (about 20 s here)
 CALL_TIMEOUT = 120.0
+CONTROL_TIMEOUT = 60.0
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.M)
 
 
 def callgrind() -> str | None:
-    """valgrind's path when it and callgrind_control are installed (Debian's valgrind package)."""
+    """valgrind's path when it and vgdb are installed (Debian's valgrind package)."""
     found = shutil.which("valgrind")
-    return found if found and shutil.which("callgrind_control") else None
+    return found if found and shutil.which("vgdb") else None
 
 
 def run(bench: Bench) -> int:
@@ -63,17 +67,19 @@ def run(bench: Bench) -> int:
     valgrind = callgrind()
     if valgrind is None:
         raise SystemExit("--instructions needs valgrind (callgrind): apt-get install valgrind")
+    asked = {workload for workload, _ in bench.plan.cells}  # --workloads
+    workloads = [workload for workload in WORKLOADS if workload in asked]
+    if not workloads:
+        raise SystemExit(f"--instructions counts {' and '.join(WORKLOADS)} requests; --workloads names neither")
     started = time.monotonic()
-    quick = bench.plan.duration < 4.0
+    quick = bench.plan.quick
     bench.environment()
     bench.bodies = B.build(bench.work / "bodies")
     bench.upstream = start_upstream(bench.procs, bench.bodies, cpus=bench.client_cpus)
-    asked = {workload for workload, _ in bench.plan.cells}  # --workloads
-    workloads = [workload for workload in WORKLOADS if workload in asked] or list(WORKLOADS)
-    targets = ["passthrough", "reference"]
+    targets = ["reference", "passthrough"]
     then = bench.then_command()
     if then is not None:
-        targets.insert(1, "passthrough-then")
+        targets.append("passthrough-then")
     print(
         f"allm-proxy bench --instructions: {', '.join(targets)}; {' and '.join(workloads)} at C=1 under callgrind; "
         f"load average {os.getloadavg()[0]:.2f}",
@@ -110,7 +116,7 @@ def run(bench: Bench) -> int:
         finally:
             stop_proxy(bench.procs, server, timeout=120)
     print()
-    print(table(counted, targets))
+    print(table(counted, ["passthrough", "passthrough-then", "reference"]))
     checks = _checks(bench, counted)
     if checks:
         print()
@@ -161,8 +167,10 @@ def _count(
     headers = {"Content-Type": spec.content_type, "Authorization": f"Bearer {BENCH_CLIENT_KEY}"}
     try:
         for number in range(warm + count):
+            if not bench.time_left(f"instructions {server.name} {workload}"):
+                return None
             if number == warm:
-                _control(server, "-z")
+                _control(server, "zero")
             conn.request(spec.method, spec.path, body=spec.body, headers=headers)
             response = conn.getresponse()
             body = response.read()
@@ -172,8 +180,8 @@ def _count(
                 )
                 return None
         before = set(out.parent.glob(out.name + ".*"))
-        _control(server, "-d")
-    except (OSError, http.client.HTTPException, subprocess.CalledProcessError) as exc:
+        _control(server, "dump")
+    except (OSError, http.client.HTTPException, subprocess.SubprocessError) as exc:
         crashed.append(f"{server.name} {workload}: {exc!r}")
         return None
     finally:
@@ -188,8 +196,11 @@ def _count(
     return int(found.group(1)) / count
 
 
-def _control(server: Server, flag: str) -> None:
-    subprocess.run(["callgrind_control", flag, str(server.pid)], check=True, capture_output=True, timeout=60)
+def _control(server: Server, command: str) -> None:
+    """A callgrind monitor command (zero, dump) through vgdb: one process, killed on its timeout, and
+    non-zero when it failed (callgrind_control, a perl script around vgdb, exits 0 whatever happened
+    and leaves its vgdb behind on a timeout). CalledProcessError or TimeoutExpired when it did not work."""
+    subprocess.run(["vgdb", f"--pid={server.pid}", command], check=True, capture_output=True, timeout=CONTROL_TIMEOUT)
 
 
 def table(counted: dict[tuple[str, str], float], targets: list[str]) -> str:

@@ -56,7 +56,7 @@ def sizes(text: str) -> tuple[float, float]:
 def run(bench: Bench, upload_mb: tuple[float, float]) -> int:
     """Measure and print the scenario; 0 unless something crashed."""
     started = time.monotonic()
-    quick = bench.plan.duration < 4.0
+    quick = bench.plan.quick
     bench.environment()
     print(
         f"allm-proxy bench --memory: uploads of {upload_mb[0]:g} and {upload_mb[1]:g} MB; server CPUs "

@@ -43,9 +43,11 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
     parser.add_argument(
         "--instructions",
         action="store_true",
-        help="run only the instruction counts: pass-through, the reference and --then's allm-proxy "
+        help="run only the instruction counts: the reference, pass-through and --then's allm-proxy "
         "under valgrind's callgrind, small and large requests at C=1, instructions per request and "
-        "their ratios (the same for the same code, however loaded the machine; needs valgrind)",
+        "their ratios (the same for the same code, however loaded the machine; needs valgrind). "
+        "--then, --workloads (small, large), --quick (a fifth of the requests), --time-limit, "
+        "--proxy-log-level and --out apply; the other options do not",
     )
     parser.add_argument(
         "--memory-sizes",

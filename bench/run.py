@@ -92,6 +92,7 @@ class Plan:
     no_journal: bool = False  # The proxies run with --no-journal, to measure its cost
     peers: tuple[str, ...] = ()
     then: str | None = None  # a git revision: its allm-proxy is measured too (`--then`)
+    quick: bool = False  # --quick: also the smaller counts of --memory and --instructions
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Plan:
@@ -133,6 +134,7 @@ class Plan:
             upstream_gzip=args.upstream_gzip,
             profile=args.profile,
             no_journal=args.no_journal,
+            quick=quick,
             cassette_suffix="." + args.cassette_format,
             reuse_proxy=args.reuse_proxy,
             peers=chosen_peers,

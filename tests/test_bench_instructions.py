@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +16,9 @@ from bench import bodies as B
 from bench import instructions
 from bench.procs import Processes, free_port, python
 from bench.targets import start_http, stop_proxy
+from tests.test_bench_smoke import _processes_mentioning
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Emitted(SimpleNamespace):
@@ -51,8 +57,10 @@ def test_a_count_is_per_request_and_repeats(tmp_path: Path) -> None:
     bodies = B.build(tmp_path / "bodies")
     out = tmp_path / "callgrind-upstream.out"
     port = free_port()
+    valgrind = instructions.callgrind()
+    assert valgrind is not None
     argv = [
-        "valgrind",
+        valgrind,
         "--tool=callgrind",
         f"--callgrind-out-file={out}",
         python(),
@@ -77,7 +85,7 @@ def test_a_count_is_per_request_and_repeats(tmp_path: Path) -> None:
             what="the bench upstream",
         )
         assert server.ok, server.probe_error
-        bench = SimpleNamespace(bodies=bodies)
+        bench = SimpleNamespace(bodies=bodies, time_left=lambda what: True)
         crashed: list[str] = []
         few = instructions._count(bench, server, out, "small", 5, 10, crashed)  # type: ignore[arg-type]
         many = instructions._count(bench, server, out, "small", 0, 40, crashed)  # type: ignore[arg-type]
@@ -88,3 +96,28 @@ def test_a_count_is_per_request_and_repeats(tmp_path: Path) -> None:
         stop_proxy(procs, server, timeout=60)
     finally:
         procs.close()
+
+
+@pytest.mark.slow  # two servers under valgrind, about 45 s
+@pytest.mark.skipif(instructions.callgrind() is None, reason="needs valgrind: apt-get install valgrind")
+def test_a_quick_run_counts_both_proxies_and_leaves_no_process(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "bench.run", "--instructions", "--quick", "--workloads", "small"]
+    ran = subprocess.run(
+        [*command, "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    (jsonl,) = tmp_path.glob("bench-*.jsonl")
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    counts = {r["target"]: r for r in records if r["kind"] == "instructions"}
+    assert sorted(counts) == ["passthrough", "reference"]
+    assert all(r["workload"] == "small" and r["requests"] == 30 for r in counts.values())
+    assert all(r["instructions_per_request"] > 1e6 for r in counts.values())  # a whole request, not a wake-up
+    (check,) = [r for r in records if r["kind"] == "check"]  # no --then: only the reference's
+    ratio = counts["passthrough"]["instructions_per_request"] / counts["reference"]["instructions_per_request"]
+    assert check["value"] == round(ratio, 2)
+    assert "pass-through instructions/req small C=1 / reference's" in ran.stdout
+    assert _processes_mentioning(str(tmp_path)) == []

@@ -142,6 +142,18 @@ async def test_a_body_is_counted_while_it_is_read_and_given_in_chunks_of_its_sha
         assert budget.reading == 0
 
 
+async def test_with_many_answers_in_flight_each_reads_its_smaller_share_by_size(upstream: str) -> None:
+    transport = AiohttpTransport()
+    transport._chunks = ChunkBudget(128 * 1024, least=16 * 1024, most=256 * 1024)  # one answer: 128 KB
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", f"{upstream}/big") as whole:
+            sizes = [len(chunk) async for chunk in whole.aiter_raw()]
+        chunked = await client.get(f"{upstream}/events")
+    assert sum(sizes) == 2 * 1024 * 1024 and max(sizes) <= 128 * 1024 and min(sizes) > 0
+    assert chunked.content == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"  # read(n) through chunk ends too
+    assert transport._chunks.reading == 0
+
+
 async def test_a_chunked_body_arrives_whole_through_its_chunk_ends(upstream: str) -> None:
     async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
         response = await client.get(f"{upstream}/events")
