@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 from . import bodies as B
 from . import report
 from .targets import (
-    BENCH_CLIENT_KEY,
     Server,
+    client_headers,
     passthrough_args,
     proxy_command,
     start_reference,
@@ -164,7 +164,7 @@ def _count(
     spec = bench.bodies.request_spec(workload)
     expect = bench.bodies.response(B.WORKLOAD_RESPONSE[workload]).read_bytes()
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CALL_TIMEOUT)
-    headers = {"Content-Type": spec.content_type, "Authorization": f"Bearer {BENCH_CLIENT_KEY}"}
+    headers = client_headers(spec)
     try:
         for number in range(warm + count):
             if not bench.time_left(f"instructions {server.name} {workload}"):

@@ -53,6 +53,11 @@ class Server:
         return self.probe_error is None
 
 
+def client_headers(spec: RequestSpec) -> dict[str, str]:
+    """What a bench client sends with `spec` from this process: its body's type and the client key."""
+    return {"Content-Type": spec.content_type, "Authorization": f"Bearer {BENCH_CLIENT_KEY}"}
+
+
 def http_call(
     port: int, spec: RequestSpec | None = None, *, path: str = "/healthz", timeout: float = 30.0
 ) -> tuple[int, bytes]:
@@ -66,11 +71,7 @@ def http_call(
                 spec.method,
                 spec.path,
                 body=spec.body,
-                headers={
-                    "Content-Type": spec.content_type,
-                    "Authorization": f"Bearer {BENCH_CLIENT_KEY}",
-                    "Accept-Encoding": "gzip, deflate",
-                },
+                headers={**client_headers(spec), "Accept-Encoding": "gzip, deflate"},
             )
         response = conn.getresponse()
         return response.status, response.read()
