@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -50,6 +51,7 @@ class Metrics:
         self.model_limit = model_limit
         self._unknown_models: set[str] = set()
         self._lock = threading.Lock()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "allm_requests_total",
@@ -117,18 +119,19 @@ class Metrics:
         provider = route.provider if route else "-"
         known = route is None or route.requested_model is None or not route.family.permissive
         model = self.model_label(route.requested_model if route else None, known=known)
-        self.requests.labels(operation, model, provider, str(call.status or 0), call.source or "proxy").inc()
-        self.duration.labels(operation, provider).observe(call.ms / 1000)
+        child = self._child
+        child(self.requests, operation, model, provider, str(call.status or 0), call.source or "proxy").inc()
+        child(self.duration, operation, provider).observe(call.ms / 1000)
         waited = call.upstream_seconds
         if waited is not None:
-            self.upstream.labels(provider).observe(waited)
+            child(self.upstream, provider).observe(waited)
         for note in call.upstream:
             if note.get("cassette") in ("hit", "miss", "recorded"):
-                self.cassette_events.labels(note["cassette"]).inc()
+                child(self.cassette_events, note["cassette"]).inc()
         if call.fault is not None:
-            self.faults.labels(call.fault.kind).inc()
+            child(self.faults, call.fault.kind).inc()
         if call.images:
-            self.images.labels(provider, model).inc(call.images)
+            child(self.images, provider, model).inc(call.images)
         usage = call.usage
         if usage is not None:
             for kind, count in (
@@ -137,9 +140,19 @@ class Metrics:
                 ("output", usage.output_tokens),
             ):
                 if count:
-                    self.tokens.labels(provider, model, kind).inc(count)
+                    child(self.tokens, provider, model, kind).inc(count)
         if call.cost_usd:
-            self.cost.labels(provider, model).inc(call.cost_usd)
+            child(self.cost, provider, model).inc(call.cost_usd)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, remembered: prometheus_client checks the values and takes a lock
+        on every call, and a finished request asks for five children or more. As bounded as the
+        label values are (see `model_label`); children are never removed, so none goes stale."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition format: this app's registry, or every worker's in multiprocess mode."""

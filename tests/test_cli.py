@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image as PILImage
 
@@ -99,3 +103,20 @@ def test_server_limits_come_from_the_config_file(tmp_path: Path) -> None:
     config = resolve(["--config", str(config_file)])
     assert (config.limits.header_timeout, config.limits.body_timeout, config.limits.max_inflight) == (3, 20, 8)
     assert config.limits.keep_alive == 5  # untouched keys keep their defaults
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_serve_s_log_lines_keep_their_format_without_what_they_do_not_print(worker: bool) -> None:
+    """`setup_logging` stops collecting the caller's frame, thread and (but for workers) pid for every
+    line; the lines still say what the formats print, a worker's with its pid."""
+    code = (
+        "import logging, os; from allm_proxy.server.workers import setup_logging; "
+        f"setup_logging('info', worker={worker}); "
+        "logging.getLogger('allm_proxy.access').info('POST /v1/images/generations status=%d', 200); "
+        "print(os.getpid())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    pid = done.stdout.strip()
+    line = done.stderr.strip()
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} " + (rf"\[{pid}\] " if worker else "")
+    assert re.fullmatch(pattern + r"INFO allm_proxy\.access: POST /v1/images/generations status=200", line), line

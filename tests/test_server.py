@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import openai
 import pytest
+from starlette.datastructures import Headers
 
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ModelAlias
 from allm_proxy.files import HostedFiles
+from allm_proxy.server.middleware import bearer, call_headers
 from tests.support.asgi_server import running_proxy
 
 
@@ -135,6 +138,29 @@ def test_every_response_has_a_request_id(fake_proxy_url: str) -> None:
     ok = httpx.get(f"{fake_proxy_url}/v1/models")
     assert ok.headers["x-request-id"].startswith("req_")
     assert json.loads(ok.content)["object"] == "list"
+    ids = {httpx.get(f"{fake_proxy_url}/healthz").headers["x-request-id"] for _ in range(50)}
+    assert len(ids) == 50 and all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids), ids
+
+
+def test_a_call_takes_each_header_s_first_value_as_starlette_would() -> None:
+    """`call_headers` reads the request's headers once; a repeated header counts by its first value."""
+    raw = [
+        (b"x-allm-session", b"first"),
+        (b"content-type", b"application/json"),
+        (b"x-allm-session", b"second"),
+        (b"authorization", b"Bearer sk-test-one"),
+        (b"openai-project", b"proj_test"),
+        (b"x-allm-cassette", b"caf\xe9"),
+    ]
+    found = call_headers({"headers": raw})
+    assert found == {
+        "x-allm-session": "first",
+        "authorization": "Bearer sk-test-one",
+        "openai-project": "proj_test",
+        "x-allm-cassette": "caf\xe9",
+    }
+    assert found == {name: Headers(raw=raw)[name] for name in found}
+    assert bearer(found["authorization"]) == "sk-test-one" and bearer("Basic abc") is None
 
 
 def test_client_that_leaves_cancels_the_provider_call() -> None:

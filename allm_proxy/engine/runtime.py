@@ -10,7 +10,6 @@ another), wrapped by the cassette layer when cassettes are on.
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -79,9 +78,7 @@ class Runtime:
                 transport: httpx.AsyncBaseTransport = self._transport or AiohttpTransport()
                 if self._wrap is not None:
                     transport = self._wrap(transport)
-                client = httpx.AsyncClient(
-                    transport=transport, timeout=self._timeout, follow_redirects=False, cookies=no_cookies()
-                )
+                client = CookielessClient(transport=transport, timeout=self._timeout, follow_redirects=False)
                 state = self._loops[loop] = _LoopState(http=client)
         return state
 
@@ -122,9 +119,25 @@ def refuse_inside_a_loop(coro: Coroutine[Any, Any, Any]) -> None:
     raise RuntimeError("the sync API cannot run inside an event loop; use the async twins (agenerate_image ...)")
 
 
-def no_cookies() -> http.cookiejar.CookieJar:
-    """A jar that keeps nothing: one client serves every client of the proxy, so a cookie one answer set
-    must never be sent with anybody's next request (httpx has no switch for this; a policy that allows
-    no domain is the standard library's). A jar, not an `httpx.Cookies`: the client copies the latter into
-    a jar of the default policy."""
-    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+class NoCookies(httpx.Cookies):
+    """Cookies that are never kept: `extract_cookies` takes nothing from an answer."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class CookielessClient(httpx.AsyncClient):
+    """httpx's client, keeping no cookies. One client serves every client of the proxy, so a cookie one
+    answer set must never be sent with anybody's next request, and httpx has no switch for that.
+    A jar whose policy allows no domain keeps none too, but httpx still wraps every answer and its
+    request for the standard library's cookie code first (a few percent of a small pass-through)."""
+
+    _no_cookies = NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise TypeError("this client keeps no cookies")

@@ -193,14 +193,16 @@ class MemoryJournal:
 
     async def append(self, record: Record) -> None:
         """Keep `record` as the newest entry, dropping the oldest past the bounds; tell live feeds."""
-        if not record.resident and record.held_bytes <= self.max_bytes:  # past the budget they'd go at once
+        held = record.held_bytes  # a spill moves bytes to a file; it does not change what is held
+        if not record.resident and held <= self.max_bytes:  # past the budget they'd go at once
             for blob in record.blobs():
                 await self.spool.spill(blob, relayed=record.relayed)
+        entry_id = record.id
         with self._lock:
-            self._records[record.id] = record
-            self._records.move_to_end(record.id)
-            self._bytes += record.held_bytes
-            if record.held_bytes:
+            self._records[entry_id] = record
+            self._records.move_to_end(entry_id)
+            self._bytes += held
+            if held:
                 self._holding.append(record)
             while len(self._records) > self.settings.max_entries:
                 _, gone = self._records.popitem(last=False)

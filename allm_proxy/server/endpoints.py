@@ -24,7 +24,7 @@ from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
 from .answer_cache import AnswerCache, Watch
 from .faulted import shape_response
-from .uploads import UploadReader, body_chunks
+from .uploads import UploadReader, read_body
 
 T = TypeVar("T")
 _FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
@@ -158,13 +158,6 @@ async def _answer(
         return shape_response(answer, call.fault)  # `slow` and `truncate` act on the connection
     stream = streaming.event_stream(result, call, journal, prices=request.app.state.prices, request=image_request)
     return shape_response(stream, call.fault)
-
-
-async def read_body(request: Request) -> bytes:
-    """The whole body, within the size limit and the body timeout."""
-    chunks = [chunk async for chunk in body_chunks(request)]
-    request.state.body_read = True
-    return b"".join(chunks)
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:

@@ -30,6 +30,10 @@ _PUBLIC = re.compile(r"^/(healthz|readyz|openapi\.json|(v1/)?images/files/[^/]+)
 _IMAGE_ROUTES = re.compile(r"^(/v1)?/images/(generations|edits|variations)$")
 _FILES = re.compile(r"^(/v1)?/images/files/[^/]+$")
 _OPERATIONS = {"generations": "generate", "edits": "edit", "variations": "variation"}
+_IMAGE_OPERATIONS = frozenset(_OPERATIONS.values())
+# ASGI gives header names in lower case, as bytes.
+_CALL_NAMES = ("x-allm-session", "x-allm-cassette", "x-allm-api-key", "authorization", "x-allm-fault")
+_CALL_HEADERS = {name.encode(): name for name in (*_CALL_NAMES, *FORWARDED_HEADERS)}
 
 
 async def send_error(err: errors.ProxyError, scope: Scope, send: Send, *, close: bool) -> None:
@@ -58,21 +62,21 @@ class CallMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
+        headers = call_headers(scope)
         call = Call(
             session=headers.get("x-allm-session") or "default",
             cassette=headers.get("x-allm-cassette") or None,
             client_key=headers.get("x-allm-api-key") or None,
-            client_bearer=bearer(headers),
+            client_bearer=bearer(headers.get("authorization", "")),
             forward_headers={name: headers[name] for name in FORWARDED_HEADERS if name in headers},
             fault_header=headers.get("x-allm-fault") or None,
         )
         state = scope.setdefault("state", {})
         state["call"] = call
-        image_route = _IMAGE_ROUTES.match(scope["path"])
+        operation = operation_label(scope)
         engine = getattr(scope["app"].state, "engine", None) if "app" in scope else None
         journal = state["journal"] = (
-            begin_journal(engine, _OPERATIONS[image_route.group(2)]) if image_route and engine is not None else None
+            begin_journal(engine, operation) if operation in _IMAGE_OPERATIONS and engine is not None else None
         )
         status: int | None = None
         reported = False
@@ -81,7 +85,7 @@ class CallMiddleware:
             nonlocal reported
             if not reported:
                 reported = True
-                await ended(scope, call, journal)
+                await ended(scope, call, journal, operation)
 
         async def tracked(message: Message) -> None:
             nonlocal status
@@ -114,13 +118,13 @@ class CallMiddleware:
             await report()
 
 
-async def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
+async def ended(scope: Scope, call: Call, journal: JournalCall | None, operation: str | None) -> None:
     """The one place a finished request is reported: the access-log line, the metrics, the journal entry."""
     if journal is not None:
         await journal.finish(call, method=scope["method"], path=scope["path"])
     metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
     if metrics is not None:
-        metrics.observe(call, operation=_operation_label(scope))
+        metrics.observe(call, operation=operation)
     route = call.route
     access_log.info(
         "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d%s",
@@ -135,8 +139,9 @@ async def ended(scope: Scope, call: Call, journal: JournalCall | None) -> None:
     )
 
 
-def _operation_label(scope: Scope) -> str | None:
-    """The `operation` metric label; None for routes not counted (health, metrics, the inspector)."""
+def operation_label(scope: Scope) -> str | None:
+    """The `operation` metric label (for the image routes, the journal's operation too); None for
+    routes not counted (health, metrics, the inspector)."""
     path = scope["path"]
     image_route = _IMAGE_ROUTES.match(path)
     if image_route:
@@ -148,8 +153,19 @@ def _operation_label(scope: Scope) -> str | None:
     return "models" if "/models" in path else "unknown"
 
 
-def bearer(headers: Headers) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
+def call_headers(scope: Scope) -> dict[str, str]:
+    """The request headers a `Call` is made from, each its first value (as starlette's `Headers.get`
+    gives), in one pass over the request's headers instead of one per header."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = _CALL_HEADERS.get(raw_name)
+        if name is not None and name not in found:
+            found[name] = raw_value.decode("latin-1")
+    return found
+
+
+def bearer(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 

@@ -285,23 +285,53 @@ def _declared_length(request: Request) -> int | None:
 
 async def body_chunks(request: Request) -> AsyncIterator[bytes]:
     """The body as it arrives, within the size limit (`max_body_bytes`) and the body timeout."""
-    limit, timeout = request.app.state.config.max_body_bytes, request.app.state.limits.body_timeout
-    declared = _declared_length(request)
-    if declared is not None and declared > limit:
-        raise too_large(declared, limit)
-    deadline = asyncio.get_running_loop().time() + timeout
-    size = 0
-    chunks = request.stream()
+    deadline = body_deadline(request)
+    chunks = limited_chunks(request)
     while True:
         try:
             async with asyncio.timeout_at(deadline):
                 chunk = await anext(chunks, None)
         except TimeoutError:
-            raise errors.RequestTimeoutError(
-                f"The request body did not arrive within {timeout:g} s. Send it faster, or send smaller images."
-            ) from None
+            raise body_timeout(request) from None
         if chunk is None:
             return
+        yield chunk
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, within the size limit and the body timeout: one deadline for the whole read
+    (`body_chunks` sets one per chunk, as its reader may pause between them)."""
+    try:
+        async with asyncio.timeout_at(body_deadline(request)):
+            chunks = [chunk async for chunk in limited_chunks(request)]
+    except TimeoutError:
+        raise body_timeout(request) from None
+    request.state.body_read = True
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def body_deadline(request: Request) -> float:
+    """When the body must be in, on the event loop's clock (`[server] body_timeout` from now)."""
+    timeout: float = request.app.state.limits.body_timeout
+    return asyncio.get_running_loop().time() + timeout
+
+
+def body_timeout(request: Request) -> errors.RequestTimeoutError:
+    timeout: float = request.app.state.limits.body_timeout
+    return errors.RequestTimeoutError(
+        f"The request body did not arrive within {timeout:g} s. Send it faster, or send smaller images."
+    )
+
+
+async def limited_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The body's non-empty chunks as starlette reads them, refused past the size limit
+    (`max_body_bytes`), the declared length first; no deadline (the callers above set it)."""
+    limit = request.app.state.config.max_body_bytes
+    declared = _declared_length(request)
+    if declared is not None and declared > limit:
+        raise too_large(declared, limit)
+    size = 0
+    async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise too_large(size, limit)

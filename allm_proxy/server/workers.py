@@ -78,6 +78,15 @@ def check_workers(config: ProxyConfig) -> None:
 def setup_logging(level: str, *, worker: bool = False) -> None:
     """The proxy's log lines on stderr (the access log is `allm_proxy.access` at INFO)."""
     logging.basicConfig(level=level.upper(), format=WORKER_LOG_FORMAT if worker else LOG_FORMAT, stream=sys.stderr)
+    # What the formats do not print, not collected for every line either (the logging HOWTO's
+    # "Optimization"): the calling frame's file and line, the thread, the process name, and, but
+    # for workers, whose lines name their process, the pid (a getpid() syscall per line).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = worker
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False  # the task's name: asyncio.current_task() per line
     # httpx logs every upstream request with its full URL at INFO: a second line per request,
     # and signed provider image URLs in the log. The access log says what happened.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
