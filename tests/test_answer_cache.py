@@ -205,3 +205,57 @@ async def test_the_access_log_has_a_line_for_every_kept_answer(
     lines = [line for line in lines if "generations" in line]
     assert cache.hits == 2 and len(lines) == 3
     assert all("model=gpt-image-1 provider=openai status=200" in line for line in lines)
+
+
+async def test_a_body_the_door_cannot_read_gets_the_answer_it_gets_without_kept_answers(tmp_path: Path) -> None:
+    """`KeptAnswerMiddleware` reads the body before routing; when that fails (too large, not JSON),
+    the endpoint raises the same error where it reads the body, and the one error funnel answers it."""
+    cassette = tmp_path / "c.json"
+    upstream = Upstream()
+    await record(upstream, cassette, GENERATE)
+    got = []
+    for cache_mb in (64.0, 0.0):
+        engine = engine_for(upstream, "none", path=str(cassette), cache_mb=cache_mb)
+        app = create_app(engine, ProxyConfig(max_body_bytes=4096))
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://p") as client,
+        ):
+            assert (app.state.answers is None) == (cache_mb == 0)
+            too_large = await client.post("/v1/images/generations", json={**GENERATE, "prompt": "x" * 5000})
+            not_json = await client.post(
+                "/v1/images/generations", content=b"{nope", headers={"content-type": "application/json"}
+            )
+            fine = await client.post("/v1/images/generations", json=GENERATE)
+        got.append(
+            [
+                (r.status_code, r.json()["error"]["code"] if r.status_code != 200 else None)
+                for r in (too_large, not_json, fine)
+            ]
+        )
+    assert got[0] == got[1]
+    assert got[0][0] == (413, "payload_too_large") and got[0][1][0] == 400 and got[0][2] == (200, None)
+
+
+async def test_a_kept_answer_is_sent_before_routing_and_a_miss_reaches_the_endpoint_once(tmp_path: Path) -> None:
+    cassette = tmp_path / "c.json"
+    upstream = Upstream()
+    await record(upstream, cassette, GENERATE)
+    engine = engine_for(upstream, "none", path=str(cassette))
+    app = create_app(engine, ProxyConfig())
+    routed: list[str] = []
+    router = app.router
+
+    async def counting_router(scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await router(scope, receive, send)
+
+    app.router = counting_router  # type: ignore[assignment]  # what the door passes on reaches routing
+    async with (
+        router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://p") as client,
+    ):
+        answers = [await client.post("/v1/images/generations", json=GENERATE) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200] * 3 and answers[0].content == answers[2].content
+    assert routed == ["/v1/images/generations"]  # the first ran the endpoint; the repeats were kept
+    assert app.state.answers.hits == 2

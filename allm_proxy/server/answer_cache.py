@@ -8,9 +8,13 @@ answer's bytes skips parsing, validation, the adapter, httpx and the cassette lo
 nine tenths of a replay's CPU (docs/benchmarks.md).
 
     cache = AnswerCache.for_engine(engine)          # None when answers cannot be kept (see there)
-    watch = cache.watch(request, call, body)        # its key and what the cache sees now (None: never)
-    answer = cache.answer(watch, call, journal)     # the kept answer, or None: run the request, then
+    watch = cache.watch(scope, call, body)          # its key and what the cache sees now (None: never)
+    kept = cache.answer(watch, call, journal)       # the kept answer, or None: run the request, then
     cache.keep(watch, call, response, body, ...)    # kept only if the run proved it repeatable
+
+The lookup happens at the door (`KeptAnswerMiddleware`, the innermost of the server's middleware):
+a kept answer is sent from there, before starlette routes the request and the endpoint runs; the
+endpoint offers what it answers to the cache (`keep`) with the `Watch` the door left it.
 
 What still happens for every request, kept answer or not: the access token, the in-flight limit,
 the request id, the access-log line, the metrics and the journal entry (which shares the kept bytes
@@ -28,13 +32,18 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import errors
 from ..call import Call, Delivery, Route
 from ..journal import JournalCall
 from ..journal.store import ResidentBody
 from ..types import ImageRequest, ImageResponse, Usage
+from ..wire.multipart import is_multipart
+from .middleware import image_operation
+from .uploads import read_body
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -112,17 +121,20 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._answers)
 
-    def watch(self, request: Request, call: Call, body: bytes) -> Watch | None:
-        """The key of this request, and what the cache sees now; None when no answer may be kept
-        for it (faults are decided per request, so no answer is kept while any is set)."""
-        if call.fault_header or self.engine.faults.faults:
+    def may_answer(self, call: Call) -> bool:
+        """Whether any answer may be kept for `call`: faults are decided per request, so none is
+        while any is set (and its request goes on untouched: a fault may act on the connection)."""
+        return not (call.fault_header or self.engine.faults.faults)
+
+    def watch(self, scope: Scope, call: Call, body: bytes) -> Watch | None:
+        """The key of this request, and what the cache sees now; None when no answer may be kept."""
+        if not self.may_answer(call):
             return None
-        scope = request.scope
         headers = tuple(sorted(pair for pair in scope["headers"] if pair[0] not in VOLATILE_HEADERS))
         key = (scope["path"], scope.get("query_string", b""), headers, body)
         return Watch(key, self.library.generation, self.engine.files.stored, len(body))
 
-    def answer(self, watch: Watch, call: Call, journal: JournalCall | None) -> Response | None:
+    def answer(self, watch: Watch, call: Call, journal: JournalCall | None) -> Kept | None:
         """The kept answer to `watch`'s request, with its call and journal entry told what the first
         run told them; None when there is none (or it went stale)."""
         with self._lock:
@@ -143,9 +155,7 @@ class AnswerCache:
             if kept.relayed_type is not None:
                 journal.relayed_type = kept.relayed_type
                 journal.relayed = ResidentBody(kept.body)
-        response = Response(kept.body, status_code=kept.status)
-        response.raw_headers = list(kept.raw_headers)
-        return response
+        return kept
 
     def may_keep(self, length: int | None) -> bool:
         """Whether an answer of `length` bytes (None: not known yet) could be kept at all."""
@@ -206,3 +216,74 @@ class AnswerCache:
     def _drop(self, key: Hashable) -> None:
         kept = self._answers.pop(key)
         self._bytes -= kept.size
+
+
+class KeptAnswerMiddleware:
+    """The answer cache at the door. A request with a JSON body to an image route, when answers are
+    kept (replay, `AnswerCache.for_engine`), has its body read here; a kept answer to it is sent at
+    once, before starlette's routing, `Request`, endpoint and `Response`, which were a tenth of a
+    kept answer's CPU. Any other request goes on as it came, with the body read here handed on (or
+    the error reading it failed with, raised where the endpoint reads it, for the one error funnel),
+    and the request's `Watch` at `request.state.answer_watch` for the endpoint to `keep` its answer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answers: AnswerCache | None = getattr(scope["app"].state, "answers", None) if "app" in scope else None
+        if (
+            answers is None
+            or scope["type"] != "http"
+            or not _json_image_request(scope)
+            or not answers.may_answer(scope["state"]["call"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(Request(scope, receive))
+        except (errors.ProxyError, ClientDisconnect) as exc:
+            await self.app(scope, _failing(exc), send)
+            return
+        state = scope["state"]
+        watch = answers.watch(scope, state["call"], body)
+        if watch is not None:
+            kept = answers.answer(watch, state["call"], state.get("journal"))
+            if kept is not None:
+                await send({"type": "http.response.start", "status": kept.status, "headers": list(kept.raw_headers)})
+                await send({"type": "http.response.body", "body": kept.body})
+                return
+            state["answer_watch"] = watch
+        await self.app(scope, _replaying(body, receive), send)
+
+
+def _json_image_request(scope: Scope) -> bool:
+    """A POST to an image route whose body the endpoint reads whole (not a multipart upload, which
+    the endpoint streams: see `endpoints._images`)."""
+    if scope["method"] != "POST" or image_operation(scope["path"]) is None:
+        return False
+    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
+    return not is_multipart(content_type.decode("latin-1") if content_type is not None else None)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body, read already, given again first."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if given:
+            return await receive()  # after the body: the client's disconnect, when it comes
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+def _failing(exc: BaseException) -> Receive:
+    """A `receive` raising what reading the body raised, where the endpoint reads it."""
+
+    async def failed() -> Message:
+        raise exc
+
+    return failed

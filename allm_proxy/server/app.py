@@ -24,7 +24,7 @@ from ..metrics import Metrics
 from ..openapi import openapi_document
 from ..pricing import PriceTable
 from . import control, endpoints
-from .answer_cache import AnswerCache
+from .answer_cache import AnswerCache, KeptAnswerMiddleware
 from .failures import EXCEPTION_HANDLERS
 from .middleware import AccessTokenMiddleware, CallMiddleware, InflightLimitMiddleware
 
@@ -74,6 +74,7 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
             Middleware(CallMiddleware),
             Middleware(AccessTokenMiddleware, token=config.access_token, public_metrics=config.public_metrics),
             Middleware(InflightLimitMiddleware, limit=limits.max_inflight),
+            Middleware(KeptAnswerMiddleware),  # replay: a kept answer goes from here (server/answer_cache.py)
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         lifespan=lifespan,

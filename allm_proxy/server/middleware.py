@@ -1,4 +1,5 @@
-"""The server's middleware, outermost first: the call, the access token, the in-flight limit.
+"""The server's middleware, outermost first: the call, the access token, the in-flight limit (and,
+innermost, the answer cache's door: `answer_cache.KeptAnswerMiddleware`).
 
 Plain ASGI middleware (no BaseHTTPMiddleware: it buffers and costs a task per
 request). Each rejects through the one error funnel (`failures.render`).
@@ -139,13 +140,19 @@ async def ended(scope: Scope, call: Call, journal: JournalCall | None, operation
     )
 
 
+def image_operation(path: str) -> str | None:
+    """generate, edit or variation for an image route's path; None for any other."""
+    image_route = _IMAGE_ROUTES.match(path)
+    return _OPERATIONS[image_route.group(2)] if image_route else None
+
+
 def operation_label(scope: Scope) -> str | None:
     """The `operation` metric label (for the image routes, the journal's operation too); None for
     routes not counted (health, metrics, the inspector)."""
     path = scope["path"]
-    image_route = _IMAGE_ROUTES.match(path)
-    if image_route:
-        return _OPERATIONS[image_route.group(2)]
+    operation = image_operation(path)
+    if operation is not None:
+        return operation
     if _FILES.match(path):
         return "file"
     if path.startswith("/allm") or path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
