@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -70,7 +72,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
@@ -130,6 +135,79 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ]
         head = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
         self.transport.write(STATUS_LINE[rendered.status] + head + b"\r\n" + rendered.body)
+
+
+class HeadWithBody:
+    """The transport one request's answer is written to: its head goes out with the body's first bytes.
+
+    uvicorn writes the status line and headers as soon as the app starts its answer, then the body:
+    two sends, and a client woken twice for every answer. Here the head (the cycle's first write)
+    is held until the next write, and the two leave in one `os.writev` when nothing is queued on the
+    connection, without copying the body; what the socket does not take then is queued on the
+    transport, as its own write would. A head with no body after it in the same turn of the event
+    loop (a stream, a HEAD request) leaves on the next turn. `100 Continue` is never held: the
+    client waits for it before it sends the body. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_head", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._write_both(head, data)
+        elif self._started or bytes(data[:12]) == b"HTTP/1.1 100":
+            self._transport.write(data)
+        else:
+            self._started = True
+            self._head = bytes(data)
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send a held head now (what follows it, if anything, goes on its own)."""
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def _write_both(self, head: bytes, body: bytes | bytearray | memoryview) -> None:
+        transport = self._transport
+        sock = transport.get_extra_info("socket")
+        if (
+            sock is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+            or transport.get_extra_info("sslcontext") is not None
+        ):
+            transport.write(head)
+            transport.write(body)
+            return
+        try:
+            sent = os.writev(sock.fileno(), [head, body])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # the transport's own write reports a broken connection its own way
+            transport.write(head)
+            transport.write(body)
+            return
+        if sent < len(head):
+            transport.write(head[sent:])
+            transport.write(body)
+        elif sent < len(head) + len(body):
+            transport.write(memoryview(body)[sent - len(head) :])
 
 
 def guarded_protocol(header_timeout: float) -> type[GuardedHttpToolsProtocol]:

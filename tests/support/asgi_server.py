@@ -1,7 +1,7 @@
 """Run any ASGI app (the proxy, a fake upstream) under uvicorn on 127.0.0.1, on a free port.
 
-`serve_asgi` serves any app; `running_proxy` and `guarded_proxy` serve the proxy around an Engine
-(`guarded_proxy` with the connection guard `allm-proxy serve` adds)."""
+`serve_asgi` serves any app; `running_proxy` and `guarded_proxy` serve the proxy around an Engine,
+both on the connection layer `allm-proxy serve` uses (`guarded_proxy` with the limits given)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,10 @@ def serve_asgi(app: Any, *, port: int | None = None, **uvicorn_options: Any) -> 
 
 @contextmanager
 def running_proxy(engine: Engine, config: ProxyConfig | None = None) -> Iterator[str]:
-    """Serve `engine` on a free loopback port; yields the base URL without /v1."""
-    with serve_asgi(create_app(engine, config)) as url:
+    """Serve `engine` on a free loopback port, on the connection layer `allm-proxy serve` uses (the
+    guarded httptools protocol and its limits); yields the base URL without /v1."""
+    config = config or ProxyConfig()
+    with serve_asgi(create_app(engine, config), **uvicorn_options(config.limits)) as url:
         yield url
 
 

@@ -1,0 +1,156 @@
+"""`HeadWithBody`: a response head leaves with the body's first bytes in one writev, on a real asyncio
+socket transport, and every byte still arrives in order when the socket takes only part of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from allm_proxy import Engine
+from allm_proxy.server.http_guard import HeadWithBody
+from tests.support.asgi_server import running_proxy
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n"
+BODY = b'{"data": [1]}'
+
+
+class Writes:
+    """Counts what reaches the socket by os.writev and by the transport's own write."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.writev: list[list[int]] = []
+        real = os.writev
+
+        def counted(fd: int, buffers: list[Any]) -> int:
+            self.writev.append([len(b) for b in buffers])
+            return real(fd, buffers)
+
+        monkeypatch.setattr(os, "writev", counted)
+
+
+@asynccontextmanager
+async def connection() -> AsyncIterator[tuple[HeadWithBody, asyncio.Transport, socket.socket, list[int]]]:
+    """A real selector transport on one end of a socket pair; the test reads the other end."""
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    transport_writes: list[int] = []
+    real_write = transport.write
+
+    def counted_write(data: Any) -> None:
+        transport_writes.append(len(data))
+        real_write(data)
+
+    transport.write = counted_write  # type: ignore[method-assign]
+    try:
+        yield HeadWithBody(transport, loop), transport, theirs, transport_writes
+    finally:
+        transport.close()
+        theirs.close()
+
+
+async def read_all(sock: socket.socket, count: int, timeout: float = 10.0) -> bytes:
+    loop = asyncio.get_running_loop()
+    got = bytearray()
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got += await loop.sock_recv(sock, count - len(got))
+    return bytes(got)
+
+
+async def test_head_and_body_leave_in_one_writev(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = Writes(monkeypatch)
+    async with connection() as (cycle_transport, _, peer, transport_writes):
+        cycle_transport.write(HEAD)
+        assert writes.writev == [] and transport_writes == []  # held
+        cycle_transport.write(BODY)
+        assert writes.writev == [[len(HEAD), len(BODY)]] and transport_writes == []
+        assert await read_all(peer, len(HEAD) + len(BODY)) == HEAD + BODY
+        cycle_transport.write(b"more")  # later writes are the transport's own
+        assert transport_writes == [4]
+
+
+async def test_a_head_with_nothing_after_it_leaves_on_the_next_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = Writes(monkeypatch)
+    async with connection() as (cycle_transport, _, peer, transport_writes):
+        cycle_transport.write(HEAD)  # a HEAD request's answer, or a stream's head before its first event
+        await asyncio.sleep(0)
+        assert transport_writes == [len(HEAD)] and writes.writev == []
+        assert await read_all(peer, len(HEAD)) == HEAD
+        cycle_transport.write(b"event")
+        assert transport_writes == [len(HEAD), 5]
+
+
+async def test_100_continue_is_never_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = Writes(monkeypatch)
+    async with connection() as (cycle_transport, _, peer, transport_writes):
+        cycle_transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        assert transport_writes == [25]
+        cycle_transport.write(HEAD)
+        cycle_transport.write(BODY)
+        assert writes.writev == [[len(HEAD), len(BODY)]]
+        assert await read_all(peer, 25 + len(HEAD) + len(BODY)) == b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + BODY
+
+
+async def test_close_sends_a_held_head_first() -> None:
+    async with connection() as (cycle_transport, transport, peer, _):
+        cycle_transport.write(HEAD)
+        cycle_transport.close()
+        assert transport.is_closing()
+        assert await read_all(peer, len(HEAD)) == HEAD
+
+
+async def test_what_the_socket_does_not_take_is_queued_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = Writes(monkeypatch)
+    body = os.urandom(8 * 1024 * 1024)  # far more than a socket buffer
+    async with connection() as (cycle_transport, transport, peer, transport_writes):
+        cycle_transport.write(HEAD)
+        cycle_transport.write(body)
+        assert len(writes.writev) == 1 and len(transport_writes) == 1  # the rest went to the transport
+        assert transport.get_write_buffer_size() > 0
+        cycle_transport.write(b"tail")  # behind the queued rest
+        assert await read_all(peer, len(HEAD) + len(body) + 4) == HEAD + body + b"tail"
+
+
+async def test_with_bytes_queued_already_the_head_and_body_queue_behind_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = Writes(monkeypatch)
+    first = os.urandom(8 * 1024 * 1024)
+    async with connection() as (cycle_transport, transport, peer, _):
+        transport.write(first)  # an earlier answer the socket has not taken yet
+        assert transport.get_write_buffer_size() > 0
+        cycle_transport.write(HEAD)
+        cycle_transport.write(BODY)
+        assert writes.writev == []  # never ahead of what is queued
+        assert await read_all(peer, len(first) + len(HEAD) + len(BODY)) == first + HEAD + BODY
+
+
+def test_answers_over_a_served_proxy_are_whole_and_pipelined_ones_in_order() -> None:
+    """The fake provider's answers through the connection layer `serve` uses: a JSON answer, a
+    streamed one, and two requests pipelined on one connection, answered in order."""
+    with running_proxy(Engine()) as url:
+        one = httpx.post(f"{url}/v1/images/generations", json={"prompt": "a fox", "model": "gpt-image-1"})
+        assert one.status_code == 200 and one.json()["data"][0]["b64_json"]
+        with httpx.stream(
+            "POST",
+            f"{url}/v1/images/generations",
+            json={"prompt": "a fox", "model": "gpt-image-1", "stream": True, "partial_images": 1},
+        ) as streamed:
+            events = [line for line in streamed.iter_lines() if line.startswith("event:")]
+        assert streamed.status_code == 200 and events[-1] == "event: image_generation.completed"
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while got.count(b"HTTP/1.1 200") < 2 or not got.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, got
+                got += chunk
+        assert got.index(b'"status"') < got.index(b'"object"')  # /healthz's answer, then /v1/models'
