@@ -16,7 +16,7 @@ from bench import bodies as B
 from bench import instructions
 from bench.procs import Processes, free_port, python
 from bench.targets import start_http, stop_proxy
-from tests.test_bench_smoke import _processes_mentioning
+from tests.support.serve_process import processes_mentioning
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,4 +120,4 @@ def test_a_quick_run_counts_both_proxies_and_leaves_no_process(tmp_path: Path) -
     ratio = counts["passthrough"]["instructions_per_request"] / counts["reference"]["instructions_per_request"]
     assert check["value"] == round(ratio, 2)
     assert "pass-through instructions/req small C=1 / reference's" in ran.stdout
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []

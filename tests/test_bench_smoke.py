@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.serve_process import processes_mentioning
+
 pytestmark = pytest.mark.slow  # the benchmark's subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,24 +46,6 @@ def _bench(out: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line mentions `text` (the run's output directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = next(
-                (line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), ""
-            )
-        except OSError:
-            continue
-        if text in cmdline and "zombie" not in state:
-            found.append(int(entry.name))
-    return found
 
 
 def _records(out: Path) -> list[dict]:
@@ -99,7 +83,7 @@ def test_tiny_run_writes_throughput_and_startup_records_for_direct_and_fake(tmp_
     assert startup["target"] == "fake" and startup["startup_ms"] > 0
     assert any(r["kind"] == "check" for r in records)
     assert "req/s" in output and "p99 ms" in output
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
 
 
 def test_interrupted_run_ends_every_process_it_started(tmp_path: Path) -> None:
@@ -118,26 +102,26 @@ def test_interrupted_run_ends_every_process_it_started(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(_processes_mentioning(str(tmp_path))) < 2:
+        while time.monotonic() < deadline and len(processes_mentioning(str(tmp_path))) < 2:
             time.sleep(0.1)  # wait for the upstream and the load generator
-        assert len(_processes_mentioning(str(tmp_path))) >= 2
+        assert len(processes_mentioning(str(tmp_path))) >= 2
         proc.send_signal(signal.SIGINT)
         try:
             proc.communicate(timeout=20)
         except subprocess.TimeoutExpired as exc:
             left = {}
-            for pid in _processes_mentioning(str(tmp_path)):
+            for pid in processes_mentioning(str(tmp_path)):
                 with contextlib.suppress(OSError):  # it may end while we look
                     left[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()[:200]
             pytest.fail(f"no exit 20 s after SIGINT; it printed {exc.output!r}; still running: {left}")
         assert proc.returncode == 130
         deadline = time.monotonic() + 5
-        while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        while processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _processes_mentioning(str(tmp_path)) == []
+        assert processes_mentioning(str(tmp_path)) == []
     finally:
         # A failure above must not leave the run behind for the next test: each by its PID.
-        for pid in _processes_mentioning(str(tmp_path)):
+        for pid in processes_mentioning(str(tmp_path)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:

@@ -133,9 +133,24 @@ def test_a_proxy_that_keeps_no_cassette_imports_no_vcrpy() -> None:
 
 
 def test_the_cassette_package_still_gives_its_parts() -> None:
-    import allm_proxy.cassettes as cassettes
-
-    assert {name: getattr(cassettes, name).__name__ for name in cassettes.__all__} == {
-        name: name for name in cassettes.__all__
-    }
-    assert "vcr" in sys.modules  # asking for them brought vcrpy in
+    """In a fresh interpreter: the package alone loads no vcrpy; asking for a part brings it in, and
+    the part stays in the module (a second lookup is an ordinary attribute); dir() lists them all."""
+    code = (
+        "import sys\n"
+        "import allm_proxy.cassettes as cassettes\n"
+        "print('vcr' in sys.modules, sorted(set(cassettes.__all__) - set(dir(cassettes))))\n"
+        "parts = {name: getattr(cassettes, name).__name__ for name in cassettes.__all__}\n"
+        "print(parts == {name: name for name in cassettes.__all__}, 'vcr' in sys.modules)\n"
+        "print(all(name in vars(cassettes) for name in cassettes.__all__))\n"
+        "try:\n"
+        "    cassettes.CassetteLibary\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.splitlines() == [
+        "False []",
+        "True True",
+        "True",
+        "module 'allm_proxy.cassettes' has no attribute 'CassetteLibary'",
+    ], done.stderr

@@ -34,7 +34,14 @@ _EXPORTS = {
 __all__ = ["AtomicPersister", "CassetteLibrary", "CassetteTransport", "SecretFilter", "Tape", "write_atomic"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+if not TYPE_CHECKING:  # to mypy the names are the imports above: a misspelt one stays an error
+
+    def __getattr__(name: str) -> Any:
+        if name not in _EXPORTS:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = globals()[name] = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        return value  # kept in the module: the next lookup is an ordinary one
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
