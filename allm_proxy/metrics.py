@@ -9,7 +9,8 @@ Series (labels in braces): ``allm_requests_total{operation,model,provider,status
 ``allm_upstream_duration_seconds{provider}`` (histogram), ``allm_images_total{provider,model}``,
 ``allm_tokens_total{provider,model,kind}`` (kind input_text|input_image|output),
 ``allm_inflight_requests``, ``allm_cassette_events_total{event}`` (hit|miss|recorded),
-``allm_faults_total{kind}``, ``allm_cost_usd_total{provider,model}``.
+``allm_faults_total{kind}``, ``allm_cost_usd_total{provider,model}``,
+``allm_journal_entries_lost_total{reason}`` (unavailable|backlog: the Redis journal's losses).
 
 Each app has its own `CollectorRegistry` (no module globals). With several
 worker processes, prometheus_client's multiprocess mode applies: set
@@ -84,6 +85,12 @@ class Metrics:
             "allm_cassette_events_total", "Cassette hits, misses and recordings.", ["event"], registry=r
         )
         self.faults = Counter("allm_faults_total", "Faults injected.", ["kind"], registry=r)
+        self.journal_lost = Counter(
+            "allm_journal_entries_lost_total",
+            "Journal entries the shared journal could not keep (Redis did not answer, or too many writes waited).",
+            ["reason"],
+            registry=r,
+        )
         self.cost = Counter(
             "allm_cost_usd_total",
             "What the answers cost (or, replayed, saved), USD.",
@@ -143,6 +150,10 @@ class Metrics:
                     child(self.tokens, provider, model, kind).inc(count)
         if call.cost_usd:
             child(self.cost, provider, model).inc(call.cost_usd)
+
+    def journal_entry_lost(self, reason: str) -> None:
+        """The shared journal could not keep an entry (`RedisJournal.on_lost`)."""
+        self._child(self.journal_lost, reason).inc()
 
     def _child(self, metric: Any, *values: str) -> Any:
         """`metric.labels(*values)`, remembered: prometheus_client checks the values and takes a lock

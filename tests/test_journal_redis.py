@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +19,8 @@ import pytest
 
 from allm_proxy import Engine
 from allm_proxy.config import JournalSettings
-from allm_proxy.journal.redis_journal import RedisJournal
+from allm_proxy.journal.record import Record
+from allm_proxy.journal.redis_journal import MAX_PENDING_WRITES, RedisJournal
 from allm_proxy.state import StateSettings, open_state
 from tests.support.asgi_server import running_proxy
 from tests.support.images import png_bytes
@@ -238,6 +241,12 @@ async def _held(journal: RedisJournal) -> int:
         await journal.state.aclose()
 
 
+def metrics_of(base: str) -> str:
+    answer = httpx.get(f"{base}/metrics", timeout=10)
+    assert answer.status_code == 200
+    return answer.text
+
+
 def test_a_redis_that_stops_gives_503_on_the_journal_routes_and_image_requests_still_answer(
     redis: RedisServer,
 ) -> None:
@@ -260,6 +269,33 @@ def test_a_redis_that_stops_gives_503_on_the_journal_routes_and_image_requests_s
         journal = engine.journal
         assert isinstance(journal, RedisJournal)
         until(lambda: journal.lost >= 1, "the lost entry counted")
+        lost = re.search(r'^allm_journal_entries_lost_total\{reason="unavailable"\} (\S+)$', metrics_of(base), re.M)
+        assert lost is not None and float(lost.group(1)) == journal.lost  # a team's scraper sees the loss
         redis.start()  # an empty Redis: the journal starts again
         after = generate(base, "after").headers["x-request-id"]
         assert [e["id"] for e in listed(base)] == [after]
+
+
+async def test_entries_waiting_on_a_redis_that_never_answers_are_lost_and_told_why() -> None:
+    """Past MAX_PENDING_WRITES waiting appends an entry is lost at once ("backlog"); the waiting ones
+    are lost when Redis's timeout passes ("unavailable"); `on_lost` hears each (the metrics do)."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # accepts connections and never answers
+    state = open_state(StateSettings(url=f"redis://127.0.0.1:{hung.getsockname()[1]}", prefix=PREFIX))
+    assert state.shared
+    journal = RedisJournal(state)  # type: ignore[arg-type]
+    told: list[str] = []
+    journal.on_lost.append(told.append)
+    try:
+        for i in range(MAX_PENDING_WRITES + 1):
+            await journal.append(Record({"id": f"req_lost_{i}"}))
+        assert told == ["backlog"] and journal.lost == 1
+        async with asyncio.timeout(20):
+            while len(told) < MAX_PENDING_WRITES + 1:
+                await asyncio.sleep(0.05)
+        assert told == ["backlog", *["unavailable"] * MAX_PENDING_WRITES]
+        assert journal.lost == MAX_PENDING_WRITES + 1
+    finally:
+        await state.aclose()
+        hung.close()

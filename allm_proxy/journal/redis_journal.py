@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -58,6 +58,8 @@ class RedisJournal:
         self.max_bytes = int(self.settings.max_image_mb * 1024 * 1024)
         self.max_entries = state.journal_max
         self.lost = 0  # entries that could not be written (Redis down, or too many waiting)
+        # Told the reason of each loss ("unavailable" or "backlog"): the server's metrics count them.
+        self.on_lost: list[Callable[[str], None]] = []
         self._writes: set[asyncio.Task[None]] = set()
         self._ids = state.key("journal:ids")
         self._holding = state.key("journal:holding")
@@ -74,7 +76,7 @@ class RedisJournal:
     async def append(self, record: Record) -> None:
         """Queue `record`'s write (one round trip, in a task): the caller never waits for Redis."""
         if len(self._writes) >= MAX_PENDING_WRITES:
-            self._lose(record.id, "too many entries waiting for Redis")
+            self._lose(record.id, "too many entries waiting for Redis", reason="backlog")
             return
         record.settle_fields()  # time and params: the request is not around for a later reader
         stored, byte_args = self._stored(record)
@@ -87,10 +89,12 @@ class RedisJournal:
         try:
             await self.state.script("writing the journal", _APPEND, [self._ids, self._holding, self._held], args)
         except StateUnavailableError:
-            self._lose(entry_id, "Redis did not answer")
+            self._lose(entry_id, "Redis did not answer", reason="unavailable")
 
-    def _lose(self, entry_id: str, why: str) -> None:
+    def _lose(self, entry_id: str, why: str, *, reason: str) -> None:
         self.lost += 1
+        for tell in self.on_lost:
+            tell(reason)
         if self.lost == 1 or self.lost % 100 == 0:
             log.warning("journal: entry %s not kept (%s); %d lost so far", entry_id, why, self.lost)
 

@@ -73,6 +73,8 @@ class Journal(Protocol):
     """What every journal store offers."""
 
     settings: JournalSettings
+    # Told the reason ("unavailable", "backlog") of every entry the store could not keep.
+    on_lost: list[Callable[[str], None]]
 
     def body_sink(self) -> BodySink: ...
 
@@ -178,6 +180,8 @@ class MemoryJournal:
         self._bytes = 0
         self._lock = threading.Lock()
         self._feeds: list[Feed] = []
+        # Never told: here an entry goes only when the bounds push it out.
+        self.on_lost: list[Callable[[str], None]] = []
 
     def __len__(self) -> int:
         return len(self._records)

@@ -84,6 +84,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     app.state.limits = limits
     app.state.openapi_body = json.dumps(openapi_document()).encode()
     app.state.metrics = Metrics()  # one registry per app
+    if engine.journal is not None:
+        engine.journal.on_lost.append(app.state.metrics.journal_entry_lost)  # the shared journal's losses
     app.state.prices = PriceTable.from_config(config.prices)
     app.state.answers = AnswerCache.for_engine(engine)  # None unless it replays, in this process
     return app
