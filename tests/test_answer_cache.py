@@ -4,8 +4,11 @@ nothing is kept where a repeat could get another answer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import CassetteSettings, load_config
 from allm_proxy.server import create_app
+from tests.support.asgi_server import port_of, running_proxy
 from tests.support.cassette_helpers import OPENAI_KEY, UPSTREAM, Upstream
 
 GENERATE = {"model": "gpt-image-1", "prompt": "a kestrel at dawn", "size": "1024x1024"}
@@ -259,3 +263,25 @@ async def test_a_kept_answer_is_sent_before_routing_and_a_miss_reaches_the_endpo
     assert [a.status_code for a in answers] == [200] * 3 and answers[0].content == answers[2].content
     assert routed == ["/v1/images/generations"]  # the first ran the endpoint; the repeats were kept
     assert app.state.answers.hits == 2
+
+
+def test_a_fault_set_while_a_replayed_body_arrives_still_acts_on_the_connection(tmp_path: Path) -> None:
+    """The door reads the body with the client's own `receive` and leaves it that way for the rest
+    of the request: a `reset` switched on mid-body (as POST /allm/faults would) resets the connection
+    instead of failing for want of it (a 500)."""
+    cassette = tmp_path / "c.json"
+    upstream = Upstream()
+    asyncio.run(record(upstream, cassette, GENERATE))
+    engine = engine_for(upstream, "none", path=str(cassette))
+    body = json.dumps(GENERATE).encode()
+    with running_proxy(engine, ProxyConfig()) as url, socket.create_connection(("127.0.0.1", port_of(url)), 10) as sock:
+        head = b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        sock.sendall(head + b"content-length: %d\r\n\r\n" % len(body))
+        time.sleep(0.3)  # the request is at the door, waiting for its body
+        engine.faults.set(["reset"])
+        sock.sendall(body)
+        got = b""
+        with pytest.raises(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                got += chunk
+        assert got == b"", got[:200]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from allm_proxy import Engine
+from allm_proxy.server import http_guard
 from allm_proxy.server.http_guard import HeadWithBody
 from tests.support.asgi_server import running_proxy
 
@@ -32,7 +34,7 @@ class Writes:
             self.writev.append([len(b) for b in buffers])
             return real(fd, buffers)
 
-        monkeypatch.setattr(os, "writev", counted)
+        monkeypatch.setattr(http_guard, "_writev", counted)
 
 
 @asynccontextmanager
@@ -132,6 +134,27 @@ async def test_with_bytes_queued_already_the_head_and_body_queue_behind_them(mon
         assert await read_all(peer, len(first) + len(HEAD) + len(BODY)) == first + HEAD + BODY
 
 
+async def test_without_writev_the_two_go_as_the_transport_s_own_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_guard, "_writev", None)  # Windows has no os.writev
+    async with connection() as (cycle_transport, _, peer, transport_writes):
+        cycle_transport.write(HEAD)
+        cycle_transport.write(BODY)
+        assert transport_writes == [len(HEAD), len(BODY)]
+        assert await read_all(peer, len(HEAD) + len(BODY)) == HEAD + BODY
+
+
+async def test_what_the_connection_writes_itself_goes_after_a_held_head() -> None:
+    """The protocol's own writes and closes (a 400 or 408 envelope, a graceful stop) send the
+    head a cycle holds first, instead of overtaking or dropping it."""
+    async with connection() as (cycle_transport, transport, peer, _):
+        protocol = object.__new__(http_guard.GuardedHttpToolsProtocol)
+        protocol.cycle = types.SimpleNamespace(transport=cycle_transport)  # type: ignore[assignment]
+        cycle_transport.write(HEAD)  # a HEAD request's answer, held until the next turn
+        protocol._send_held_head()
+        transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        assert await read_all(peer, len(HEAD) + 28) == HEAD + b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
 def test_answers_over_a_served_proxy_are_whole_and_pipelined_ones_in_order() -> None:
     """The fake provider's answers through the connection layer `serve` uses: a JSON answer, a
     streamed one, and two requests pipelined on one connection, answered in order."""
@@ -147,9 +170,12 @@ def test_answers_over_a_served_proxy_are_whole_and_pipelined_ones_in_order() -> 
         assert streamed.status_code == 200 and events[-1] == "event: image_generation.completed"
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(
+                b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"  # a head with no body after it
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
             got = b""
-            while got.count(b"HTTP/1.1 200") < 2 or not got.rstrip().endswith(b"}"):
+            while got.count(b"HTTP/1.1 200") < 3 or not got.rstrip().endswith(b"}"):
                 chunk = sock.recv(65536)
                 assert chunk, got
                 got += chunk

@@ -274,6 +274,7 @@ def test_a_redis_that_stops_gives_503_on_the_journal_routes_and_image_requests_s
         redis.start()  # an empty Redis: the journal starts again
         after = generate(base, "after").headers["x-request-id"]
         assert [e["id"] for e in listed(base)] == [after]
+    assert journal.on_lost == []  # the app that counted the losses let go of the engine's journal
 
 
 async def test_entries_waiting_on_a_redis_that_never_answers_are_lost_and_told_why() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from starlette.datastructures import Headers
 
 from allm_proxy import Engine, ProxyConfig
+from allm_proxy.call import new_request_id
 from allm_proxy.config import ModelAlias
 from allm_proxy.files import HostedFiles
 from allm_proxy.server.middleware import bearer, call_headers
@@ -140,6 +142,16 @@ def test_every_response_has_a_request_id(fake_proxy_url: str) -> None:
     assert json.loads(ok.content)["object"] == "list"
     ids = {httpx.get(f"{fake_proxy_url}/healthz").headers["x-request-id"] for _ in range(50)}
     assert len(ids) == 50 and all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids), ids
+
+
+def test_request_ids_do_not_repeat_when_a_test_reseeds_random() -> None:
+    """The pytest plugin serves in the test's process, where a test (or Hypothesis, for every
+    example) reseeds the `random` module: request ids come from a generator of their own."""
+    ids = set()
+    for _ in range(20):
+        random.seed(0)
+        ids.add(new_request_id())
+    assert len(ids) == 20
 
 
 def test_a_call_takes_each_header_s_first_value_as_starlette_would() -> None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import errors
 from ..call import Call, Delivery, Route
@@ -43,7 +43,7 @@ from ..journal.store import ResidentBody
 from ..types import ImageRequest, ImageResponse, Usage
 from ..wire.multipart import is_multipart
 from .middleware import image_operation
-from .uploads import read_body
+from .uploads import EARLY_BODY, read_body
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -222,9 +222,10 @@ class KeptAnswerMiddleware:
     """The answer cache at the door. A request with a JSON body to an image route, when answers are
     kept (replay, `AnswerCache.for_engine`), has its body read here; a kept answer to it is sent at
     once, before starlette's routing, `Request`, endpoint and `Response`, which were a tenth of a
-    kept answer's CPU. Any other request goes on as it came, with the body read here handed on (or
-    the error reading it failed with, raised where the endpoint reads it, for the one error funnel),
-    and the request's `Watch` at `request.state.answer_watch` for the endpoint to `keep` its answer.
+    kept answer's CPU. Any other request goes on with the client's own `receive` (a fault acts on
+    the connection through it) and the body read here left for the endpoint's `read_body` (or the
+    error reading it raised, raised again there, for the one error funnel), and the request's
+    `Watch` at `request.state.answer_watch` for the endpoint to `keep` its answer.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -235,17 +236,18 @@ class KeptAnswerMiddleware:
         if (
             answers is None
             or scope["type"] != "http"
-            or not _json_image_request(scope)
+            or not _whole_body_image_request(scope)
             or not answers.may_answer(scope["state"]["call"])
         ):
             await self.app(scope, receive, send)
             return
+        state = scope["state"]
         try:
             body = await read_body(Request(scope, receive))
         except (errors.ProxyError, ClientDisconnect) as exc:
-            await self.app(scope, _failing(exc), send)
+            state[EARLY_BODY] = exc
+            await self.app(scope, receive, send)
             return
-        state = scope["state"]
         watch = answers.watch(scope, state["call"], body)
         if watch is not None:
             kept = answers.answer(watch, state["call"], state.get("journal"))
@@ -254,36 +256,16 @@ class KeptAnswerMiddleware:
                 await send({"type": "http.response.body", "body": kept.body})
                 return
             state["answer_watch"] = watch
-        await self.app(scope, _replaying(body, receive), send)
+        state[EARLY_BODY] = body
+        await self.app(scope, receive, send)
 
 
-def _json_image_request(scope: Scope) -> bool:
-    """A POST to an image route whose body the endpoint reads whole (not a multipart upload, which
-    the endpoint streams: see `endpoints._images`)."""
-    if scope["method"] != "POST" or image_operation(scope["path"]) is None:
+def _whole_body_image_request(scope: Scope) -> bool:
+    """A POST to an image route whose body the endpoint reads whole: all but a multipart edit or
+    variation, which it streams (see `endpoints._images`)."""
+    operation = image_operation(scope["path"]) if scope["method"] == "POST" else None
+    if operation is None:
         return False
     content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
-    return not is_multipart(content_type.decode("latin-1") if content_type is not None else None)
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive` with the body, read already, given again first."""
-    given = False
-
-    async def replayed() -> Message:
-        nonlocal given
-        if given:
-            return await receive()  # after the body: the client's disconnect, when it comes
-        given = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed
-
-
-def _failing(exc: BaseException) -> Receive:
-    """A `receive` raising what reading the body raised, where the endpoint reads it."""
-
-    async def failed() -> Message:
-        raise exc
-
-    return failed
+    multipart = is_multipart(content_type.decode("latin-1") if content_type is not None else None)
+    return operation == "generate" or not multipart

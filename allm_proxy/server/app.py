@@ -66,6 +66,8 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         try:
             yield
         finally:
+            if engine.journal is not None and count_lost in engine.journal.on_lost:
+                engine.journal.on_lost.remove(count_lost)  # an engine may serve another app later
             await engine.aclose()
 
     app = Starlette(
@@ -84,8 +86,9 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
     app.state.limits = limits
     app.state.openapi_body = json.dumps(openapi_document()).encode()
     app.state.metrics = Metrics()  # one registry per app
+    count_lost = app.state.metrics.journal_entry_lost  # the shared journal's lost entries
     if engine.journal is not None:
-        engine.journal.on_lost.append(app.state.metrics.journal_entry_lost)  # the shared journal's losses
+        engine.journal.on_lost.append(count_lost)
     app.state.prices = PriceTable.from_config(config.prices)
     app.state.answers = AnswerCache.for_engine(engine)  # None unless it replays, in this process
     return app

@@ -14,6 +14,8 @@ from .failures import render
 
 # What h11 (uvicorn's other protocol) allows a request line and headers; httptools itself has no bound.
 MAX_HEAD_BYTES = 16 * 1024
+# Not on Windows: there a head and its body go as two writes.
+_writev = getattr(os, "writev", None)
 
 
 class HeadTooLarge(Exception):
@@ -55,6 +57,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        self._send_held_head()  # a graceful stop closes the connection in this turn of the loop
+        super().shutdown()
+
+    def _send_held_head(self) -> None:
+        """What the connection writes or closes itself goes after the answer's head a cycle holds."""
+        transport = getattr(self.cycle, "transport", None)
+        if isinstance(transport, HeadWithBody):
+            transport.flush()
 
     # -- the parser's callbacks: bound the head ----------------------------------------------
 
@@ -106,6 +118,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if not self._waiting_on_client():
             return
+        self._send_held_head()
         if self._in_head:  # part of a head arrived; a connection that sent nothing is just closed
             self._send_envelope(
                 errors.RequestTimeoutError(
@@ -115,6 +128,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
+        self._send_held_head()
         self._send_envelope(
             errors.InvalidRequestError(
                 "The request is not valid HTTP/1.1 (a malformed request line or header, or headers over 16 KB).",
@@ -187,7 +201,8 @@ class HeadWithBody:
         transport = self._transport
         sock = transport.get_extra_info("socket")
         if (
-            sock is None
+            _writev is None
+            or sock is None
             or transport.is_closing()
             or transport.get_write_buffer_size()
             or transport.get_extra_info("sslcontext") is not None
@@ -196,7 +211,7 @@ class HeadWithBody:
             transport.write(body)
             return
         try:
-            sent = os.writev(sock.fileno(), [head, body])
+            sent = _writev(sock.fileno(), [head, body])
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:  # the transport's own write reports a broken connection its own way

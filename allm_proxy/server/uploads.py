@@ -299,8 +299,15 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
 
 
 async def read_body(request: Request) -> bytes:
-    """The whole body, within the size limit and the body timeout: one deadline for the whole read
-    (`body_chunks` sets one per chunk, as its reader may pause between them)."""
+    """The whole body, within the size limit and the body timeout, under one timer for the whole
+    read (`body_chunks` arms one per chunk, with the same deadline: its reader works between
+    chunks, and a timer spanning that work would cancel it). A body read already at the door
+    (`answer_cache.KeptAnswerMiddleware`) is handed over, or the error reading it raised again."""
+    early: bytes | BaseException | None = request.scope.setdefault("state", {}).pop(EARLY_BODY, None)
+    if isinstance(early, BaseException):
+        raise early
+    if early is not None:
+        return early
     try:
         async with asyncio.timeout_at(body_deadline(request)):
             chunks = [chunk async for chunk in limited_chunks(request)]
@@ -308,6 +315,10 @@ async def read_body(request: Request) -> bytes:
         raise body_timeout(request) from None
     request.state.body_read = True
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# Where the door leaves the body it read (or what reading it raised) for `read_body`.
+EARLY_BODY = "early_body"
 
 
 def body_deadline(request: Request) -> float:
