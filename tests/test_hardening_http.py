@@ -11,12 +11,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from allm_proxy import Engine, ProxyConfig
-from allm_proxy.config import ServerLimits
+from allm_proxy.config import CassetteSettings, ServerLimits
 from tests.support.asgi_server import guarded_proxy, port_of
 from tests.support.hardening import (
     captured_logs,
@@ -165,3 +166,38 @@ def test_many_slow_clients_at_once_do_not_stop_others_being_served(proxy_url: st
     finally:
         for sock in sockets:
             sock.close()
+
+
+@pytest.mark.parametrize("kept_answers", [False, True])
+def test_a_client_that_leaves_before_its_json_body_is_in_is_a_499_not_an_error(
+    tmp_path: Path, kept_answers: bool
+) -> None:
+    """Nobody is left to answer: the access log and the journal say 499, and nothing is logged as
+    an unexpected error (with kept answers the body is read at the door, without, at the endpoint)."""
+    if kept_answers:
+        cassette = tmp_path / "c.json"
+        cassette.write_text('{"version": 1, "interactions": []}')
+        settings = CassetteSettings(path=str(cassette), record_mode="none", allow_playback_repeats=True)
+        engine = Engine(image_adapter="openai", image_adapter_opts={"api_key": "sk-test-leaves"}, cassettes=settings)
+    else:
+        engine = Engine()
+    with guarded_proxy(engine, ProxyConfig(), LIMITS) as url, captured_logs() as logs:
+        assert (httpx.get(url + "/healthz").status_code == 200) and (
+            engine.cassette_library is not None
+        ) == kept_answers
+        with connect(url) as sock:
+            sock.sendall(HEAD + b"Content-Length: 4000\r\n\r\n" + b'{"prompt": "a')
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        lines: list[str] = []
+        while time.monotonic() < deadline and not lines:
+            lines = [
+                r.getMessage()
+                for r in list(logs.records)
+                if r.name == "allm_proxy.access" and "generations" in r.getMessage()
+            ]
+            time.sleep(0.02)
+        entries = httpx.get(url + "/allm/requests").json()["data"]
+    assert lines and "status=499" in lines[0], lines
+    assert [e["status"] for e in entries] == [499]
+    assert logs.problems() == []

@@ -59,7 +59,10 @@ async def _images(request: Request, operation: Operation) -> Response:
     content_type = request.headers.get("content-type")
     if operation != "generate" and is_multipart(content_type):
         return await _upload(request, operation, content_type or "")
-    body = await read_body(request)
+    try:
+        body = await read_body(request)
+    except ClientDisconnect:
+        return Response(status_code=499)  # the client left before its body was in; logged as 499
     # Kept answers were looked up at the door (`KeptAnswerMiddleware`); it left the key to keep this one.
     watch: Watch | None = getattr(request.state, "answer_watch", None)
     call.public_base_url = _public_base(request)
