@@ -1,11 +1,13 @@
-"""`HeadWithBody`: a response head leaves with the body's first bytes in one writev, on a real asyncio
-socket transport, and every byte still arrives in order when the socket takes only part of them."""
+"""The connection layer's two shortcuts. `HeadWithBody`: a response head leaves with the body's first
+bytes in one writev, on a real asyncio socket transport, and every byte still arrives in order when
+the socket takes only part of them. `BODY_IN`: a body that is all in is read without a timer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import time
 import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,11 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
-from allm_proxy import Engine
-from allm_proxy.server import http_guard
+from allm_proxy import Engine, ProxyConfig
+from allm_proxy.config import ServerLimits
+from allm_proxy.server import http_guard, uploads, uvicorn_options
 from allm_proxy.server.http_guard import HeadWithBody
-from tests.support.asgi_server import running_proxy
+from allm_proxy.server.uploads import BODY_IN
+from tests.support.asgi_server import port_of, running_proxy, serve_asgi
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n"
 BODY = b'{"data": [1]}'
@@ -180,3 +185,47 @@ def test_answers_over_a_served_proxy_are_whole_and_pipelined_ones_in_order() -> 
                 assert chunk, got
                 got += chunk
         assert got.index(b'"status"') < got.index(b'"object"')  # /healthz's answer, then /v1/models'
+
+
+def test_the_connection_says_when_a_body_is_all_in() -> None:
+    """`BODY_IN` in the scope's state is set once the whole body has arrived, so `read_body` needs
+    no deadline; a body still arriving has it unset (and is read under the body timeout)."""
+    seen: list[tuple[bool, bool]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            return
+        at_start = bool(scope.get("state", {}).get(BODY_IN))
+        while (await receive()).get("more_body"):
+            pass
+        seen.append((at_start, bool(scope.get("state", {}).get(BODY_IN))))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve_asgi(app, **uvicorn_options()) as url, socket.create_connection(("127.0.0.1", port_of(url)), 10) as sock:
+        head = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+        sock.sendall(head + b"0123")  # part of the body: the app starts before the rest
+        time.sleep(0.2)
+        sock.sendall(b"456789")
+        assert sock.recv(1024).startswith(b"HTTP/1.1 204")
+    assert seen == [(False, True)]
+
+
+async def test_a_body_all_in_is_read_without_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_timer(when: float) -> Any:
+        raise AssertionError("a timer for a body that cannot wait")
+
+    monkeypatch.setattr(asyncio, "timeout_at", no_timer)
+    app = types.SimpleNamespace(state=types.SimpleNamespace(config=ProxyConfig(), limits=ServerLimits()))
+    sent = [{"type": "http.request", "body": b'{"prompt": "x"}', "more_body": False}]
+
+    async def receive() -> Any:
+        return sent.pop(0)
+
+    scope = {"type": "http", "method": "POST", "headers": [], "app": app, "state": {BODY_IN: True}}
+    assert await uploads.read_body(Request(scope, receive)) == b'{"prompt": "x"}'
+    with pytest.raises(AssertionError, match="a timer"):  # without the mark, the deadline is armed
+        await uploads.read_body(Request({**scope, "state": {}}, receive))

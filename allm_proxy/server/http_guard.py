@@ -11,6 +11,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from .. import errors
 from ..config import ServerLimits
 from .failures import render
+from .uploads import BODY_IN
 
 # What h11 (uvicorn's other protocol) allows a request line and headers; httptools itself has no bound.
 MAX_HEAD_BYTES = 16 * 1024
@@ -88,6 +89,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not before:
             self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body:
+            # The body is all in: reading it cannot wait, so it needs no deadline (`read_body`).
+            cycle.scope.setdefault("state", {})[BODY_IN] = True
 
     def _count_head(self, size: int) -> None:
         self._head_bytes += size

@@ -308,17 +308,22 @@ async def read_body(request: Request) -> bytes:
         raise early
     if early is not None:
         return early
-    try:
-        async with asyncio.timeout_at(body_deadline(request)):
-            chunks = [chunk async for chunk in limited_chunks(request)]
-    except TimeoutError:
-        raise body_timeout(request) from None
+    if request.scope.get("state", {}).get(BODY_IN):  # the connection has it all: nothing can wait
+        chunks = [chunk async for chunk in limited_chunks(request)]
+    else:
+        try:
+            async with asyncio.timeout_at(body_deadline(request)):
+                chunks = [chunk async for chunk in limited_chunks(request)]
+        except TimeoutError:
+            raise body_timeout(request) from None
     request.state.body_read = True
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # Where the door leaves the body it read (or what reading it raised) for `read_body`.
 EARLY_BODY = "early_body"
+# Set by the connection layer (`http_guard`) once a request's whole body has arrived.
+BODY_IN = "body_in"
 
 
 def body_deadline(request: Request) -> float:
