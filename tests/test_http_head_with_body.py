@@ -20,8 +20,7 @@ from starlette.requests import Request
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ServerLimits
 from allm_proxy.server import http_guard, uploads, uvicorn_options
-from allm_proxy.server.http_guard import HeadWithBody
-from allm_proxy.server.uploads import BODY_IN
+from allm_proxy.server.http_guard import BODY_IN, HeadWithBody
 from tests.support.asgi_server import port_of, running_proxy, serve_asgi
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n"

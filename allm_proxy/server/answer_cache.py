@@ -41,9 +41,8 @@ from ..call import Call, Delivery, Route
 from ..journal import JournalCall
 from ..journal.store import ResidentBody
 from ..types import ImageRequest, ImageResponse, Usage
-from ..wire.multipart import is_multipart
 from .middleware import image_operation
-from .uploads import EARLY_BODY, read_body
+from .uploads import EARLY_BODY, is_streamed_upload, read_body
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -261,11 +260,9 @@ class KeptAnswerMiddleware:
 
 
 def _whole_body_image_request(scope: Scope) -> bool:
-    """A POST to an image route whose body the endpoint reads whole: all but a multipart edit or
-    variation, which it streams (see `endpoints._images`)."""
+    """A POST to an image route whose body the endpoint reads whole (`is_streamed_upload`)."""
     operation = image_operation(scope["path"]) if scope["method"] == "POST" else None
     if operation is None:
         return False
     content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
-    multipart = is_multipart(content_type.decode("latin-1") if content_type is not None else None)
-    return operation == "generate" or not multipart
+    return not is_streamed_upload(operation, content_type.decode("latin-1") if content_type is not None else None)

@@ -19,12 +19,11 @@ from ..engine import Engine
 from ..pricing import account, format_usd
 from ..state.health import readiness
 from ..types import ImageRequest, ImageResponse, ImageResult, Operation, RawBody
-from ..wire.multipart import is_multipart
 from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
 from .answer_cache import AnswerCache, Watch
 from .faulted import shape_response
-from .uploads import UploadReader, read_body
+from .uploads import UploadReader, is_streamed_upload, read_body
 
 T = TypeVar("T")
 _FILE_ID = re.compile(r"^img_[A-Za-z0-9_-]{20,64}$")
@@ -57,7 +56,7 @@ async def _images(request: Request, operation: Operation) -> Response:
     call.can_relay = True
     engine = _engine(request)
     content_type = request.headers.get("content-type")
-    if operation != "generate" and is_multipart(content_type):
+    if is_streamed_upload(operation, content_type):
         return await _upload(request, operation, content_type or "")
     try:
         body = await read_body(request)

@@ -11,12 +11,13 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from .. import errors
 from ..config import ServerLimits
 from .failures import render
-from .uploads import BODY_IN
 
 # What h11 (uvicorn's other protocol) allows a request line and headers; httptools itself has no bound.
 MAX_HEAD_BYTES = 16 * 1024
 # Not on Windows: there a head and its body go as two writes.
 _writev = getattr(os, "writev", None)
+# Set in a request's scope state once its whole body has arrived (`read_body` then needs no timer).
+BODY_IN = "body_in"
 
 
 class HeadTooLarge(Exception):

@@ -19,6 +19,7 @@ from .. import errors
 from ..call import Call
 from ..journal import JournalCall
 from ..journal import begin as begin_journal
+from ..types import Operation
 from .failures import log, printable, render, unexpected
 
 access_log = logging.getLogger("allm_proxy.access")
@@ -30,7 +31,7 @@ FORWARDED_HEADERS = ("openai-organization", "openai-project")
 _PUBLIC = re.compile(r"^/(healthz|readyz|openapi\.json|(v1/)?images/files/[^/]+)$")
 _IMAGE_ROUTES = re.compile(r"^(/v1)?/images/(generations|edits|variations)$")
 _FILES = re.compile(r"^(/v1)?/images/files/[^/]+$")
-_OPERATIONS = {"generations": "generate", "edits": "edit", "variations": "variation"}
+_OPERATIONS: dict[str, Operation] = {"generations": "generate", "edits": "edit", "variations": "variation"}
 _IMAGE_OPERATIONS = frozenset(_OPERATIONS.values())
 # ASGI gives header names in lower case, as bytes.
 _CALL_NAMES = ("x-allm-session", "x-allm-cassette", "x-allm-api-key", "authorization", "x-allm-fault")
@@ -140,7 +141,7 @@ async def ended(scope: Scope, call: Call, journal: JournalCall | None, operation
     )
 
 
-def image_operation(path: str) -> str | None:
+def image_operation(path: str) -> Operation | None:
     """generate, edit or variation for an image route's path; None for any other."""
     image_route = _IMAGE_ROUTES.match(path)
     return _OPERATIONS[image_route.group(2)] if image_route else None

@@ -39,8 +39,9 @@ from ..engine import Engine
 from ..probe import FileProbe
 from ..types import KNOWN_FIELDS, ImageRequest, InputFile, Operation
 from ..validation import header_dimensions
-from ..wire.multipart import MultipartError, MultipartStream, Part, boundary_of, part_head
+from ..wire.multipart import MultipartError, MultipartStream, Part, boundary_of, is_multipart, part_head
 from ..wire.requests import parse_multipart_request, request_from_parts, says_exactly
+from .http_guard import BODY_IN
 
 # A body this big stays in memory; a bigger one goes on to a temp file.
 SPOOL_IN_MEMORY = 1024 * 1024
@@ -298,17 +299,22 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
+# Where the door leaves the body it read (or what reading it raised) for `read_body`.
+EARLY_BODY = "early_body"
+
+
 async def read_body(request: Request) -> bytes:
     """The whole body, within the size limit and the body timeout, under one timer for the whole
     read (`body_chunks` arms one per chunk, with the same deadline: its reader works between
     chunks, and a timer spanning that work would cancel it). A body read already at the door
     (`answer_cache.KeptAnswerMiddleware`) is handed over, or the error reading it raised again."""
-    early: bytes | BaseException | None = request.scope.setdefault("state", {}).pop(EARLY_BODY, None)
+    state = request.scope.setdefault("state", {})
+    early: bytes | BaseException | None = state.pop(EARLY_BODY, None)
     if isinstance(early, BaseException):
         raise early
     if early is not None:
         return early
-    if request.scope.get("state", {}).get(BODY_IN):  # the connection has it all: nothing can wait
+    if state.get(BODY_IN):  # the connection has it all: no read can wait, so no timer
         chunks = [chunk async for chunk in limited_chunks(request)]
     else:
         try:
@@ -320,10 +326,10 @@ async def read_body(request: Request) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-# Where the door leaves the body it read (or what reading it raised) for `read_body`.
-EARLY_BODY = "early_body"
-# Set by the connection layer (`http_guard`) once a request's whole body has arrived.
-BODY_IN = "body_in"
+def is_streamed_upload(operation: Operation, content_type: str | None) -> bool:
+    """Whether the endpoint streams this request's body (a multipart edit or variation) instead of
+    reading it whole (everything else, a multipart generation included)."""
+    return operation != "generate" and is_multipart(content_type)
 
 
 def body_deadline(request: Request) -> float:
