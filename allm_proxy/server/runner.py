@@ -11,6 +11,7 @@ import uvicorn
 from ..config import ProxyConfig, ServerLimits
 from ..engine import Engine
 from ..state.settings import host_is_loopback
+from .allocator import keep_answer_blocks
 from .app import create_app
 from .http_guard import guarded_protocol
 
@@ -48,6 +49,7 @@ def run_server(
     it and die with status -15. Recordings are flushed by the app's lifespan.
     """
     limits = limits or config.limits
+    keep_answer_blocks()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(engine, config, limits=limits),

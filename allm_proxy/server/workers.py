@@ -46,6 +46,7 @@ from ..config import ProxyConfig
 from ..config_codec import config_from_json, config_to_json
 from ..engine import Engine
 from ..metrics import MULTIPROC_VARIABLE
+from .allocator import keep_answer_blocks
 from .app import create_app
 from .http_guard import guarded_protocol
 from .runner import uvicorn_options
@@ -102,6 +103,7 @@ def worker_app() -> Starlette:
         ) from None
     config = config_from_json(text)
     setup_logging(config.log_level, worker=True)
+    keep_answer_blocks()
     return create_app(Engine.from_config(config), config)
 
 
