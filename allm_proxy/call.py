@@ -15,8 +15,6 @@ whole call, delivery and streaming included.
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -25,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .capabilities import ModelFamily
+from .ids import random_hex
 
 if TYPE_CHECKING:
     from .faults import FaultDecision
@@ -33,16 +32,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-# Request ids' own generator, seeded from os.urandom: a request id names a request and guards
-# nothing, and uuid4's getrandom() was a syscall on every request. Not the module's shared one,
-# which a test (or Hypothesis, for every example) reseeds, and the pytest plugin serves in the
-# test's process: ids would repeat, and the journal keys its entries by them.
-_request_ids = random.Random()
-os.register_at_fork(after_in_child=_request_ids.seed)  # a forked child gets its own sequence
-
-
 def new_request_id() -> str:
-    return f"req_{_request_ids.getrandbits(128):032x}"
+    return f"req_{random_hex()}"
 
 
 @dataclass(frozen=True)

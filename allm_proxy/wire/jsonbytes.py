@@ -9,9 +9,10 @@ standard parser gives the same result, slower.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ..ids import random_hex
 
 if TYPE_CHECKING:
     from ..types import Image
@@ -53,7 +54,7 @@ def loads_sparing_base64(data: bytes) -> Any:
     ``"b64_json"`` followed by a colon can only be a key: inside a string its
     quotes would be escaped.
     """
-    token = ("allm-b64-" + uuid.uuid4().hex + "-").encode()  # no answer can hold it by chance
+    token = ("allm-b64-" + random_hex() + "-").encode()  # no answer can hold it by chance
     spans: list[tuple[int, int]] = []
     pieces: list[bytes] = []
     cut = 0
@@ -109,7 +110,7 @@ class Splicer:
 
     def __init__(self) -> None:
         self._images: list[bytes] = []
-        self._token = "allm-b64-" + uuid.uuid4().hex
+        self._token = "allm-b64-" + random_hex()
 
     def placeholder(self, image: Image) -> str:
         data = image.b64_bytes()
