@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +12,7 @@ from allm_proxy import Engine, ProxyConfig
 from allm_proxy.faults import FaultInjector
 from tests.conftest import png_bytes, running_proxy
 from tests.support.faults import ALL_KINDS, check_fault
+from tests.support.hardening import captured_logs
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +143,13 @@ def test_control_route_needs_the_access_token_when_one_is_set() -> None:
     assert allowed.status_code == 200 and shown.json()["faults"] == ["quota"]
 
 
-def test_the_access_log_names_the_fault(fake_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="allm_proxy.access"):
+def test_the_access_log_names_the_fault(fake_url: str) -> None:
+    with captured_logs() as logs:
         httpx.post(
             fake_url + "/v1/images/generations", json={"prompt": "a wren"}, headers={"X-ALLM-Fault": "overloaded"}
         )
         httpx.post(fake_url + "/v1/images/generations", json={"prompt": "a wren", "model": "dall-e-2"})
-    lines = [r.getMessage() for r in caplog.records if r.name == "allm_proxy.access"]
+        lines = logs.access_lines(2)
     assert any("status=503" in line and line.endswith("fault=overloaded") for line in lines), lines
     assert any("status=200" in line and "fault=" not in line for line in lines), lines
 

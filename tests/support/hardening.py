@@ -55,6 +55,22 @@ class LogCapture(logging.Handler):
         """All records formatted, tracebacks included."""
         return "\n".join(self.format(record) for record in self.records)
 
+    def access_lines(self, count: int = 1, *, containing: str = "", timeout: float = 5.0) -> list[str]:
+        """The access-log lines (with `containing`) so far, waiting up to `timeout` for `count` of them:
+        a line is written just after its answer's last bytes went, so a client may have its answer
+        a moment before the line exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # dict.fromkeys: a record reaches this handler once per logger it is attached to
+            lines = [
+                r.getMessage()
+                for r in dict.fromkeys(self.records)
+                if r.name == "allm_proxy.access" and containing in r.getMessage()
+            ]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.01)
+
     def problems(self) -> list[str]:
         """Records that would alarm an operator: errors, or anything with a traceback."""
         return [
