@@ -16,9 +16,7 @@ answers in flight).
 
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
 
 # mallopt(3) parameters, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
@@ -31,6 +29,9 @@ TRIM_THRESHOLD = 8 * 1024 * 1024
 def keep_answer_blocks() -> bool:
     """Set glibc's mmap and trim thresholds for serving; False (nothing changed) on another C library,
     or where GLIBC_TUNABLES already sets malloc's own (the operator's choice wins)."""
+    import ctypes  # here, not at import: only a serving process needs it (the pytest plugin's proxy does not)
+    import platform
+
     if platform.libc_ver()[0] != "glibc" or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
