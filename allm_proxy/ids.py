@@ -1,9 +1,10 @@
-"""Random hex ids for the hot path: request ids and the placeholders JSON splicing cuts on.
+"""Random hex ids for the hot path: request ids.
 
 A generator of their own, seeded from os.urandom: these ids name things and guard nothing, and
 uuid4's getrandom() was a syscall on every request. Not the `random` module's shared generator,
 which a test (or Hypothesis, for every example) reseeds, and the pytest plugin serves in the
-test's process: ids would repeat, and the journal keys its entries by them.
+test's process: ids would repeat, and the journal keys its entries by them. Mersenne Twister:
+anyone who sees enough ids can predict the next ones, so nothing secret may come from here.
 """
 
 from __future__ import annotations

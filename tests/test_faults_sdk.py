@@ -149,7 +149,7 @@ def test_the_access_log_names_the_fault(fake_url: str) -> None:
             fake_url + "/v1/images/generations", json={"prompt": "a wren"}, headers={"X-ALLM-Fault": "overloaded"}
         )
         httpx.post(fake_url + "/v1/images/generations", json={"prompt": "a wren", "model": "dall-e-2"})
-        lines = logs.access_lines(2)
+        lines = logs.access_lines(2, containing="/v1/images/generations")
     assert any("status=503" in line and line.endswith("fault=overloaded") for line in lines), lines
     assert any("status=200" in line and "fault=" not in line for line in lines), lines
 

@@ -7,12 +7,14 @@ import json
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import httpx
 import openai
 import pytest
 
 from allm_proxy import Engine
+from allm_proxy.server.failures import printable
 from tests.support.asgi_server import guarded_proxy, port_of
 from tests.support.hardening import (
     assert_envelope,
@@ -449,7 +451,8 @@ def test_bad_input_gets_an_envelope_naming_what_to_change(client: httpx.Client, 
     headers = {"content-type": case.content_type} if case.content_type else {}
     with captured_logs() as logs:
         response = client.request(case.method, case.path, content=case.body or None, headers=headers)
-        lines = logs.access_lines()
+        # This request's line (the path as the log prints it), not a late one of the previous case's.
+        lines = logs.access_lines(containing=f"{case.method} {printable(unquote(case.path))} ")
     error = assert_envelope(response, case.status, code=case.code)
     assert error["param"] == case.param, error
     assert case.hint in error["message"], error["message"]

@@ -50,7 +50,7 @@ def calls(url: str, *, bearer: str = BEARER_KEY) -> Iterator[httpx.Response]:
 
 
 def test_no_key_in_logs_or_answers_of_the_fake_provider() -> None:
-    with guarded_proxy(Engine(), ProxyConfig(access_token=ACCESS_TOKEN)) as url, captured_logs() as logs:
+    with captured_logs() as logs, guarded_proxy(Engine(), ProxyConfig(access_token=ACCESS_TOKEN)) as url:
         answers = list(calls(url, bearer=ACCESS_TOKEN)) + list(calls(url, bearer="sk-test-wrong-00000"))
     assert [r.status_code for r in answers[:3]] == [200, 400, 200]
     assert {r.status_code for r in answers[8:] if r.url.path not in ("/healthz", "/v1/nowhere")} == {401}
@@ -73,7 +73,7 @@ def test_no_key_in_logs_or_answers_of_the_openai_provider_good_and_failing() -> 
             image_adapter="openai",
             image_adapter_opts={"base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": PROVIDER_KEY},
         )
-        with guarded_proxy(engine) as url, guarded_proxy(unreachable) as dead_url, captured_logs() as logs:
+        with captured_logs() as logs, guarded_proxy(engine) as url, guarded_proxy(unreachable) as dead_url:
             answers = list(calls(url))
             for reply in (
                 up.unauthorized(),
@@ -99,7 +99,7 @@ def test_a_provider_echoing_the_key_back_does_not_put_it_in_the_error_message() 
     upstream = up.FakeOpenAI()
     with upstream.serving() as upstream_url:
         engine = Engine(image_adapter="openai", image_adapter_opts={"base_url": f"{upstream_url}/v1"})
-        with guarded_proxy(engine) as url, captured_logs() as logs:
+        with captured_logs() as logs, guarded_proxy(engine) as url:
             # A gateway in front of the provider that shows the request's headers in its error page.
             upstream.script(up.garbage(f"<html>Authorization: Bearer {HEADER_KEY}</html>".encode(), status=502))
             answer = httpx.post(
@@ -115,7 +115,7 @@ def test_no_key_in_logs_or_answers_of_the_gemini_provider() -> None:
         engine = Engine(
             image_adapter="gemini", image_adapter_opts={"base_url": upstream_url}, env={"GEMINI_API_KEY": gem.VALID_KEY}
         )
-        with guarded_proxy(engine) as url, captured_logs() as logs:
+        with captured_logs() as logs, guarded_proxy(engine) as url:
             answers = list(calls(url))
             upstream.script(gem.api_key_invalid())
             answers += list(calls(url))[:1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 
@@ -209,3 +210,29 @@ def test_client_that_leaves_cancels_the_provider_call() -> None:
             httpx.post(f"{url}/v1/images/generations", json={"prompt": "x"}, timeout=0.5)
         assert cancelled.wait(5), "the provider call kept running after the client left"
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+async def test_an_unexpected_error_is_a_500_envelope_logged_with_its_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    """The last-resort envelope goes through the same bookkeeping as any answer: one x-request-id,
+    and an access-log line (written after its bytes) with its status and size."""
+    from allm_proxy.server.middleware import CallMiddleware
+
+    async def broken(scope: object, receive: object, send: object) -> None:
+        raise RuntimeError("a bug")
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/images/generations", "headers": []}
+    with caplog.at_level(logging.INFO, logger="allm_proxy.access"):
+        await CallMiddleware(broken)(scope, receive, send)  # type: ignore[arg-type]
+    start, body = sent
+    assert start["status"] == 500
+    assert [name for name, _ in start["headers"] if name == b"x-request-id"] == [b"x-request-id"]  # type: ignore[attr-defined]
+    lines = [r.getMessage() for r in caplog.records if r.name == "allm_proxy.access"]
+    assert len(lines) == 1 and "status=500 ms=" in lines[0] and lines[0].endswith(f"bytes={len(body['body'])}")  # type: ignore[arg-type]

@@ -121,7 +121,7 @@ class CallMiddleware:
         except Exception:
             if status is None:
                 log.exception("unexpected error handling %s %s", printable(scope["method"]), printable(scope["path"]))
-                await send_error(unexpected(call.request_id), scope, send, close=True)
+                await send_error(unexpected(call.request_id), scope, tracked, close=True)
                 call.finish(500)
             else:
                 call.finish(500)  # the answer had begun; the client's connection ends short

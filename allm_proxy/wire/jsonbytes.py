@@ -9,10 +9,9 @@ standard parser gives the same result, slower.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from ..ids import random_hex
 
 if TYPE_CHECKING:
     from ..types import Image
@@ -38,6 +37,11 @@ def _pick() -> Callable[[bytes], Any]:
 loads: Callable[[bytes], Any] = _pick()
 """The JSON value in some bytes; `ValueError` when they are not (whole) JSON."""
 
+# The placeholder base64 values are swapped for while a document is parsed or encoded: random, made
+# once per process, and never sent anywhere (every placeholder is replaced before the bytes leave),
+# so neither a client nor a provider can put it in a document on purpose, nor by chance.
+_PLACEHOLDER = "allm-b64-" + secrets.token_hex(16)
+
 _B64_KEY = b'"b64_json"'
 _JSON_SPACE = (b" ", b"\t", b"\r", b"\n")
 
@@ -54,7 +58,7 @@ def loads_sparing_base64(data: bytes) -> Any:
     ``"b64_json"`` followed by a colon can only be a key: inside a string its
     quotes would be escaped.
     """
-    token = ("allm-b64-" + random_hex() + "-").encode()  # no answer can hold it by chance
+    token = (_PLACEHOLDER + "-").encode()
     spans: list[tuple[int, int]] = []
     pieces: list[bytes] = []
     cut = 0
@@ -110,7 +114,7 @@ class Splicer:
 
     def __init__(self) -> None:
         self._images: list[bytes] = []
-        self._token = "allm-b64-" + random_hex()
+        self._token = _PLACEHOLDER
 
     def placeholder(self, image: Image) -> str:
         data = image.b64_bytes()
