@@ -15,6 +15,8 @@ whole call, delivery and streaming included.
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -23,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .capabilities import ModelFamily
-from .ids import random_hex
 
 if TYPE_CHECKING:
     from .faults import FaultDecision
@@ -32,8 +33,17 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+# Request ids' own generator, seeded from os.urandom: a request id names a request and guards
+# nothing, and uuid4's getrandom() was a syscall on every request. Not the `random` module's shared
+# generator, which a test (or Hypothesis, for every example) reseeds, and the pytest plugin serves in
+# the test's process: ids would repeat, and the journal keys its entries by them. A Mersenne
+# Twister: whoever sees enough ids can predict the next, so nothing secret may come from it.
+_request_ids = random.Random()
+os.register_at_fork(after_in_child=_request_ids.seed)  # a forked child gets its own sequence
+
+
 def new_request_id() -> str:
-    return f"req_{random_hex()}"
+    return f"req_{_request_ids.getrandbits(128):032x}"
 
 
 @dataclass(frozen=True)

@@ -323,7 +323,7 @@ async def read_body(request: Request) -> bytes:
         except TimeoutError:
             raise body_timeout(request) from None
     request.state.body_read = True
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)  # one chunk is returned as it is, not copied
 
 
 def is_streamed_upload(operation: Operation, content_type: str | None) -> bool:
