@@ -229,8 +229,10 @@ async def test_an_unexpected_error_is_a_500_envelope_logged_with_its_bytes(caplo
         return {"type": "http.request", "body": b"", "more_body": False}
 
     scope = {"type": "http", "method": "POST", "path": "/v1/images/generations", "headers": []}
+    middleware = CallMiddleware(broken)
     with caplog.at_level(logging.INFO, logger="allm_proxy.access"):
-        await CallMiddleware(broken)(scope, receive, send)  # type: ignore[arg-type]
+        await middleware(scope, receive, send)  # type: ignore[arg-type]
+        middleware.access.flush()  # lines go in batches (server/access_log.py)
     start, body = sent
     assert start["status"] == 500
     assert [name for name, _ in start["headers"] if name == b"x-request-id"] == [b"x-request-id"]  # type: ignore[attr-defined]

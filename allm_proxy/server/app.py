@@ -24,6 +24,7 @@ from ..metrics import Metrics
 from ..openapi import openapi_document
 from ..pricing import PriceTable
 from . import control, endpoints
+from .access_log import AccessLog
 from .answer_cache import AnswerCache, KeptAnswerMiddleware
 from .failures import EXCEPTION_HANDLERS
 from .middleware import AccessTokenMiddleware, CallMiddleware, InflightLimitMiddleware
@@ -66,14 +67,16 @@ def create_app(engine: Engine, config: ProxyConfig | None = None, *, limits: Ser
         try:
             yield
         finally:
+            access.flush()  # the requests are over: their lines go before anything else stops
             if engine.journal is not None and count_lost in engine.journal.on_lost:
                 engine.journal.on_lost.remove(count_lost)  # an engine may serve another app later
             await engine.aclose()
 
+    access = AccessLog()
     app = Starlette(
         routes=routes(engine),
         middleware=[
-            Middleware(CallMiddleware),
+            Middleware(CallMiddleware, access=access),
             Middleware(AccessTokenMiddleware, token=config.access_token, public_metrics=config.public_metrics),
             Middleware(InflightLimitMiddleware, limit=limits.max_inflight),
             Middleware(KeptAnswerMiddleware),  # replay: a kept answer goes from here (server/answer_cache.py)

@@ -8,7 +8,6 @@ request). Each rejects through the one error funnel (`failures.render`).
 from __future__ import annotations
 
 import hmac
-import logging
 import re
 from urllib.parse import unquote
 
@@ -20,9 +19,8 @@ from ..call import Call
 from ..journal import JournalCall
 from ..journal import begin as begin_journal
 from ..types import Operation
+from .access_log import AccessLog
 from .failures import log, printable, render, unexpected
-
-access_log = logging.getLogger("allm_proxy.access")
 
 # Client headers the provider should see, passed on as sent.
 FORWARDED_HEADERS = ("openai-organization", "openai-project")
@@ -57,8 +55,9 @@ class CallMiddleware:
     client sent; the `x-request-id` on every answer; the access-log line when the answer ends; and
     the last-resort 500 envelope for anything unexpected."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access: AccessLog | None = None) -> None:
         self.app = app
+        self.access = access or AccessLog()  # the app's, which its lifespan flushes when it stops
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,7 +92,7 @@ class CallMiddleware:
             nonlocal logged
             if not logged:
                 logged = True
-                log_access(scope, call)
+                self.access.line(scope, call)
 
         async def tracked(message: Message) -> None:
             nonlocal status
@@ -136,28 +135,12 @@ class CallMiddleware:
 
 async def ended(scope: Scope, call: Call, journal: JournalCall | None, operation: str | None) -> None:
     """The one place a finished request is recorded: the journal entry and the metrics (its log line
-    is `log_access`, once the answer went)."""
+    is queued with `AccessLog.line`, once the answer went)."""
     if journal is not None:
         await journal.finish(call, method=scope["method"], path=scope["path"])
     metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
     if metrics is not None:
         metrics.observe(call, operation=operation)
-
-
-def log_access(scope: Scope, call: Call) -> None:
-    """The access-log line of a finished request."""
-    route = call.route
-    access_log.info(
-        "%s %s model=%s provider=%s status=%d ms=%.1f bytes=%d%s",
-        printable(scope["method"]),
-        printable(scope["path"]),
-        printable(route.requested_model or "-") if route else "-",
-        route.provider if route else "-",
-        call.status or 0,
-        call.ms,
-        call.bytes_out,
-        f" fault={call.fault.kind}" if call.fault is not None else "",
-    )
 
 
 def image_operation(path: str) -> Operation | None:
