@@ -103,7 +103,7 @@ def test_each_worker_accepts_on_its_own_socket_and_connections_opened_at_once_re
         finally:
             for client in clients:
                 client.close()
-        answered = proxy.answered_by("POST", "/v1/images/generations")
+        answered = proxy.answered_by("POST", "/v1/images/generations", total=16)
         assert sum(answered.values()) == 16 and len(answered) == WORKERS, proxy.log()
         assert proxy.stop() == 0
 
@@ -169,8 +169,8 @@ def test_every_url_either_worker_issues_is_served_whichever_worker_answers(tmp_p
 
         bursts = bursts_until_both_workers_answer(proxy, burst, "GET", "/v1/images/files/")
         workers = proxy.worker_pids()
-        issuers = proxy.answered_by("POST", "/v1/images/generations")
-        servers = proxy.answered_by("GET", "/v1/images/files/")
+        issuers = proxy.answered_by("POST", "/v1/images/generations", total=40 * bursts)
+        servers = proxy.answered_by("GET", "/v1/images/files/", total=40 * bursts)
         assert sum(issuers.values()) == sum(servers.values()) == 40 * bursts
         assert set(servers) == workers and set(issuers) <= workers and len(workers) == WORKERS, proxy.log()
         assert proxy.stop() == 0

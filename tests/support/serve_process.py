@@ -93,13 +93,19 @@ class ServeProcess:
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def answered_by(self, method: str, path_prefix: str) -> dict[int, int]:
-        """{worker pid: how many `method path_prefix...` requests it answered with 200}, from the access log."""
-        counts: dict[int, int] = {}
-        for pid, verb, path, status in _PID.findall(self.log()):
-            if verb == method and path.startswith(path_prefix) and status == "200":
-                counts[int(pid)] = counts.get(int(pid), 0) + 1
-        return counts
+    def answered_by(self, method: str, path_prefix: str, *, total: int = 0, timeout: float = 10.0) -> dict[int, int]:
+        """{worker pid: how many `method path_prefix...` requests it answered with 200}, from the access log,
+        waiting up to `timeout` for `total` of them: a line reaches the log a moment after its answer
+        (allm_proxy/server/access_log.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts: dict[int, int] = {}
+            for pid, verb, path, status in _PID.findall(self.log()):
+                if verb == method and path.startswith(path_prefix) and status == "200":
+                    counts[int(pid)] = counts.get(int(pid), 0) + 1
+            if sum(counts.values()) >= total or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.02)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the supervisor and wait (bounded) for it to exit; its exit status."""
