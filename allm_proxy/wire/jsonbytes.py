@@ -39,8 +39,10 @@ loads: Callable[[bytes], Any] = _pick()
 
 # The placeholder base64 values are swapped for while a document is parsed or encoded: random, made
 # once per process, and never sent anywhere (every placeholder is replaced before the bytes leave),
-# so neither a client nor a provider can put it in a document on purpose, nor by chance.
-_PLACEHOLDER = "allm-b64-" + secrets.token_hex(16)
+# so neither a client nor a provider can put it in a document on purpose, nor by chance. A
+# placeholder is this prefix followed by the image's index.
+_PLACEHOLDER = "allm-b64-" + secrets.token_hex(16) + "-"
+_PLACEHOLDER_BYTES = _PLACEHOLDER.encode()
 
 _B64_KEY = b'"b64_json"'
 _JSON_SPACE = (b" ", b"\t", b"\r", b"\n")
@@ -58,7 +60,6 @@ def loads_sparing_base64(data: bytes) -> Any:
     ``"b64_json"`` followed by a colon can only be a key: inside a string its
     quotes would be escaped.
     """
-    token = (_PLACEHOLDER + "-").encode()
     spans: list[tuple[int, int]] = []
     pieces: list[bytes] = []
     cut = 0
@@ -69,7 +70,7 @@ def loads_sparing_base64(data: bytes) -> Any:
             at = _skip_space(data, at + 1)
             end = data.find(b'"', at + 1) if data[at : at + 1] == b'"' else -1
             if end > 0 and data.find(b"\\", at + 1, end) < 0:
-                pieces += [data[cut : at + 1], token, b"%d" % len(spans)]
+                pieces += [data[cut : at + 1], _PLACEHOLDER_BYTES, b"%d" % len(spans)]
                 spans.append((at + 1, end))
                 cut = end
                 found = end
@@ -79,7 +80,7 @@ def loads_sparing_base64(data: bytes) -> Any:
     pieces.append(data[cut:])
     document = loads(b"".join(pieces))
     view = memoryview(data)
-    return _restore(document, token.decode(), [view[start:end] for start, end in spans])
+    return _restore(document, [view[start:end] for start, end in spans])
 
 
 def _skip_space(data: bytes, at: int) -> int:
@@ -88,18 +89,18 @@ def _skip_space(data: bytes, at: int) -> int:
     return at
 
 
-def _restore(value: Any, token: str, views: list[memoryview]) -> Any:
-    """Put the cut-out base64 back where the placeholders (the token and an index) are."""
+def _restore(value: Any, views: list[memoryview]) -> Any:
+    """Put the cut-out base64 back where the placeholders (`_PLACEHOLDER` and an index) are."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "b64_json" and isinstance(item, str) and item.startswith(token):
-                value[key] = views[int(item[len(token) :])]
+            if key == "b64_json" and isinstance(item, str) and item.startswith(_PLACEHOLDER):
+                value[key] = views[int(item[len(_PLACEHOLDER) :])]
             elif isinstance(item, dict | list):
-                _restore(item, token, views)
+                _restore(item, views)
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict | list):
-                _restore(item, token, views)
+                _restore(item, views)
     return value
 
 
@@ -114,7 +115,6 @@ class Splicer:
 
     def __init__(self) -> None:
         self._images: list[bytes] = []
-        self._token = _PLACEHOLDER
 
     def placeholder(self, image: Image) -> str:
         data = image.b64_bytes()
@@ -122,13 +122,13 @@ class Splicer:
             # A provider's text with quotes, backslashes or line breaks: let json escape it.
             return str(image.b64_json())
         self._images.append(data)
-        return f"{self._token}-{len(self._images) - 1}"
+        return f"{_PLACEHOLDER}{len(self._images) - 1}"
 
     def dumps(self, document: Any) -> bytes:
         encoded = json.dumps(document, separators=(",", ":")).encode()
         if not self._images:
             return encoded
-        pieces = encoded.split(self._token.encode() + b"-")
+        pieces = encoded.split(_PLACEHOLDER_BYTES)
         out = [pieces[0]]
         for piece in pieces[1:]:
             index, _, rest = piece.partition(b'"')
