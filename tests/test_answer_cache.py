@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -19,8 +20,9 @@ import pytest
 
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import CassetteSettings, load_config
-from allm_proxy.server import create_app
-from tests.support.asgi_server import port_of, running_proxy
+from allm_proxy.server import create_app, file_bytes, uvicorn_options
+from allm_proxy.server.file_bytes import FileBytes
+from tests.support.asgi_server import port_of, running_proxy, serve_asgi
 from tests.support.cassette_helpers import OPENAI_KEY, UPSTREAM, Upstream
 
 GENERATE = {"model": "gpt-image-1", "prompt": "a kestrel at dawn", "size": "1024x1024"}
@@ -89,6 +91,35 @@ async def test_repeats_are_answered_byte_for_byte_as_the_full_path_answers_them(
     assert [bool(e["upstream"][0].get("kept")) for e in entries] == [False, False, True, True, True]
     counted = 'model="gpt-image-1",operation="generate",provider="openai",source="cassette",status="200"} 3.0'
     assert "allm_requests_total{" + counted in metrics
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files (memfd) are Linux's")
+def test_a_served_kept_answer_is_sent_from_its_memory_file_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the connection layer `serve` uses, repeats get the kept answer from its memory file
+    (`file_bytes`, by sendfile), the same bytes as the first answer; the file counts in the budget."""
+    monkeypatch.setattr(file_bytes, "MIN_BYTES", 1)  # the test upstream's images are small
+    sent: list[int] = []
+    real = os.sendfile
+
+    def counted(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        sent.append(count)
+        return real(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counted)
+    cassette = tmp_path / "c.json"
+    upstream = Upstream()
+    asyncio.run(record(upstream, cassette, GENERATE))
+    engine = engine_for(upstream, "none", path=str(cassette))
+    app = create_app(engine, ProxyConfig())
+    with serve_asgi(app, **uvicorn_options(ProxyConfig().limits)) as url, httpx.Client(base_url=url) as client:
+        got = [client.post("/v1/images/generations", json=GENERATE) for _ in range(3)]
+    assert [r.status_code for r in got] == [200] * 3
+    assert got[0].content == got[1].content == got[2].content and got[0].json()["data"][0]["b64_json"]
+    assert sent == [len(got[0].content)] * 2  # the two repeats; the first answer went by writev
+    (kept,) = app.state.answers._answers.values()
+    assert isinstance(kept.body, FileBytes) and kept.size >= 2 * len(kept.body)
 
 
 async def test_a_kept_answer_has_a_journal_entry_like_the_first_and_its_image(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ServerLimits
 from allm_proxy.server import http_guard, uploads, uvicorn_options
+from allm_proxy.server.file_bytes import FileBytes, file_backed
 from allm_proxy.server.http_guard import BODY_IN, HeadWithBody
 from tests.support.asgi_server import port_of, running_proxy, serve_asgi
 
@@ -41,10 +42,21 @@ class Writes:
         monkeypatch.setattr(http_guard, "_writev", counted)
 
 
+def socket_pair(wire: str) -> tuple[socket.socket, socket.socket]:
+    if wire == "unix":
+        return socket.socketpair()
+    with socket.create_server(("127.0.0.1", 0)) as server:  # TCP: TCP_CORK is TCP's
+        ours = socket.create_connection(server.getsockname())
+        theirs, _ = server.accept()
+    return ours, theirs
+
+
 @asynccontextmanager
-async def connection() -> AsyncIterator[tuple[HeadWithBody, asyncio.Transport, socket.socket, list[int]]]:
-    """A real selector transport on one end of a socket pair; the test reads the other end."""
-    ours, theirs = socket.socketpair()
+async def connection(
+    wire: str = "unix",
+) -> AsyncIterator[tuple[HeadWithBody, asyncio.Transport, socket.socket, list[int]]]:
+    """A real selector transport on one end of a socket pair (Unix or loopback TCP); the test reads the other end."""
+    ours, theirs = socket_pair(wire)
     theirs.setblocking(False)
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
@@ -157,6 +169,68 @@ async def test_what_the_connection_writes_itself_goes_after_a_held_head() -> Non
         protocol._send_held_head()
         transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         assert await read_all(peer, len(HEAD) + 28) == HEAD + b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
+class Sendfiles:
+    """Counts `os.sendfile` calls (the socket, the file, how much) and what they sent."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[int, int]] = []
+        real = os.sendfile
+
+        def counted(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+            sent = real(out_fd, in_fd, offset, count)
+            self.calls.append((count, sent))
+            return sent
+
+        monkeypatch.setattr(os, "sendfile", counted)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files (memfd) are Linux's")
+@pytest.mark.parametrize("wire", ["tcp", "unix"])
+async def test_a_file_backed_body_is_sent_from_its_file_after_its_head(
+    monkeypatch: pytest.MonkeyPatch, wire: str
+) -> None:
+    writes, sendfiles = Writes(monkeypatch), Sendfiles(monkeypatch)
+    body = file_backed(os.urandom(256 * 1024))
+    assert isinstance(body, FileBytes)
+    async with connection(wire) as (cycle_transport, _, peer, transport_writes):
+        cycle_transport.write(HEAD)
+        cycle_transport.write(body)
+        assert writes.writev == [] and sendfiles.calls and sendfiles.calls[0][0] == len(body)
+        assert await read_all(peer, len(HEAD) + len(body)) == HEAD + body
+        if sendfiles.calls[0][1] == len(body):
+            assert transport_writes == []  # the socket took it all from the file
+        if wire == "tcp":
+            sock = cycle_transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0  # uncorked again
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files (memfd) are Linux's")
+async def test_what_the_socket_does_not_take_from_the_file_is_queued_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    sendfiles = Sendfiles(monkeypatch)
+    body = file_backed(os.urandom(8 * 1024 * 1024))  # far more than a socket buffer
+    async with connection("tcp") as (cycle_transport, transport, peer, transport_writes):
+        cycle_transport.write(HEAD)
+        cycle_transport.write(body)
+        assert len(sendfiles.calls) == 1 and sendfiles.calls[0][1] < len(body)
+        assert len(transport_writes) == 1 and transport.get_write_buffer_size() > 0  # the rest
+        cycle_transport.write(b"tail")
+        assert await read_all(peer, len(HEAD) + len(body) + 4) == HEAD + body + b"tail"
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files (memfd) are Linux's")
+async def test_a_socket_that_refuses_sendfile_gets_the_body_by_the_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "sendfile", refused)
+    body = file_backed(os.urandom(256 * 1024))
+    async with connection("tcp") as (cycle_transport, _, peer, transport_writes):
+        cycle_transport.write(HEAD)
+        cycle_transport.write(body)
+        assert transport_writes == [len(body)]  # the head went; the body followed it by the transport
+        assert await read_all(peer, len(HEAD) + len(body)) == HEAD + body
 
 
 def test_answers_over_a_served_proxy_are_whole_and_pipelined_ones_in_order() -> None:

@@ -177,7 +177,7 @@ class SpoolSink:
             if self._fd is None:
                 self._path = self.spool.new_path()
                 self._fd = _open(self._path)
-            _write_all(self._fd, chunk)
+            write_all(self._fd, chunk)
             self.size += len(chunk)
         except OSError as exc:
             log.warning("journal: could not write a relayed answer to %s (%s); not keeping it", self._path, exc)
@@ -209,7 +209,7 @@ def _open(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:  # a write may take less than it was given
         view = view[os.write(fd, view) :]
@@ -222,7 +222,7 @@ def _write(path: str, pieces: Chunks, digest: bool) -> str | None:
     try:
         size = 0
         for piece in pieces:
-            _write_all(fd, piece)
+            write_all(fd, piece)
             size += len(piece)
             if hasher is not None:
                 hasher.update(piece)

@@ -41,6 +41,7 @@ from ..call import Call, Delivery, Route
 from ..journal import JournalCall
 from ..journal.store import ResidentBody
 from ..types import ImageRequest, ImageResponse, Usage
+from .file_bytes import FileBytes, file_backed
 from .middleware import image_operation
 from .uploads import EARLY_BODY, is_streamed_upload, read_body
 
@@ -68,7 +69,7 @@ LARGEST_SHARE = 4
 class Kept:
     """One answer as the client got it, and what its call and journal entry learned."""
 
-    size: int  # its bytes and its request's, against the budget
+    size: int  # its bytes (twice when file-backed) and its request's, against the budget
     status: int
     raw_headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
@@ -174,6 +175,9 @@ class AnswerCache:
         size = len(body) + watch.request_bytes
         if not self._repeatable(watch, call, request, response.status_code) or not self.may_keep(size):
             return False
+        body = file_backed(body)  # repeats are sent from a memory file, whose copy counts too
+        if isinstance(body, FileBytes):
+            size += len(body)
         kept = Kept(
             size=size,
             status=response.status_code,

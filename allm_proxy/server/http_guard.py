@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -11,6 +12,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from .. import errors
 from ..config import ServerLimits
 from .failures import render
+from .file_bytes import FileBytes
 
 # What h11 (uvicorn's other protocol) allows a request line and headers; httptools itself has no bound.
 MAX_HEAD_BYTES = 16 * 1024
@@ -169,7 +171,9 @@ class HeadWithBody:
     connection, without copying the body; what the socket does not take then is queued on the
     transport, as its own write would. A head with no body after it in the same turn of the event
     loop (a stream, a HEAD request) leaves on the next turn. `100 Continue` is never held: the
-    client waits for it before it sends the body. Everything else is the transport's own.
+    client waits for it before it sends the body. A body with a memory file of its own (a kept
+    answer, `file_bytes.FileBytes`) is sent from that file instead. Everything else is the
+    transport's own.
     """
 
     __slots__ = ("_head", "_loop", "_started", "_transport")
@@ -219,6 +223,9 @@ class HeadWithBody:
             transport.write(head)
             transport.write(body)
             return
+        if isinstance(body, FileBytes):
+            self._send_file(sock, head, body)
+            return
         try:
             sent = _writev(sock.fileno(), [head, body])
         except (BlockingIOError, InterruptedError):
@@ -227,11 +234,48 @@ class HeadWithBody:
             transport.write(head)
             transport.write(body)
             return
+        self._queue_rest(head, body, sent)
+
+    def _send_file(self, sock: Any, head: bytes, body: FileBytes) -> None:
+        """The head written, then the body sent from its memory file (`file_bytes`): the kernel
+        takes the file's pages, and the bytes are never copied through the CPU. The socket is corked
+        meanwhile, so the head waits for the body and they leave together, as they do by writev."""
+        corked = _cork(sock, True)
+        sent = 0
+        try:
+            try:
+                sent = os.write(sock.fileno(), head)
+                if sent == len(head):
+                    sent += os.sendfile(sock.fileno(), body.fd, 0, len(body))
+            except OSError:
+                # A full socket, or one sendfile refuses (EINVAL), or a broken connection, which the
+                # transport's own write reports its own way: what is left goes there, after what went.
+                pass
+            self._queue_rest(head, body, sent)
+        finally:
+            if corked:
+                _cork(sock, False)  # what the kernel holds leaves now
+
+    def _queue_rest(self, head: bytes, body: bytes | bytearray | memoryview, sent: int) -> None:
+        """What the socket did not take of head + body, queued on the transport in order."""
+        transport = self._transport
         if sent < len(head):
             transport.write(head[sent:])
             transport.write(body)
         elif sent < len(head) + len(body):
             transport.write(memoryview(body)[sent - len(head) :])
+
+
+def _cork(sock: Any, on: bool) -> bool:
+    """Set TCP_CORK (Linux); False where there is none (another system, a Unix socket)."""
+    option = getattr(socket, "TCP_CORK", None)
+    if option is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+    except OSError:
+        return False
+    return True
 
 
 def guarded_protocol(header_timeout: float) -> type[GuardedHttpToolsProtocol]:
