@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from allm_proxy.server import file_bytes
-from allm_proxy.server.file_bytes import MIN_BYTES, FileBytes, file_backed, live_files
+from allm_proxy.server.file_bytes import MAX_BYTES, MIN_BYTES, FileBytes, file_backed, live_files
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memory files (memfd) are Linux's")
 
@@ -32,9 +32,9 @@ def test_big_bytes_get_a_file_holding_the_same_bytes_closed_when_they_go() -> No
         os.fstat(fd)  # closed (no other file was opened in between to take its number)
 
 
-def test_small_bytes_and_file_backed_ones_come_back_as_they_are() -> None:
-    small = b"x" * (MIN_BYTES - 1)
-    assert file_backed(small) is small
+def test_small_and_big_bytes_and_file_backed_ones_come_back_as_they_are() -> None:
+    small, big = b"x" * (MIN_BYTES - 1), b"x" * (MAX_BYTES + 1)
+    assert file_backed(small) is small and file_backed(big) is big
     backed = file_backed(os.urandom(MIN_BYTES))
     assert file_backed(backed) is backed
 

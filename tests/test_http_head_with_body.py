@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from allm_proxy import Engine, ProxyConfig
 from allm_proxy.config import ServerLimits
-from allm_proxy.server import http_guard, uploads, uvicorn_options
+from allm_proxy.server import file_bytes, http_guard, uploads, uvicorn_options
 from allm_proxy.server.file_bytes import FileBytes, file_backed
 from allm_proxy.server.http_guard import BODY_IN, HeadWithBody
 from tests.support.asgi_server import port_of, running_proxy, serve_asgi
@@ -209,7 +209,8 @@ async def test_a_file_backed_body_is_sent_from_its_file_after_its_head(
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files (memfd) are Linux's")
 async def test_what_the_socket_does_not_take_from_the_file_is_queued_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     sendfiles = Sendfiles(monkeypatch)
-    body = file_backed(os.urandom(8 * 1024 * 1024))  # far more than a socket buffer
+    monkeypatch.setattr(file_bytes, "MAX_BYTES", 16 * 1024 * 1024)
+    body = file_backed(os.urandom(8 * 1024 * 1024))  # far more than a socket buffer (a full one is the same)
     async with connection("tcp") as (cycle_transport, transport, peer, transport_writes):
         cycle_transport.write(HEAD)
         cycle_transport.write(body)

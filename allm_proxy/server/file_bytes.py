@@ -12,8 +12,9 @@ kernel hands the socket the file's pages, and the process never touches the byte
 small C=16 +8-16% req/s (docs/benchmarks.md, issue 15 part 9).
 
 The price is a second copy of the bytes, in the memory file (shared memory, outside the heap), which
-is why the answer cache counts it against its budget, and why only answers of `MIN_BYTES` or more are
-file-backed, at most `MAX_FILES` at a time (each holds a file descriptor).
+is why the answer cache counts it against its budget, and why only answers of `MIN_BYTES` to
+`MAX_BYTES` are file-backed (a bigger one was sent slower from its file), at most `MAX_FILES` at a
+time (each holds a file descriptor).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from ..journal.spool import write_all
 
 # Below this a copy costs less than the file (a memfd, a write, a descriptor).
 MIN_BYTES = 64 * 1024
+# Above this sendfile lost: a 3.2 MB kept answer was sent 15-28% slower from its file than by writev
+# (more than a socket buffer takes at once; the rest is queued as a copy either way).
+MAX_BYTES = 1024 * 1024
 # File descriptors held by kept answers at most; past it answers stay plain bytes.
 MAX_FILES = 64
 
@@ -57,10 +61,13 @@ _close = os.close  # bound now: `__del__` may run late in the interpreter's shut
 
 
 def file_backed(data: bytes) -> bytes:
-    """`data` as a `FileBytes` when this system can send from a memory file, `data` is `MIN_BYTES`
-    or more and fewer than `MAX_FILES` are live; else `data` itself (also if the file cannot be made)."""
+    """`data` as a `FileBytes` when this system can send from a memory file, `data` is between
+    `MIN_BYTES` and `MAX_BYTES` and fewer than `MAX_FILES` are live; else `data` itself (also if the
+    file cannot be made)."""
     global _live
-    if _memfd_create is None or _sendfile is None or len(data) < MIN_BYTES or isinstance(data, FileBytes):
+    if _memfd_create is None or _sendfile is None or not MIN_BYTES <= len(data) <= MAX_BYTES:
+        return data
+    if isinstance(data, FileBytes):
         return data
     with _lock:
         if _live >= MAX_FILES:
