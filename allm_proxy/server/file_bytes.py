@@ -9,7 +9,7 @@ with `os.sendfile` instead of copying the bytes in with `writev`. Why: a kept re
 same 226 KB for every repeat, and copying it into the socket was a quarter of its CPU; worse, the
 copy ran through the CPU's caches, so the Python code that followed ran cold. From the file the
 kernel hands the socket the file's pages, and the process never touches the bytes. Measured: replay
-small C=16 +8-16% req/s (docs/benchmarks.md, issue 15 part 9).
+small C=16 +5-16% req/s across runs (docs/benchmarks.md, issue 15 part 9).
 
 The price is a second copy of the bytes, in the memory file (shared memory, outside the heap), which
 is why the answer cache counts it against its budget, and why only answers of `MIN_BYTES` to
