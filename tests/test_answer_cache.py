@@ -24,6 +24,7 @@ from allm_proxy.server import create_app, file_bytes, uvicorn_options
 from allm_proxy.server.file_bytes import FileBytes
 from tests.support.asgi_server import port_of, running_proxy, serve_asgi
 from tests.support.cassette_helpers import OPENAI_KEY, UPSTREAM, Upstream
+from tests.support.sendfile_spy import Sendfiles
 
 GENERATE = {"model": "gpt-image-1", "prompt": "a kestrel at dawn", "size": "1024x1024"}
 # Headers every run of the same request sends differently.
@@ -100,14 +101,7 @@ def test_a_served_kept_answer_is_sent_from_its_memory_file_byte_for_byte(
     """Over the connection layer `serve` uses, repeats get the kept answer from its memory file
     (`file_bytes`, by sendfile), the same bytes as the first answer; the file counts in the budget."""
     monkeypatch.setattr(file_bytes, "MIN_BYTES", 1)  # the test upstream's images are small
-    sent: list[int] = []
-    real = os.sendfile
-
-    def counted(out_fd: int, in_fd: int, offset: int, count: int) -> int:
-        sent.append(count)
-        return real(out_fd, in_fd, offset, count)
-
-    monkeypatch.setattr(os, "sendfile", counted)
+    sendfiles = Sendfiles(monkeypatch)
     cassette = tmp_path / "c.json"
     upstream = Upstream()
     asyncio.run(record(upstream, cassette, GENERATE))
@@ -117,7 +111,7 @@ def test_a_served_kept_answer_is_sent_from_its_memory_file_byte_for_byte(
         got = [client.post("/v1/images/generations", json=GENERATE) for _ in range(3)]
     assert [r.status_code for r in got] == [200] * 3
     assert got[0].content == got[1].content == got[2].content and got[0].json()["data"][0]["b64_json"]
-    assert sent == [len(got[0].content)] * 2  # the two repeats; the first answer went by writev
+    assert [count for count, _ in sendfiles.calls] == [len(got[0].content)] * 2  # the repeats; the first by writev
     (kept,) = app.state.answers._answers.values()
     assert isinstance(kept.body, FileBytes) and kept.size >= 2 * len(kept.body)
 

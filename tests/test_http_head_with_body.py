@@ -23,6 +23,7 @@ from allm_proxy.server import file_bytes, http_guard, uploads, uvicorn_options
 from allm_proxy.server.file_bytes import FileBytes, file_backed
 from allm_proxy.server.http_guard import BODY_IN, HeadWithBody
 from tests.support.asgi_server import port_of, running_proxy, serve_asgi
+from tests.support.sendfile_spy import Sendfiles
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n"
 BODY = b'{"data": [1]}'
@@ -169,21 +170,6 @@ async def test_what_the_connection_writes_itself_goes_after_a_held_head() -> Non
         protocol._send_held_head()
         transport.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
         assert await read_all(peer, len(HEAD) + 28) == HEAD + b"HTTP/1.1 400 Bad Request\r\n\r\n"
-
-
-class Sendfiles:
-    """Counts `os.sendfile` calls (the socket, the file, how much) and what they sent."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[int, int]] = []
-        real = os.sendfile
-
-        def counted(out_fd: int, in_fd: int, offset: int, count: int) -> int:
-            sent = real(out_fd, in_fd, offset, count)
-            self.calls.append((count, sent))
-            return sent
-
-        monkeypatch.setattr(os, "sendfile", counted)
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memory files (memfd) are Linux's")

@@ -75,14 +75,12 @@ def file_backed(data: bytes) -> bytes:
         _live += 1
     try:
         fd = _memfd_create("allm-kept-answer")  # close-on-exec by default
+        try:
+            write_all(fd, data)
+        except OSError:
+            _close(fd)
+            raise
     except OSError:
-        with _lock:
-            _live -= 1
-        return data
-    try:
-        write_all(fd, data)
-    except OSError:
-        _close(fd)
         with _lock:
             _live -= 1
         return data

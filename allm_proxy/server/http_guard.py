@@ -18,6 +18,7 @@ from .file_bytes import FileBytes
 MAX_HEAD_BYTES = 16 * 1024
 # Not on Windows: there a head and its body go as two writes.
 _writev = getattr(os, "writev", None)
+_TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only
 # Set in a request's scope state once its whole body has arrived (`read_body` then needs no timer).
 BODY_IN = "body_in"
 
@@ -228,12 +229,8 @@ class HeadWithBody:
             return
         try:
             sent = _writev(sock.fileno(), [head, body])
-        except (BlockingIOError, InterruptedError):
+        except OSError:  # a full socket; or a broken one, which the transport's own write reports its own way
             sent = 0
-        except OSError:  # the transport's own write reports a broken connection its own way
-            transport.write(head)
-            transport.write(body)
-            return
         self._queue_rest(head, body, sent)
 
     def _send_file(self, sock: Any, head: bytes, body: FileBytes) -> None:
@@ -268,11 +265,10 @@ class HeadWithBody:
 
 def _cork(sock: Any, on: bool) -> bool:
     """Set TCP_CORK (Linux); False where there is none (another system, a Unix socket)."""
-    option = getattr(socket, "TCP_CORK", None)
-    if option is None:
+    if _TCP_CORK is None:
         return False
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, 1 if on else 0)
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1 if on else 0)
     except OSError:
         return False
     return True
