@@ -229,3 +229,41 @@ def test_url_redaction_is_the_request_filters_own(url: str) -> None:
     secrets = {"sk-test-journal-secret", "sk-t", None}
     clean, _ = SecretFilter().request(Request("GET", url, b"", {}), secrets)
     assert SecretFilter().url(url, secrets) == str(clean.uri)
+
+
+def test_unread_entries_are_found_by_upstream_id_cleared_by_session_and_hold_no_key() -> None:
+    # An entry's fields are written by its first reader (`EntryFacts.fill`): these are the readers
+    # that look at a field before any listing has written them.
+    upstream = FakeOpenAI()
+    journal = MemoryJournal(JournalSettings())
+    with upstream.serving() as upstream_url:
+        engine = Engine(
+            image_adapter="openai",
+            image_adapter_opts={"base_url": upstream_url + "/v1", "api_key": UPSTREAM_KEY},
+            journal=journal,
+        )
+        with running_proxy(engine) as url:
+            seen = []
+            for session in ("a", "b", "a"):
+                raw = client(url, **{"X-ALLM-Session": session}).images.with_raw_response.generate(
+                    model="gpt-image-1", prompt=f"for {session}", size="1024x1024"
+                )
+                seen.append(raw.headers["x-request-id"])
+            with pytest.raises(openai.BadRequestError):
+                client(url, **{"X-ALLM-Session": "b"}).images.generate(prompt="x", size="1x1")
+
+            unread = [r.pending.__self__ for r in journal._records.values()]  # type: ignore[union-attr]
+            held = repr([[getattr(facts, name) for name in facts.__slots__] for facts in unread])
+            assert len(unread) == 4 and UPSTREAM_KEY not in held and CLIENT_KEY not in held
+
+            upstream_ids = [raw for raw in seen if raw.startswith("req_up_")]
+            assert len(upstream_ids) == 3, seen
+            found = httpx.get(f"{url}/allm/requests/{upstream_ids[1]}").json()
+            assert found["upstream_request_id"] == upstream_ids[1] and found["session"] == "b"
+            assert found["params"]["prompt"] == "for b" and found["time"] and found["status"] == 200
+
+            assert httpx.delete(url + "/allm/requests", params={"session": "a"}).json()["deleted"] == 2
+            left = entries(url)
+    assert [(e["session"], e["status"]) for e in left] == [("b", 200), ("b", 400)]
+    assert left[1]["error"]["error"]["param"] == "size" and left[1]["params"]["prompt"] == "x"
+    assert CLIENT_KEY not in json.dumps(left) and UPSTREAM_KEY not in json.dumps(left)

@@ -69,7 +69,7 @@ Chunks = tuple[bytes | memoryview, ...]
 BlobSource = bytes | Image | Callable[[], bytes | None] | Chunks | OnDisk
 
 
-@dataclass
+@dataclass(slots=True)
 class Blob:
     """An uploaded file, an answered image, or a relayed answer body of one entry."""
 
@@ -219,7 +219,7 @@ class ChunkSink:
         self.chunks, self.size = [], 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """A stored entry: its JSON fields, its uploads and its answered images.
 
@@ -236,10 +236,10 @@ class Record:
     # Its bytes are held elsewhere already (the server's answer cache): kept by reference, never
     # copied to a store's files.
     resident: bool = False
+    id: str = field(init=False)
 
-    @property
-    def id(self) -> str:
-        return str(self.fields["id"])
+    def __post_init__(self) -> None:
+        self.id = str(self.fields["id"])
 
     @property
     def pending_bytes(self) -> int:

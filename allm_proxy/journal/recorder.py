@@ -82,62 +82,46 @@ class JournalCall:
             self.relayed.abandon()  # too big to keep: the entry says its images are not known
 
     async def finish(self, call: Call, *, method: str, path: str) -> None:
-        """Build the entry and append it; only the first call counts."""
+        """Append the entry; only the first call counts.
+
+        The hot path only takes the facts (`EntryFacts`) and the blobs the store must account for and
+        spill now; the entry's fields are written by its first reader (`Record.settle_fields`). Writing
+        them here was half of what the journal cost a replayed answer (see docs/benchmarks.md).
+        """
         if self.done:
             return
         self.done = True
-        route = call.route
-        self.secrets.update(
-            s for s in (call.api_key, call.client_key, call.client_bearer, *call.forward_headers.values()) if s
-        )
-        miss = self.error.details if isinstance(self.error, errors.CassetteMissError) else None
-        request = self.request
-        # `time` and `params` are filled in by the first reader (`_settle`): the hot path only collects.
-        fields: dict[str, Any] = {
-            "id": call.request_id,
-            "time": None,
-            "method": method,
-            "path": path,
-            "operation": self.operation,
-            "model": (route.requested_model if route else None) or (request.model if request else None),
-            "provider": route.provider if route else None,
-            "provider_model": route.model if route else None,
-            "status": call.status,
-            "ms": round(call.ms, 1),
-            "session": call.session,
-            "cassette": self._cassette(call),
-            "source": call.source,
-            "stream": bool(request and request.stream),
-            "params": None,
-            "usage": None,
-            "error": _redacted(self._envelope(), self.secrets) if self.error is not None else None,
-            "upstream": call.upstream,
-            "miss": miss,
-        }
         result = self.result
-        if result is not None:
-            upstream_id = next((v for k, v in result.headers.items() if k.lower() == "x-request-id"), None)
-            if upstream_id and upstream_id != call.request_id:
-                fields["upstream_request_id"] = upstream_id  # the x-request-id the client saw
-            if result.usage is not None:
-                fields["usage"] = result.usage.to_dict()
-        if self.stream_usage is not None:
-            fields["usage"] = self.stream_usage.to_dict()
-        record = Record(fields, inputs=inputs_of(request) if request is not None else [], resident=self.resident)
+        error = miss = None
+        if self.error is not None:
+            # Rare, and the only use of the keys: redacted now, so an entry never holds one.
+            secrets = self.secrets
+            secrets.update(
+                s for s in (call.api_key, call.client_key, call.client_bearer, *call.forward_headers.values()) if s
+            )
+            error = _redacted(self._envelope(), secrets)
+            if isinstance(self.error, errors.CassetteMissError):
+                miss = self.error.details
+        facts = EntryFacts(self, method, path, call, self._cassette(call), result, error, miss)
+        request = self.request
+        record = Record(
+            {"id": call.request_id},
+            inputs=inputs_of(request) if request is not None else [],
+            resident=self.resident,
+            pending=facts.fill,
+        )
         if self.relayed is not None and self.relayed.size:
             # Parsed by the first reader, not here: parsing every 3 MB answer relayed is most of what
             # the journal would cost on the hot path.
             record.relayed = self.relayed.blob(self.relayed_type)
         else:
             images = self.streamed or (result.images if result is not None else [])
-            record.images = [await self._blob(i) for i in images]
-        started = self.time
-        record.pending = lambda r: _settle_fields(r, request, started)
+            record.images = [_held_blob(i) if i.has_bytes else await self._blob(i) for i in images]
         await self.journal.append(record)
 
     async def _blob(self, image: Image) -> Blob:
         if image.has_bytes:
-            return Blob(image, _estimated_size(image), declared_mime=image.mime_type)
+            return _held_blob(image)
         match = _HOSTED.search(image.url or "")
         # A URL the proxy hosts: its bytes are in the state store (a lookup, no copy in memory).
         hosted = await self.engine.files.get(match.group(1)) if match else None
@@ -209,16 +193,87 @@ def _input_blob(upload: InputFile) -> Blob:
     return Blob(None, streamed.size, part=upload.field, declared_mime=upload.content_type, info=info, dropped=True)
 
 
+def _held_blob(image: Image) -> Blob:
+    """An answered image whose bytes (or base64) the proxy holds: kept as it is, sized without decoding."""
+    return Blob(image, _estimated_size(image), declared_mime=image.mime_type)
+
+
 def _estimated_size(image: Image) -> int:
     # Without decoding: base64 is 4 characters for every 3 bytes.
     raw = image._data
     return len(raw) if raw is not None else image.b64_length() * 3 // 4
 
 
-def _settle_fields(record: Record, request: ImageRequest | None, started: float) -> None:
-    """What the first reader of an entry works out: its time and its params."""
-    record.fields["time"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="milliseconds")
-    record.fields["params"] = params_of(request) if request is not None else {}
+class EntryFacts:
+    """What an entry's fields are written from, taken when its request ends (no key among them)."""
+
+    __slots__ = (
+        "cassette",
+        "error",
+        "headers",
+        "method",
+        "miss",
+        "ms",
+        "operation",
+        "path",
+        "request",
+        "route",
+        "session",
+        "source",
+        "started",
+        "status",
+        "upstream",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        journal: JournalCall,
+        method: str,
+        path: str,
+        call: Call,
+        cassette: str | None,
+        result: ImageResponse | None,
+        error: Any,
+        miss: Any,
+    ) -> None:
+        self.method, self.path, self.cassette, self.error, self.miss = method, path, cassette, error, miss
+        self.operation, self.started, self.request = journal.operation, journal.time, journal.request
+        self.route, self.status, self.ms, self.session = call.route, call.status, call.ms, call.session
+        self.source, self.upstream = call.source, call.upstream
+        self.headers = result.headers if result is not None else None
+        usage = journal.stream_usage
+        self.usage = usage if usage is not None else (result.usage if result is not None else None)
+
+    def fill(self, record: Record) -> None:
+        """Write `record`'s fields (its first reader calls this, through `Record.settle_fields`)."""
+        request, route = self.request, self.route
+        fields: dict[str, Any] = {
+            "id": record.fields["id"],
+            "time": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="milliseconds"),
+            "method": self.method,
+            "path": self.path,
+            "operation": self.operation,
+            "model": (route.requested_model if route else None) or (request.model if request else None),
+            "provider": route.provider if route else None,
+            "provider_model": route.model if route else None,
+            "status": self.status,
+            "ms": round(self.ms, 1),
+            "session": self.session,
+            "cassette": self.cassette,
+            "source": self.source,
+            "stream": bool(request and request.stream),
+            "params": params_of(request) if request is not None else {},
+            "usage": self.usage.to_dict() if self.usage is not None else None,
+            "error": self.error,
+            "upstream": self.upstream,
+            "miss": self.miss,
+        }
+        upstream_id = next((v for k, v in (self.headers or {}).items() if k.lower() == "x-request-id"), None)
+        if upstream_id and upstream_id != fields["id"]:
+            fields["upstream_request_id"] = upstream_id  # the x-request-id the client saw
+        fields.update(record.fields)  # what the store wrote before (images_dropped) stays
+        record.fields = fields
 
 
 def _redacted(data: Any, secrets: set[str]) -> Any:

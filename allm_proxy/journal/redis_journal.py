@@ -216,7 +216,7 @@ class RedisJournal:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8
 
     async def aclose(self) -> None:
         """Let this loop's pending appends finish."""

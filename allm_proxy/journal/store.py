@@ -259,7 +259,9 @@ class MemoryJournal:
     async def clear(self, session: str | None = None) -> int:
         """Forget every entry, or one session's; how many went."""
         with self._lock:
-            gone = [k for k, r in self._records.items() if session is None or r.fields.get("session") == session]
+            gone = [
+                k for k, r in self._records.items() if session is None or _settled(r).fields.get("session") == session
+            ]
             for key in gone:
                 record = self._records.pop(key)
                 self._bytes -= record.held_bytes
@@ -314,7 +316,11 @@ class MemoryJournal:
             record = self._records.get(entry_id)
             if record is None:
                 record = next(
-                    (r for r in reversed(self._records.values()) if r.fields.get("upstream_request_id") == entry_id),
+                    (
+                        r
+                        for r in reversed(self._records.values())
+                        if _settled(r).fields.get("upstream_request_id") == entry_id
+                    ),
                     None,
                 )
             return record
@@ -336,6 +342,12 @@ class MemoryJournal:
             for blob in record.images:
                 self.spool.spill_now(blob)
         self._bytes += record.held_bytes - before
+
+
+def _settled(record: Record) -> Record:
+    """`record` with its fields written (the cheap part of settling: no image is touched)."""
+    record.settle_fields()
+    return record
 
 
 def _deliver(feed: Feed, entry_id: str) -> None:

@@ -147,8 +147,7 @@ class AnswerCache:
             self._answers.move_to_end(watch.key)
             self.hits += 1
         call.route, call.delivery = kept.route, kept.delivery
-        # The first run's upstream calls, marked as answered from its kept bytes (the journal shows it).
-        call.upstream = [{**note, "ms": 0.0, "kept": True} for note in kept.upstream]
+        call.upstream = list(kept.upstream)  # the notes are shared: nobody changes a finished call's notes
         call.images, call.usage, call.cost_usd = kept.images, kept.usage, kept.cost_usd
         if journal is not None:
             journal.request, journal.result, journal.resident = kept.request, kept.result, True
@@ -186,7 +185,8 @@ class AnswerCache:
             generation=watch.generation,
             route=call.route,
             delivery=call.delivery,
-            upstream=tuple(dict(note) for note in call.upstream),
+            # The first run's upstream calls, marked as answered from its kept bytes (the journal shows it).
+            upstream=tuple({**note, "ms": 0.0, "kept": True} for note in call.upstream),
             images=call.images,
             usage=call.usage,
             cost_usd=call.cost_usd,

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry  # the asyncio one: redis-py 8 warns when given the sync Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from .. import errors
 from .base import DEFAULT_JOURNAL_MAX, DEFAULT_PREFIX, StateStore
