@@ -256,7 +256,7 @@ def test_unread_entries_are_found_by_upstream_id_cleared_by_session_and_hold_no_
             held = repr([[getattr(facts, name) for name in facts.__slots__] for facts in unread])
             assert len(unread) == 4 and UPSTREAM_KEY not in held and CLIENT_KEY not in held
 
-            upstream_ids = [raw for raw in seen if raw.startswith("req_up_")]
+            upstream_ids = [seen_id for seen_id in seen if seen_id.startswith("req_up_")]
             assert len(upstream_ids) == 3, seen
             found = httpx.get(f"{url}/allm/requests/{upstream_ids[1]}").json()
             assert found["upstream_request_id"] == upstream_ids[1] and found["session"] == "b"

@@ -231,7 +231,7 @@ class Record:
     inputs: list[Blob] = field(default_factory=list)
     images: list[Blob] = field(default_factory=list)
     relayed: Blob | None = None
-    # The cheap part left for the first reader (the entry's time and params), called with the record.
+    # The entry's fields, left for its first reader to write (cheap: no image is touched).
     pending: Callable[[Record], None] | None = None
     # Its bytes are held elsewhere already (the server's answer cache): kept by reference, never
     # copied to a store's files.
@@ -255,7 +255,7 @@ class Record:
         return [*self.inputs, *self.images, *([self.relayed] if self.relayed is not None else [])]
 
     def settle_fields(self) -> None:
-        """Fill in the time and params (cheap: no image is touched)."""
+        """Write the fields left to the first reader (cheap: no image is touched)."""
         if self.pending is not None:
             pending, self.pending = self.pending, None
             pending(self)

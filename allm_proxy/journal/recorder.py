@@ -54,7 +54,6 @@ class JournalCall:
         self.request: ImageRequest | None = None
         self.result: ImageResponse | None = None
         self.error: errors.ProxyError | None = None
-        self.secrets: set[str] = set()
         self.streamed: list[Image] = []
         self.stream_usage: Usage | None = None
         self.relayed: BodySink | None = None  # a relayed answer, as it goes by
@@ -95,10 +94,9 @@ class JournalCall:
         error = miss = None
         if self.error is not None:
             # Rare, and the only use of the keys: redacted now, so an entry never holds one.
-            secrets = self.secrets
-            secrets.update(
+            secrets = {
                 s for s in (call.api_key, call.client_key, call.client_bearer, *call.forward_headers.values()) if s
-            )
+            }
             error = _redacted(self._envelope(), secrets)
             if isinstance(self.error, errors.CassetteMissError):
                 miss = self.error.details
@@ -116,12 +114,11 @@ class JournalCall:
             record.relayed = self.relayed.blob(self.relayed_type)
         else:
             images = self.streamed or (result.images if result is not None else [])
-            record.images = [_held_blob(i) if i.has_bytes else await self._blob(i) for i in images]
+            record.images = [_held_blob(i) if i.has_bytes else await self._url_blob(i) for i in images]
         await self.journal.append(record)
 
-    async def _blob(self, image: Image) -> Blob:
-        if image.has_bytes:
-            return _held_blob(image)
+    async def _url_blob(self, image: Image) -> Blob:
+        """An answered image given by URL: its bytes when the proxy hosts them or the URL holds them."""
         match = _HOSTED.search(image.url or "")
         # A URL the proxy hosts: its bytes are in the state store (a lookup, no copy in memory).
         hosted = await self.engine.files.get(match.group(1)) if match else None

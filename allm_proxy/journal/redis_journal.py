@@ -78,7 +78,7 @@ class RedisJournal:
         if len(self._writes) >= MAX_PENDING_WRITES:
             self._lose(record.id, "too many entries waiting for Redis", reason="backlog")
             return
-        record.settle_fields()  # time and params: the request is not around for a later reader
+        record.settle_fields()  # its fields: the request is not around for a later reader
         stored, byte_args = self._stored(record)
         args = [self._entries, record.id, json.dumps(stored), self.max_entries, self.max_bytes, self._channel]
         task = asyncio.get_running_loop().create_task(self._write(record.id, args + byte_args))
