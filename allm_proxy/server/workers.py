@@ -49,6 +49,7 @@ from ..metrics import MULTIPROC_VARIABLE
 from .allocator import keep_answer_blocks
 from .app import create_app
 from .http_guard import guarded_protocol
+from .log_output import SecondCachedFormatter, TurnStreamHandler
 from .runner import uvicorn_options
 
 WORKER_CONFIG_VARIABLE = "ALLM_PROXY_WORKER_CONFIG"
@@ -78,7 +79,14 @@ def check_workers(config: ProxyConfig) -> None:
 
 def setup_logging(level: str, *, worker: bool = False) -> None:
     """The proxy's log lines on stderr (the access log is `allm_proxy.access` at INFO)."""
-    logging.basicConfig(level=level.upper(), format=WORKER_LOG_FORMAT if worker else LOG_FORMAT, stream=sys.stderr)
+    # As logging.basicConfig(level=..., format=..., stream=sys.stderr), with the handler and formatter
+    # of `log_output` (one write per loop turn; the time formatted once a second).
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = TurnStreamHandler(sys.stderr)
+        handler.setFormatter(SecondCachedFormatter(WORKER_LOG_FORMAT if worker else LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
     # What the formats do not print, not collected for every line either (the logging HOWTO's
     # "Optimization"): the calling frame's file and line, the thread, the process name, and, but
     # for workers, whose lines name their process, the pid (a getpid() syscall per line).
