@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -27,7 +28,7 @@ class CountingStream(io.StringIO):
 
 
 @pytest.fixture
-def logged() -> tuple[logging.Logger, CountingStream, TurnStreamHandler]:
+def logged() -> Iterator[tuple[logging.Logger, CountingStream, TurnStreamHandler]]:
     stream = CountingStream()
     handler = TurnStreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
