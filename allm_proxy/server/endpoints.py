@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +23,7 @@ from ..wire.openai import parse_request, render_models, render_response
 from . import streaming
 from .answer_cache import AnswerCache, Watch
 from .faulted import shape_response
+from .http_guard import CLIENT_LEFT, ClientLeft
 from .uploads import UploadReader, is_streamed_upload, read_body
 
 T = TypeVar("T")
@@ -161,26 +162,49 @@ async def _answer(
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
     """Await `work`, cancelling it (and the upstream call under it) if the client disconnects.
 
-    Once the body is read, the next ASGI message is the client's disconnect;
-    starlette itself would let an abandoned request run to its end.
+    Starlette itself would let an abandoned request run to its end. `work` runs in this task; the
+    client's leaving cancels the task, and that cancellation is taken back here. The connection
+    tells of it (`http_guard.ClientLeft`) when the proxy serves; under another server, a watcher
+    awaits the next ASGI message, which, once the body is read, is the disconnect.
     """
-    task = asyncio.ensure_future(work)
+    task = asyncio.current_task()
+    assert task is not None  # an ASGI app runs in a task
+    left = False
 
-    async def watch() -> None:
-        for _ in range(1000):  # after the body, only the disconnect is expected; stay bounded anyway
-            if (await request.receive())["type"] == "http.disconnect":
-                task.cancel()
-                return
+    def client_left() -> None:
+        nonlocal left
+        left = True
+        task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    notice = request.scope.get("state", {}).get(CLIENT_LEFT)
+    watcher = None
+    if isinstance(notice, ClientLeft):
+        notice.listen(client_left)
+    else:
+        watcher = asyncio.ensure_future(_watch_for_disconnect(request, client_left))
     try:
-        return await task
+        result = await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
-            return None  # the client left
-        raise
+        if not left:
+            raise
+        task.uncancel()
+        return None
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        elif isinstance(notice, ClientLeft):
+            notice.stop()
+    if left:  # `work` ended all the same (it took the cancellation as its own end)
+        task.uncancel()
+        return None
+    return result
+
+
+async def _watch_for_disconnect(request: Request, client_left: Callable[[], None]) -> None:
+    for _ in range(1000):  # after the body, only the disconnect is expected; stay bounded anyway
+        if (await request.receive())["type"] == "http.disconnect":
+            client_left()
+            return
 
 
 async def list_models(request: Request) -> Response:

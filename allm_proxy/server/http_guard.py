@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -21,6 +22,8 @@ _writev = getattr(os, "writev", None)
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)  # Linux only
 # Set in a request's scope state once its whole body has arrived (`read_body` then needs no timer).
 BODY_IN = "body_in"
+# Set in a request's scope state when it begins: its `ClientLeft`.
+CLIENT_LEFT = "client_left"
 
 
 class HeadTooLarge(Exception):
@@ -62,6 +65,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            left = cycle.scope.get("state", {}).get(CLIENT_LEFT)
+            if isinstance(left, ClientLeft):
+                left.tell()
 
     def shutdown(self) -> None:
         self._send_held_head()  # a graceful stop closes the connection in this turn of the loop
@@ -91,8 +99,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:
-            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+            cycle.scope.setdefault("state", {})[CLIENT_LEFT] = ClientLeft(self.flow.resume_reading)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -161,6 +171,37 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         ]
         head = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
         self.transport.write(STATUS_LINE[rendered.status] + head + b"\r\n" + rendered.body)
+
+
+class ClientLeft:
+    """Told by the connection when its client closes it before the request's answer is complete.
+
+    An app that waits on something long (the provider) and wants to stop when nobody is left to
+    answer would otherwise keep an `await receive()` pending beside it, in a task of its own, for
+    the disconnect message: two tasks made and one cancelled for every request. `listen` instead
+    leaves one callback here, and resumes reading the connection, as that `receive()` would, so
+    that the close is seen. Put in the request's scope state (`CLIENT_LEFT`) by this protocol;
+    under another server there is none, and the app listens with `receive()`.
+    """
+
+    __slots__ = ("_listener", "_resume_reading")
+
+    def __init__(self, resume_reading: Callable[[], None]) -> None:
+        self._resume_reading = resume_reading
+        self._listener: Callable[[], None] | None = None
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (once) if the client leaves before `stop`."""
+        self._listener = listener
+        self._resume_reading()
+
+    def stop(self) -> None:
+        self._listener = None
+
+    def tell(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener()
 
 
 class HeadWithBody:
