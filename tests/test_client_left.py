@@ -11,11 +11,12 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from allm_proxy import AdapterInfo, Call, Engine, ImageRequest, ImageResponse, register_adapter
+from allm_proxy import AdapterInfo, Call, Engine, ImageRequest, ImageResponse
 from allm_proxy.adapters import AdapterSetup
 from allm_proxy.server import endpoints
 from allm_proxy.server.endpoints import _unless_client_leaves
 from allm_proxy.server.http_guard import CLIENT_LEFT, ClientLeft
+from tests.support.adapters import register_for_test
 from tests.support.asgi_server import running_proxy
 
 
@@ -154,8 +155,9 @@ def test_served_the_connection_tells_of_a_client_that_left_with_no_watcher(monke
         async def aclose(self) -> None:
             pass
 
-    register_adapter(
-        AdapterInfo(name="hanging-client-left", factory=Hanging, needs_key=False, default_model="gpt-image-1.5")
+    register_for_test(
+        monkeypatch,
+        AdapterInfo(name="hanging-client-left", factory=Hanging, needs_key=False, default_model="gpt-image-1.5"),
     )
     with running_proxy(Engine("hanging-client-left")) as url:
         with pytest.raises(httpx.ReadTimeout):

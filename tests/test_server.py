@@ -17,6 +17,7 @@ from allm_proxy.call import new_request_id
 from allm_proxy.config import ModelAlias
 from allm_proxy.files import HostedFiles
 from allm_proxy.server.middleware import bearer, call_headers
+from tests.support.adapters import register_for_test
 from tests.support.asgi_server import running_proxy
 
 
@@ -176,11 +177,11 @@ def test_a_call_takes_each_header_s_first_value_as_starlette_would() -> None:
     assert bearer(found["authorization"]) == "sk-test-one" and bearer("Basic abc") is None
 
 
-def test_client_that_leaves_cancels_the_provider_call() -> None:
+def test_client_that_leaves_cancels_the_provider_call(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncio
     import threading
 
-    from allm_proxy import AdapterInfo, Call, ImageRequest, ImageResponse, register_adapter
+    from allm_proxy import AdapterInfo, Call, ImageRequest, ImageResponse
     from allm_proxy.adapters import AdapterSetup
 
     cancelled = threading.Event()
@@ -204,7 +205,9 @@ def test_client_that_leaves_cancels_the_provider_call() -> None:
         async def aclose(self) -> None:
             pass
 
-    register_adapter(AdapterInfo(name="hanging-test", factory=Hanging, needs_key=False, default_model="gpt-image-1.5"))
+    register_for_test(
+        monkeypatch, AdapterInfo(name="hanging-test", factory=Hanging, needs_key=False, default_model="gpt-image-1.5")
+    )
     with running_proxy(Engine("hanging-test")) as url:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/images/generations", json={"prompt": "x"}, timeout=0.5)
