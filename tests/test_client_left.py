@@ -126,6 +126,41 @@ async def test_work_that_takes_the_cancellation_as_its_end_is_still_a_client_tha
     assert await asyncio.wait_for(task, 5) == (None, 0)
 
 
+async def test_work_that_turns_the_cancellation_into_an_error_is_still_a_client_that_left() -> None:
+    notice = ClientLeft(lambda: None)
+    request = FakeRequest(notice=notice)
+    started = asyncio.Event()
+
+    async def converting() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("the upstream call was interrupted") from None
+        return "answered"
+
+    async def handler() -> tuple[str | None, int]:
+        result = await _unless_client_leaves(cast(Request, request), converting())
+        task = asyncio.current_task()
+        assert task is not None
+        return result, task.cancelling()
+
+    task = asyncio.ensure_future(handler())
+    await started.wait()
+    notice.tell()
+    assert await asyncio.wait_for(task, 5) == (None, 0)
+
+
+async def test_an_error_of_work_whose_client_is_there_goes_on_up() -> None:
+    request = FakeRequest(notice=ClientLeft(lambda: None))
+
+    async def failing() -> str:
+        raise RuntimeError("upstream said no")
+
+    with pytest.raises(RuntimeError, match="upstream said no"):
+        await _unless_client_leaves(cast(Request, request), failing())
+
+
 def test_served_the_connection_tells_of_a_client_that_left_with_no_watcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """On the proxy's own connection layer the provider call is cancelled by the connection's close
     itself: no task awaits the disconnect message (the watcher is never started)."""

@@ -184,17 +184,16 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T | Non
         watcher = asyncio.ensure_future(_watch_for_disconnect(request, client_left))
     try:
         result = await work
-    except asyncio.CancelledError:
+    except (Exception, asyncio.CancelledError):
         if not left:
             raise
-        task.uncancel()
-        return None
+        # Nobody is left to answer, whatever the cancellation became on its way out of `work`.
     finally:
         if watcher is not None:
             watcher.cancel()
         elif isinstance(notice, ClientLeft):
             notice.stop()
-    if left:  # `work` ended all the same (it took the cancellation as its own end)
+    if left:  # also when `work` took the cancellation as its own end and returned
         task.uncancel()
         return None
     return result
