@@ -13,8 +13,8 @@ go at once, with every line before them, in order. `flush` (which `logging.shutd
 writes whatever waits.
 
 `SecondCachedFormatter` is `logging.Formatter` with `formatTime` done once per second of the
-clock: `time.strftime` of the same second, for every line of it, was a fifth of a line's cost.
-Measured in docs/benchmarks.md ("Issue 15, part 11").
+clock: `time.strftime` of the same second for every line of it took a line's formatting from 2.1
+to 3.4 µs. Both measured in docs/benchmarks.md ("Issue 15, part 11").
 """
 
 from __future__ import annotations

@@ -79,14 +79,15 @@ def check_workers(config: ProxyConfig) -> None:
 
 def setup_logging(level: str, *, worker: bool = False) -> None:
     """The proxy's log lines on stderr (the access log is `allm_proxy.access` at INFO)."""
-    # As logging.basicConfig(level=..., format=..., stream=sys.stderr), with the handler and formatter
-    # of `log_output` (one write per loop turn; the time formatted once a second).
+    # As logging.basicConfig(level=..., format=..., stream=sys.stderr) (nothing, where logging is set
+    # up already), with the handler and formatter of `log_output`: one write per loop turn, and the
+    # time formatted once a second.
     root = logging.getLogger()
     if not root.handlers:
         handler = TurnStreamHandler(sys.stderr)
         handler.setFormatter(SecondCachedFormatter(WORKER_LOG_FORMAT if worker else LOG_FORMAT))
         root.addHandler(handler)
-    root.setLevel(level.upper())
+        root.setLevel(level.upper())
     # What the formats do not print, not collected for every line either (the logging HOWTO's
     # "Optimization"): the calling frame's file and line, the thread, the process name, and, but
     # for workers, whose lines name their process, the pid (a getpid() syscall per line).
